@@ -1,0 +1,32 @@
+"""promptclf: turn an LLM into a text classifier, then make that classifier cheap.
+
+Library API (the CLI is a thin layer over it)::
+
+    from promptclf import Labeler, LabelOptions
+    labeled = Labeler(LabelOptions(shots=10, provider="local")).label(df)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["LabelOptions", "Labeler", "LabelSet", "label_file", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import promptclf` must not import pandas/torch/langchain.
+    if name in ("Labeler", "label_file"):
+        from . import labeling
+
+        return getattr(labeling, name)
+    if name == "LabelOptions":
+        from .options import LabelOptions
+
+        return LabelOptions
+    if name == "LabelSet":
+        from .labels import LabelSet
+
+        return LabelSet
+    raise AttributeError(name)

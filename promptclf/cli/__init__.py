@@ -1,0 +1,51 @@
+"""The ``promptclf`` command line: a thin layer that parses options, calls the library and prints.
+
+Errors from :mod:`promptclf.errors` become one line on stderr and the class's exit code;
+``--debug`` or ``PROMPTCLF_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..errors import PromptclfError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except PromptclfError as exc:
+            if os.environ.get("PROMPTCLF_DEBUG"):
+                raise
+            click.echo(f"promptclf: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if os.environ.get("PROMPTCLF_DEBUG"):
+                raise
+            click.echo("promptclf: interrupted; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="promptclf")
+@click.option("--debug", is_flag=True, help="Show tracebacks (same as PROMPTCLF_DEBUG=1).")
+def main(debug: bool) -> None:
+    """Turn an LLM into a text classifier, then make that classifier cheap."""
+    if debug:
+        os.environ["PROMPTCLF_DEBUG"] = "1"
+
+
+def _register() -> None:
+    # Each stage's commands live in their own module; importing them is cheap because
+    # heavy libraries (torch, langchain) are imported inside the commands.
+    from . import data as _data  # noqa: F401
+    from . import distill as _distill  # noqa: F401
+    from . import label as _label  # noqa: F401
+    from . import report as _report  # noqa: F401
+
+
+_register()

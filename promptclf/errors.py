@@ -1,0 +1,85 @@
+"""One exception hierarchy for promptclf.
+
+Every error a user can cause or fix derives from :class:`PromptclfError`. The CLI maps
+each class to an exit code and prints one line (``PROMPTCLF_DEBUG=1`` or ``--debug``
+shows the traceback). Messages name the fix: the missing column *and* the columns
+that exist, the env var to set, the extra to install.
+"""
+
+from __future__ import annotations
+
+
+class PromptclfError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(PromptclfError):
+    """Bad input file, column, label set or option value."""
+
+    exit_code = 2
+
+
+class ConfigError(PromptclfError):
+    """Inconsistent options or a recipe/config file that does not validate."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(PromptclfError):
+    """An optional package is not installed; the message says which extra to install."""
+
+    exit_code = 3
+
+
+class ProviderError(PromptclfError):
+    """A provider failed in a way retries could not fix."""
+
+    exit_code = 4
+
+
+class AuthenticationError(ProviderError):
+    """The API key is missing or rejected. Never retried."""
+
+    exit_code = 5
+
+
+class TransientProviderError(ProviderError):
+    """429, 5xx, timeout, dropped connection: worth retrying.
+
+    ``retry_after`` carries the server's Retry-After (seconds) when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ResponseFormatError(ProviderError):
+    """The response could not be parsed into the response model (truncated JSON, ...)."""
+
+
+class TrainingError(PromptclfError):
+    """Distillation cannot run as asked (one class only, no GPU for QLoRA, ...)."""
+
+    exit_code = 6
+
+
+class Interrupted(PromptclfError):
+    """Ctrl-C: work done so far is saved; rerun the same command to resume."""
+
+    exit_code = 130
+
+
+def require(module: str, extra: str, purpose: str) -> object:
+    """Import ``module`` lazily, or raise :class:`MissingDependencyError` with an install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(
+            f"{purpose} needs the '{module}' package: pip install 'promptclf[{extra}]'"
+        ) from exc

@@ -1,0 +1,144 @@
+"""Hosted chat providers through LangChain: Together (``ChatTogether``) and OpenAI or any
+OpenAI-compatible server (``ChatOpenAI`` with ``--base-url``: vLLM, llama.cpp, Ollama).
+
+The SDK's own retries are switched off (``max_retries=0``): transport retries are done
+once, in :mod:`promptclf.retry`, where Retry-After and bad keys are handled the same way
+for every provider. SDK exceptions are mapped onto :mod:`promptclf.errors` here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from ..errors import AuthenticationError, ProviderError, ResponseFormatError, TransientProviderError, require
+from .base import ChatResult, StructuredMode, Usage, estimate_tokens
+
+KEY_ENV = {"together": "TOGETHER_API_KEY", "openai": "OPENAI_API_KEY"}
+BASE_ENV = {"together": "TOGETHER_API_BASE", "openai": "OPENAI_BASE_URL"}
+
+
+def _retry_after(exc: Exception) -> float | None:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def map_openai_error(exc: Exception, provider: str) -> Exception:
+    """Turn an ``openai`` SDK exception into the promptclf error the retry layer understands."""
+    import openai
+
+    env = KEY_ENV.get(provider, "OPENAI_API_KEY")
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return AuthenticationError(f"{provider} rejected the API key (HTTP {exc.status_code}); check {env}")
+    if isinstance(exc, openai.RateLimitError):
+        return TransientProviderError("rate limited (HTTP 429)", retry_after=_retry_after(exc), status=429)
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientProviderError("request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientProviderError(f"connection failed: {exc.__cause__ or exc}")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code in (408, 409):
+            return TransientProviderError(f"server error (HTTP {exc.status_code})", _retry_after(exc), exc.status_code)
+        return ProviderError(f"{provider} rejected the request (HTTP {exc.status_code}): {str(exc)[:300]}")
+    if isinstance(exc, json.JSONDecodeError):  # body cut mid-way by a proxy or a dropped connection
+        return TransientProviderError(f"malformed response body: {exc}")
+    return exc
+
+
+class HostedProvider:
+    """A chat provider backed by a LangChain chat model."""
+
+    kind = "chat"
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        temperature: float = 0.0,
+    ) -> None:
+        if name not in KEY_ENV:
+            raise ProviderError(f"unknown hosted provider {name!r}; use together or openai")
+        self.name = name
+        self.model = model
+        self.base_url = base_url or os.environ.get(BASE_ENV[name]) or None
+        env = KEY_ENV[name]
+        key = os.environ.get(env)
+        if not key:
+            if self.base_url:
+                key = "not-needed"  # local OpenAI-compatible servers usually accept any key
+            else:
+                raise AuthenticationError(f"--provider {name} needs an API key: export {env}=...")
+        common: dict[str, Any] = {"model": model, "temperature": temperature, "max_retries": 0, "timeout": timeout_s}
+        if name == "together":
+            mod = require("langchain_together", "hosted", "--provider together")
+            if self.base_url:
+                common["base_url"] = self.base_url
+            self._llm = mod.ChatTogether(api_key=key, **common)  # type: ignore[attr-defined]
+        else:
+            mod = require("langchain_openai", "hosted", "--provider openai")
+            if self.base_url:
+                common["base_url"] = self.base_url
+            self._llm = mod.ChatOpenAI(api_key=key, **common)  # type: ignore[attr-defined]
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def default_mode(self) -> StructuredMode:
+        # OpenAI's strict json_schema is its strongest mode; Together and most
+        # OpenAI-compatible servers (vLLM, llama.cpp) accept json_object with a schema.
+        if self.name == "openai" and not self.base_url:
+            return "json_schema"
+        return "json_object"
+
+    def complete(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], mode: StructuredMode, max_tokens: int
+    ) -> ChatResult:
+        llm = self._llm
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+        if mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "labels", "schema": schema, "strict": True},
+            }
+        elif mode == "json_object":
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        elif mode == "tools":
+            tool = {"type": "function", "function": {"name": "record_labels", "parameters": schema}}
+            kwargs["tools"] = [tool]
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": "record_labels"}}
+        start = time.perf_counter()
+        try:
+            msg = llm.bind(**kwargs).invoke([(m["role"], m["content"]) for m in messages])
+        except Exception as exc:
+            mapped = map_openai_error(exc, self.name)
+            if mapped is exc:
+                raise ProviderError(f"{self.name} request failed: {type(exc).__name__}: {exc}") from exc
+            raise mapped from exc
+        latency = time.perf_counter() - start
+        meta = getattr(msg, "usage_metadata", None) or {}
+        usage = Usage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+        if mode == "tools":
+            calls = getattr(msg, "tool_calls", None) or []
+            if not calls:
+                raise ResponseFormatError("the model did not call the record_labels tool")
+            text = json.dumps(calls[0].get("args", {}))
+        else:
+            text = msg.content if isinstance(msg.content, str) else json.dumps(msg.content)
+        finish = (getattr(msg, "response_metadata", None) or {}).get("finish_reason")
+        return ChatResult(text=text, usage=usage, latency_s=latency, raw={"finish_reason": finish})
