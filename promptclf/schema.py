@@ -45,6 +45,19 @@ def response_schema(labels: LabelSet) -> dict[str, Any]:
     return inline(schema)
 
 
+def schema_for_batch(schema: dict[str, Any], n_items: int, strict: bool) -> dict[str, Any]:
+    """The schema for one request of ``n_items``: ids limited to 1..n and, where the mode
+    allows it, exactly n entries. (OpenAI's strict mode rejects minItems/maxItems.) Grammar-
+    constrained servers then cannot answer with an empty or short list."""
+    if strict:
+        return schema
+    out = json.loads(json.dumps(schema))
+    arr = out["properties"]["items"]
+    arr["minItems"] = arr["maxItems"] = n_items
+    arr["items"]["properties"]["id"].update({"minimum": 1, "maximum": n_items})
+    return out
+
+
 FORMAT_INSTRUCTIONS = (
     'Reply with JSON only, no prose, in exactly this form: {{"items": [{{"id": 1, "label": "<label>"}}, ...]}} '
     "where <label> is one of: {labels}."
@@ -104,7 +117,9 @@ def parse_response(text: str, ids: list[int], labels: LabelSet) -> ParsedBatch:
         pairs = [(int(m.group(1)), json.loads(f'"{m.group(2)}"')) for m in _ITEM_RE.finditer(text)]
         pairs += [(int(m.group(2)), json.loads(f'"{m.group(1)}"')) for m in _ITEM_RE_REV.finditer(text)]
         if not pairs:
-            raise ResponseFormatError(f"response is not valid JSON and holds no complete item: {text[:200]!r}") from None
+            raise ResponseFormatError(
+                f"response is not valid JSON and holds no complete item: {text[:200]!r}"
+            ) from None
         out.salvaged = True
 
     asked = set(ids)

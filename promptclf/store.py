@@ -141,7 +141,19 @@ class Store:
             self._db.execute(
                 "INSERT INTO attempts (key, run_id, provider, model, outcome, error, prompt_tokens, "
                 "completion_tokens, latency_s, cost_usd, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, run_id, provider, model, outcome, error, prompt_tokens, completion_tokens, latency_s, cost_usd, time.time()),
+                (
+                    key,
+                    run_id,
+                    provider,
+                    model,
+                    outcome,
+                    error,
+                    prompt_tokens,
+                    completion_tokens,
+                    latency_s,
+                    cost_usd,
+                    time.time(),
+                ),
             )
             self._db.commit()
 

@@ -20,7 +20,7 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("ext", [".csv", ".tsv", ".xlsx", ".jsonl", ".parquet"])
 def test_every_format_round_trips(tmp_path, ext):
-    df = pd.DataFrame({"text": ["a b", "", "ünïcode, \"quoted\"\nnewline"], "label": ["x", "", "y"]})
+    df = pd.DataFrame({"text": ["a b", "", 'ünïcode, "quoted"\nnewline'], "label": ["x", "", "y"]})
     p = write_table(df, tmp_path / f"t{ext}")
     back = read_table(p)
     assert list(back.columns) == ["text", "label"]

@@ -7,6 +7,7 @@ Errors from :mod:`promptclf.errors` become one line on stderr and the class's ex
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -14,8 +15,14 @@ import click
 from ..errors import PromptclfError
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        # SIGTERM (kill, a CI timeout) stops a run like Ctrl-C: finished work is written first.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return super().invoke(ctx)
         except PromptclfError as exc:

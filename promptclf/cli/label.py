@@ -19,7 +19,9 @@ def _fmt_summary(rec: dict) -> str:
     ]
     m = rec.get("metrics")
     if m and m.get("n_scored"):
-        lines.append(f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})")
+        lines.append(
+            f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})"
+        )
     u = rec["usage"]
     lines.append(
         f"  requests: {u['requests']:,} ({u['cached_requests']:,} from cache, {u['reasks']:,} items re-asked, "
@@ -35,36 +37,109 @@ def _fmt_summary(rec: dict) -> str:
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Labeled file (.csv/.tsv/.xlsx/.jsonl/.parquet) or a run folder. Default: INPUT.labeled.csv.")
-@click.option("--text-col", "text_cols", multiple=True, default=("text",), show_default=True, help="Text column; repeat for several (rendered as 'col: value' lines).")
-@click.option("--label-col", default="label", show_default=True, help="Column with gold/example labels (optional on rows).")
-@click.option("--labels", "labels_spec", help="Label set: 'a,b,c' or a .txt/.yaml/.json file with descriptions and aliases. Default: values of --label-col.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Labeled file (.csv/.tsv/.xlsx/.jsonl/.parquet) or a run folder. Default: INPUT.labeled.csv.",
+)
+@click.option(
+    "--text-col",
+    "text_cols",
+    multiple=True,
+    default=("text",),
+    show_default=True,
+    help="Text column; repeat for several (rendered as 'col: value' lines).",
+)
+@click.option(
+    "--label-col", default="label", show_default=True, help="Column with gold/example labels (optional on rows)."
+)
+@click.option(
+    "--labels",
+    "labels_spec",
+    help="Label set: 'a,b,c' or a .txt/.yaml/.json file with descriptions and aliases. Default: values of --label-col.",
+)
 @click.option("--shots", type=int, default=0, show_default=True, help="Few-shot examples per class (0 = zero-shot).")
-@click.option("--examples", type=click.Path(exists=True, dir_okay=False), help="File of labeled examples for --shots (default: labeled rows of INPUT, which are then not scored).")
+@click.option(
+    "--examples",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File of labeled examples for --shots (default: labeled rows of INPUT, which are then not scored).",
+)
 @click.option("--batch-size", type=int, default=10, show_default=True, help="Items per request.")
-@click.option("--provider", type=click.Choice(["auto", "together", "openai", "local"]), default="auto", show_default=True, help="auto: Together if TOGETHER_API_KEY, else OpenAI if OPENAI_API_KEY, else local.")
-@click.option("--model", help="Model id (default per provider: Llama-3.3-70B on Together, gpt-4o-mini on OpenAI, SmolLM2-135M locally; local also takes a path or hub id).")
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "together", "openai", "local"]),
+    default="auto",
+    show_default=True,
+    help="auto: Together if TOGETHER_API_KEY, else OpenAI if OPENAI_API_KEY, else local.",
+)
+@click.option(
+    "--model",
+    help="Model id (default per provider: Llama-3.3-70B on Together, gpt-4o-mini on OpenAI, SmolLM2-135M locally; local also takes a path or hub id).",
+)
 @click.option("--base-url", help="OpenAI-compatible server (vLLM, llama.cpp, Ollama), e.g. http://127.0.0.1:8000/v1.")
-@click.option("--structured", type=click.Choice(["auto", "json_schema", "json_object", "tools", "prompt"]), default="auto", show_default=True, help="How to ask for structured output.")
+@click.option(
+    "--structured",
+    type=click.Choice(["auto", "json_schema", "json_object", "tools", "prompt"]),
+    default="auto",
+    show_default=True,
+    help="How to ask for structured output.",
+)
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight.")
 @click.option("--rpm", type=float, help="Requests-per-minute limit.")
 @click.option("--tpm", type=float, help="Tokens-per-minute limit.")
-@click.option("--max-retries", type=int, default=6, show_default=True, help="Transport retries per request (429/5xx/timeouts).")
-@click.option("--max-reasks", type=int, default=3, show_default=True, help="Re-ask rounds for missing/invalid items (smaller batches each time).")
+@click.option(
+    "--max-retries", type=int, default=6, show_default=True, help="Transport retries per request (429/5xx/timeouts)."
+)
+@click.option(
+    "--max-reasks",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Re-ask rounds for missing/invalid items (smaller batches each time).",
+)
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per request.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", type=int, help="Completion token cap per request (default scales with batch size).")
-@click.option("--template", type=click.Path(exists=True, dir_okay=False), help="Jinja template for the user message (default prompts/batch.j2, or score.j2 for local).")
-@click.option("--system-template", type=click.Path(exists=True, dir_okay=False), help="Jinja template for the system message (default prompts/system.j2).")
-@click.option("--max-chars", type=int, default=4000, show_default=True, help="Truncate item texts in the prompt to this many characters.")
+@click.option(
+    "--template",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Jinja template for the user message (default prompts/batch.j2, or score.j2 for local).",
+)
+@click.option(
+    "--system-template",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Jinja template for the system message (default prompts/system.j2).",
+)
+@click.option(
+    "--max-chars",
+    type=int,
+    default=4000,
+    show_default=True,
+    help="Truncate item texts in the prompt to this many characters.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shot selection.")
-@click.option("--store", type=click.Path(dir_okay=False), help="SQLite store (default $PROMPTCLF_STORE or ~/.cache/promptclf/store.sqlite).")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    help="SQLite store (default $PROMPTCLF_STORE or ~/.cache/promptclf/store.sqlite).",
+)
 @click.option("--no-cache", is_flag=True, help="Do not reuse stored responses (they are still recorded).")
-@click.option("--prices", type=click.Path(exists=True, dir_okay=False), help="JSON price table overriding the packaged one.")
+@click.option(
+    "--prices", type=click.Path(exists=True, dir_okay=False), help="JSON price table overriding the packaged one."
+)
 @click.option("--name", help="Run name for reports (default: output name).")
 @click.option("--dry-run", is_flag=True, help="Show the first prompt, token count and estimated cost; send nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def label(input_path: Path, output: Path | None, labels_spec: str | None, name: str | None, dry_run: bool, quiet: bool, **kw: object) -> None:
+def label(
+    input_path: Path,
+    output: Path | None,
+    labels_spec: str | None,
+    name: str | None,
+    dry_run: bool,
+    quiet: bool,
+    **kw: object,
+) -> None:
     """Label every row of INPUT with an LLM (CSV, TSV, XLSX, JSONL, Parquet)."""
     from ..data import read_table
     from ..labeling import Labeler, label_file
@@ -83,7 +158,9 @@ def label(input_path: Path, output: Path | None, labels_spec: str | None, name: 
         click.echo(est["prompt"])
         click.echo("")
         click.echo(f"# provider {est['provider']}:{est['model']}")
-        click.echo(f"# rows {est['rows']:,}: {est['items']:,} to label, {est['shots']} shots, {est['skipped']} with bad text")
+        click.echo(
+            f"# rows {est['rows']:,}: {est['items']:,} to label, {est['shots']} shots, {est['skipped']} with bad text"
+        )
         click.echo(f"# first prompt: {approx}{est['first_prompt_tokens']:,} tokens; {est['requests']:,} requests")
         click.echo(
             f"# estimated tokens: {approx}{est['est_prompt_tokens']:,} prompt + {approx}{est['est_completion_tokens']:,} completion"

@@ -62,9 +62,15 @@ class ScoreResult:
 
 @runtime_checkable
 class Provider(Protocol):
-    name: str  # "openai", "together", "local"
-    model: str
-    kind: Literal["chat", "scoring"]
+    # Read-only in the protocol so a class attribute ``kind = "scoring"`` satisfies it.
+    @property
+    def name(self) -> str: ...  # "openai", "together", "local"
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def kind(self) -> Literal["chat", "scoring"]: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` (exact where the tokenizer is local, else an estimate)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import AuthenticationError, ProviderError, ResponseFormatError, TransientProviderError, require
 from .base import ChatResult, StructuredMode, Usage, estimate_tokens
@@ -62,7 +62,7 @@ def map_openai_error(exc: Exception, provider: str) -> Exception:
 class HostedProvider:
     """A chat provider backed by a LangChain chat model."""
 
-    kind = "chat"
+    kind: Literal["chat"] = "chat"
 
     def __init__(
         self,
