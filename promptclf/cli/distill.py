@@ -1,0 +1,168 @@
+"""``promptclf distill`` and ``promptclf predict``: train a local student on an LLM's labels, then use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder to write (and resume).",
+)
+@click.option(
+    "--recipe",
+    help="Packaged recipe name (minilm-lora, llama-3.2-3b-qlora, ...) or a YAML path; options given here override it.",
+)
+@click.option(
+    "--student",
+    help="Local model folder or hub id (in the local cache when offline). Default: the bundled all-MiniLM-L6-v2.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["lora", "full", "qlora"]),
+    help="lora (default), full fine-tuning, or qlora (4-bit base; needs a CUDA GPU unless --allow-cpu).",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["cls", "lm"]),
+    help="cls: new classification head (default). lm: keep the LM head, train it to answer with the label word (causal LMs).",
+)
+@click.option("--text-col", help="Text column. [default: text]")
+@click.option("--label-col", help="Teacher label column. [default: pred_label]")
+@click.option(
+    "--status-col",
+    help="Train only on rows whose status is 'ok' (all labeled rows if the column is absent). [default: pred_status]",
+)
+@click.option("--gold-col", help="Gold label column: evaluation only, unless --train-on gold. [default: label]")
+@click.option(
+    "--train-on",
+    type=click.Choice(["teacher", "gold"]),
+    help="Train on the teacher's labels (default) or the gold labels (the ceiling).",
+)
+@click.option(
+    "--eval",
+    "eval_file",
+    type=click.Path(dir_okay=False),
+    help="Gold test file. Default: hold out --test-fraction of the gold rows.",
+)
+@click.option(
+    "--val-fraction", type=float, help="Share of training rows for validation / early stopping. [default: 0.1]"
+)
+@click.option(
+    "--test-fraction", type=float, help="Share of gold rows held out for testing when no --eval. [default: 0.2]"
+)
+@click.option("--epochs", type=float, help="[default: 3]")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--lr", "learning_rate", type=float, help="Learning rate. [default: 5e-4 LoRA, 2e-4 QLoRA, 5e-5 full]")
+@click.option("--batch-size", type=int, help="[default: 16]")
+@click.option("--grad-accum", type=int, help="Gradient accumulation steps. [default: 1]")
+@click.option("--max-length", type=int, help="Tokens per text (longer texts are truncated). [default: 128]")
+@click.option("--lora-r", type=int, help="[default: 8]")
+@click.option("--lora-alpha", type=int, help="[default: 16]")
+@click.option("--lora-dropout", type=float, help="[default: 0.1]")
+@click.option(
+    "--target-modules",
+    callback=_csv_list,
+    help="Comma-separated LoRA targets. [default: query,value for BERT; q,k,v,o_proj for LMs]",
+)
+@click.option(
+    "--patience",
+    type=int,
+    help="Early stopping: evaluations without a validation macro-F1 gain (0 = off). [default: 2]",
+)
+@click.option("--eval-steps", type=int, help="Evaluate and checkpoint every N steps. [default: every epoch]")
+@click.option("--logging-steps", type=int, help="Log the training loss every N steps. [default: 10]")
+@click.option(
+    "--padding",
+    type=click.Choice(["dynamic", "max_length"]),
+    help="dynamic: length-grouped batches padded to their longest text (default); max_length: pad every text to --max-length.",
+)
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on for causal LMs]")
+@click.option(
+    "--allow-cpu", is_flag=True, default=None, help="Run QLoRA on CPU (slow) instead of refusing without a GPU."
+)
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--hourly-price", type=float, help="Machine $/hour for cost figures. [default: 0.10 CPU, 2.50 GPU]")
+@click.option("--name", help="Run name in reports. [default: folder name]")
+@click.option("--restart", is_flag=True, help="Discard checkpoints/results in the folder and train anew.")
+def distill(input: Path, output: Path, recipe: str | None, restart: bool, **options: object) -> None:
+    """Fine-tune a small local student on the labels in INPUT (a `promptclf label` output).
+
+    Trains on rows whose --status-col is `ok`, holds gold rows out for testing, and writes
+    OUTPUT/ with the adapter/model, tokenizer, labels.json, options.json, run.json and
+    predictions.csv. Ctrl-C saves a checkpoint; rerun the same command to resume.
+
+    QLoRA needs a CUDA GPU: without one it stops with the reason, unless --allow-cpu, which
+    runs it on CPU (bitsandbytes NF4 with float32 compute; fine for tiny models, slow otherwise).
+    """
+    from ..distill import DistillOptions
+    from ..distill import distill as run_distill
+
+    opts = DistillOptions.build(recipe=recipe, **options)
+    run = run_distill(input, output, opts, restart=restart)
+    m = run.get("metrics") or {}
+    tr = run["train"]
+    if m:
+        click.echo(f"gold test ({run['n_items']} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    if run.get("teacher_agreement") is not None:
+        click.echo(f"agreement with teacher ({run['teacher_agreement_on']}): {run['teacher_agreement']:.4f}")
+    click.echo(
+        f"train {tr['time_s']:.1f}s (${tr['train_cost_usd']:.4f})  predict {run['items_per_s']:.1f} items/s "
+        f"(${run['cost_per_1k']:.5f}/1k)  peak {tr['peak_memory_mb']:.0f} MB"
+    )
+    click.echo(str(output))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output table (.csv, .jsonl, ...).",
+)
+@click.option("--text-col", help="Text column. [default: the one the student was trained with]")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--merge", is_flag=True, help="Merge the LoRA adapter into the weights before predicting.")
+@click.option("--probs", is_flag=True, help="Also write one prob_<label> column per class.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "int8"]),
+    default="float32",
+    show_default=True,
+    help="int8: dynamic quantization, ~3x faster on CPU; bfloat16: half the memory. Both merge the adapter.",
+)
+def predict(
+    run_dir: Path,
+    input: Path,
+    output: Path,
+    text_col: str | None,
+    batch_size: int,
+    merge: bool,
+    probs: bool,
+    dtype: str,
+) -> None:
+    """Label every row of INPUT with the student in RUN_DIR: adds pred_label and pred_prob."""
+    from ..predict import predict_file
+
+    res = predict_file(
+        run_dir, input, output, text_col=text_col, batch_size=batch_size, merge=merge, class_probs=probs, dtype=dtype
+    )
+    click.echo(f"{res['rows']:,} rows in {res['wall_s']:.1f}s ({res['items_per_s']} items/s) -> {output}", err=True)
+    click.echo(str(output))
