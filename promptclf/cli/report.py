@@ -1,0 +1,112 @@
+"""``promptclf eval``, ``promptclf report`` and ``promptclf demo``: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+@main.command("eval")
+@click.argument("labeled", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--gold-col", required=True, help="Column with the true labels.")
+@click.option("--pred-col", default="pred_label", show_default=True, help="Column with the predicted labels.")
+@click.option(
+    "--status-col",
+    default=None,
+    help="Column with row statuses (ok/empty/invalid/error/shot). [default: pred_status when present]",
+)
+@click.option("--labels", "labels_spec", default=None, help="Label set: comma-separated names or a labels file.")
+@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(0), help="Bootstrap resamples for CIs.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+def eval_cmd(
+    labeled: Path,
+    gold_col: str,
+    pred_col: str,
+    status_col: str | None,
+    labels_spec: str | None,
+    n_boot: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Score a labeled file against its gold column: accuracy, macro-F1, per-class, confusion, CIs.
+
+    Rows without gold are counted but not scored; rows that are not 'ok' count as wrong;
+    few-shot example rows (status 'shot') are left out.
+    """
+    from ..data import read_table
+    from ..labels import parse_labels
+    from ..metrics import evaluate_table, format_table
+
+    df = read_table(labeled)
+    labels = parse_labels(labels_spec) if labels_spec else None
+    metrics = evaluate_table(
+        df,
+        labeled,
+        gold_col,
+        pred_col,
+        status_col or "pred_status",
+        labels=labels,
+        status_required=status_col is not None,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    click.echo(json.dumps(metrics, indent=2) if as_json else format_table(metrics))
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default="report",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for index.html, report.md, report.json and the PNGs.",
+)
+@click.option("--title", default="promptclf: prompting vs fine-tuning", show_default=True)
+@click.option(
+    "--hourly-price",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Dollars per machine-hour to price measured throughput (default: what distill runs recorded).",
+)
+def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, hourly_price: float | None) -> None:
+    """Compare run folders (or labeled files: x.csv → x.run/) in one HTML/Markdown/JSON report.
+
+    Mix any runs: zero- and few-shot, providers and models, students on LLM labels or on gold.
+    """
+    from ..report import build_report
+
+    paths = build_report(list(runs), out_dir, title=title, hourly_price=hourly_price)
+    click.echo(str(paths["html"]))
+    click.echo(f"also: {paths['markdown']}, {paths['json']}", err=True)
+
+
+@main.command("demo")
+@click.option("--quick", is_flag=True, help="A small sample and short training (about 3 minutes on 2 cores).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the sample, labeled files, run folders and report/.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+def demo_cmd(quick: bool, out_dir: Path, seed: int) -> None:
+    """Run the whole loop offline on BBC News: local LLM zero-/few-shot, MiniLM students, report.
+
+    Uses only bundled models and data (SmolLM2-135M-Instruct, all-MiniLM-L6-v2); no key needed.
+    """
+    from ..demo import run_demo
+
+    paths = run_demo(out_dir, quick=quick, seed=seed)
+    click.echo(f"demo finished in {paths['seconds']:.0f}s; open the report:", err=True)
+    click.echo(str(paths["html"]))

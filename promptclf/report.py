@@ -1,0 +1,787 @@
+"""Compare run folders side by side: prompted LLM runs (zero-/few-shot, any provider) and distilled students.
+
+``build_report(runs, out_dir)`` reads each run's ``run.json`` (docs/ARCHITECTURE.md) and writes
+
+* ``index.html``: one self-contained file (inline CSS, figures as base64 PNG data URIs, no
+  external resources), so it can be mailed or opened offline;
+* ``report.md`` with the PNGs beside it;
+* ``report.json``: the table, break-even volumes and verdict as data.
+
+Nothing from the environment is written; run options never hold API keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import report_plots
+from .costs import break_even_items, compute_cost_per_1k, round_volume
+from .data import FORMATS
+from .errors import InputError
+
+GOLD = "gold"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run folder from a run folder, its ``run.json``, or a labeled file (``x.csv`` → ``x.run/``)."""
+    p = Path(path)
+    if p.is_file() and p.name == "run.json":
+        return p.parent
+    if p.is_dir():
+        if (p / "run.json").is_file():
+            return p
+        raise InputError(
+            f"{p}: no run.json in this folder; pass a run folder written by 'promptclf label' or 'distill'"
+        )
+    if p.suffix.lower() in FORMATS:
+        cand = p.with_suffix(".run")
+        if (cand / "run.json").is_file():
+            return cand
+        raise InputError(f"{p}: no run folder {cand}/ beside this file; pass the folder 'promptclf label' wrote")
+    raise InputError(f"{p}: no such run folder or labeled file")
+
+
+@dataclass
+class Run:
+    """One run folder, flattened into the numbers the report compares."""
+
+    path: Path
+    data: dict[str, Any]
+    name: str = ""
+    metrics: dict[str, Any] | None = None
+    teacher: str | None = None  # name of the label run the student learned from, or "gold"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind") or "label")
+
+    @property
+    def is_student(self) -> bool:
+        return self.kind == "distill"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        opts = self.data.get("options")
+        return opts if isinstance(opts, dict) else {}
+
+    @property
+    def cost_per_1k(self) -> float | None:
+        if self.is_student:
+            v = (self.data.get("inference") or {}).get("cost_per_1k", self.data.get("cost_per_1k"))
+        else:
+            v = self.data.get("cost_per_1k")
+        return _num(v)
+
+    @property
+    def items_per_s(self) -> float | None:
+        if self.is_student:
+            return _num((self.data.get("inference") or {}).get("items_per_s", self.data.get("items_per_s")))
+        if self.cached_share > 0:
+            return None  # answers came from the response cache: the speed is the cache's, not the model's
+        return _num(self.data.get("items_per_s"))
+
+    @property
+    def cached_share(self) -> float:
+        """Share of a label run's requests answered from the cache (0 for students)."""
+        u = self.data.get("usage") if not self.is_student else None
+        if not isinstance(u, dict) or not u.get("requests"):
+            return 0.0
+        return float(u.get("cached_requests") or 0) / float(u["requests"])
+
+    @property
+    def train(self) -> dict[str, Any]:
+        t = self.data.get("train")
+        return t if isinstance(t, dict) else {}
+
+    @property
+    def shots(self) -> int | None:
+        v = self.options.get("shots")
+        return int(v) if isinstance(v, (int, float)) else None
+
+    def describe(self) -> str:
+        """``zero-shot``, ``few-shot (10/class)`` or ``student on few-shot-10 labels``."""
+        if self.is_student:
+            if self.teacher == GOLD:
+                return "student on gold labels"
+            return f"student on {self.teacher} labels" if self.teacher else "student"
+        if self.shots:
+            return f"few-shot ({self.shots}/class)"
+        return "zero-shot" if self.shots == 0 else "prompted LLM"
+
+
+def _num(v: object) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if f == f else None
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run folder; metrics missing from run.json are computed from its output when it has gold."""
+    d = resolve_run_dir(path)
+    try:
+        data = json.loads((d / "run.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{d / 'run.json'}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{d / 'run.json'}: expected a JSON object")
+    run = Run(path=d, data=data, name=str(data.get("name") or d.name))
+    metrics = data.get("metrics")
+    run.metrics = metrics if isinstance(metrics, dict) else _metrics_from_output(run)
+    return run
+
+
+def _output_path(run: Run) -> Path | None:
+    out = run.data.get("output")
+    if not out:
+        return None
+    p = Path(str(out))
+    for cand in (run.path / p, run.path.parent / p, p):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _metrics_from_output(run: Run) -> dict[str, Any] | None:
+    gold_col = run.data.get("gold_col")
+    out = _output_path(run)
+    if not gold_col or out is None:
+        return None
+    from .data import read_table
+    from .metrics import evaluate
+
+    df = read_table(out)
+    if gold_col not in df.columns or "pred_label" not in df.columns:
+        return None
+    status = df["pred_status"].tolist() if "pred_status" in df.columns else None
+    return evaluate(df[gold_col].tolist(), df["pred_label"].tolist(), run.data.get("labels"), status=status)
+
+
+def _teacher_refs(run: Run) -> list[str]:
+    """Strings in a distill run that may name its teacher: a run name, folder or labeled file."""
+    refs: list[str] = []
+    for src in (run.data, run.options):
+        for key in ("teacher", "teacher_run", "teacher_name", "train_file", "train", "input", "data", "labels_from"):
+            v = src.get(key)
+            if isinstance(v, str) and v:
+                refs.append(v)
+            elif isinstance(v, dict):
+                refs += [str(x) for x in (v.get("name"), v.get("path"), v.get("run")) if x]
+    # Last resort: the labeled file it was tested on. When the teacher's own run is not in the report,
+    # an LLM run over the student's test rows (same prompt, typically) is the fair comparison.
+    if run.options.get("eval_file"):
+        refs.append(str(run.options["eval_file"]))
+    return refs
+
+
+def _match_teachers(runs: list[Run]) -> None:
+    """Set ``teacher`` on each student: the label run it names (by name, folder or labeled file) or gold."""
+    label_runs = [r for r in runs if not r.is_student]
+    for s in (r for r in runs if r.is_student):
+        t = s.data.get("teacher")
+        if isinstance(t, dict):
+            t = t.get("name") or t.get("kind")
+        if (isinstance(t, str) and t.lower() == GOLD) or s.options.get("train_on") == GOLD:
+            s.teacher = GOLD
+            continue
+        for ref in _teacher_refs(s):
+            for lr in label_runs:
+                if ref == lr.name or _same_run(ref, s.path, lr):
+                    s.teacher = lr.name
+                    break
+            if s.teacher:
+                break
+
+
+def _same_run(ref: str, base: Path, lr: Run) -> bool:
+    cands = {Path(ref), base / ref, base.parent / ref}
+    targets = {lr.path.resolve()}
+    out = _output_path(lr)
+    if out is not None:
+        targets.add(out.resolve())
+    for c in cands:
+        try:
+            rc = c.resolve()
+        except OSError:
+            continue
+        if rc in targets or (rc.suffix.lower() in FORMATS and rc.with_suffix(".run") == lr.path.resolve()):
+            return True
+    return False
+
+
+def _unique_names(runs: list[Run]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        base = r.name
+        if base in seen:
+            seen[base] += 1
+            r.name = f"{base} ({r.path.parent.name or seen[base]})"
+            if r.name in seen:
+                r.name = f"{base} #{seen[base]}"
+        seen.setdefault(r.name, 1)
+
+
+# --- analysis --------------------------------------------------------------------------------
+
+
+def _hourly_price(runs: list[Run], hourly_price: float | None) -> float | None:
+    if hourly_price is not None:
+        return hourly_price
+    found = [_num(r.train.get("hourly_price_usd")) for r in runs if r.is_student]
+    prices = [p for p in found if p is not None and p > 0]
+    return max(prices) if prices else None
+
+
+def _row(run: Run, hourly: float | None) -> dict[str, Any]:
+    m = run.metrics or {}
+    cost = run.cost_per_1k
+    if cost == 0 and run.data.get("price_known") is False:
+        cost = None  # no price in the table for this model: unknown, not free
+    local_free = cost == 0 and str(run.data.get("provider") or "") == "local"
+    return {
+        "name": run.name,
+        "kind": run.kind,
+        "description": run.describe(),
+        "provider": run.data.get("provider"),
+        "model": run.data.get("model"),
+        "path": str(run.path),
+        "n_items": run.data.get("n_items"),
+        "n_scored": m.get("n_scored"),
+        "accuracy": m.get("accuracy"),
+        "accuracy_ci": m.get("accuracy_ci"),
+        "macro_f1": m.get("macro_f1"),
+        "macro_f1_ci": m.get("macro_f1_ci"),
+        "coverage": m.get("coverage"),
+        "cost_usd": _num(run.data.get("cost_usd")),
+        "cost_per_1k": cost,
+        "cost_is_local": local_free,
+        # What the same work costs when the machine is rented by the hour: makes a $0 local run
+        # comparable with a student whose cost is its (CPU/GPU) time.
+        "compute_cost_per_1k": compute_cost_per_1k(run.items_per_s, hourly)
+        if hourly and (run.is_student or run.data.get("provider") == "local")
+        else None,  # a hosted API's throughput says nothing about renting a machine
+        "items_per_s": run.items_per_s,
+        "cached_share": run.cached_share,
+        "latency_s_median": _num(run.data.get("latency_s_median")),
+        "wall_s": _num(run.data.get("wall_s")),
+        "train_cost_usd": _num(run.train.get("train_cost_usd")) if run.is_student else None,
+        "train_time_s": _num(run.train.get("time_s")) if run.is_student else None,
+        "teacher": run.teacher,
+        "teacher_agreement": _num(run.data.get("teacher_agreement")),
+        "teacher_agreement_on": run.data.get("teacher_agreement_on"),
+        "per_class": m.get("per_class") or {},
+        "confusion": m.get("confusion") or {},
+    }
+
+
+def _break_even(student: dict[str, Any], teacher: dict[str, Any], hourly: float | None) -> dict[str, Any]:
+    """Break-even volume at list prices and, when the LLM is a free local model, at compute prices."""
+    out: dict[str, Any] = {
+        "student": student["name"],
+        "llm": teacher["name"],
+        "llm_cost_per_1k": teacher["cost_per_1k"],
+        "student_cost_per_1k": student["cost_per_1k"],
+        "student_fixed_cost": student["train_cost_usd"] or 0.0,
+        "items": break_even_items(teacher["cost_per_1k"], student["cost_per_1k"], student["train_cost_usd"]),
+        "basis": "list price",
+    }
+    if out["items"] is None and teacher.get("cost_is_local") and teacher.get("compute_cost_per_1k") is not None:
+        s_cost = (
+            student["compute_cost_per_1k"] if student["compute_cost_per_1k"] is not None else student["cost_per_1k"]
+        )
+        out.update(
+            llm_cost_per_1k=teacher["compute_cost_per_1k"],
+            student_cost_per_1k=s_cost,
+            items=break_even_items(teacher["compute_cost_per_1k"], s_cost, student["train_cost_usd"]),
+            basis=f"compute time at ${hourly:g}/h",
+        )
+    return out
+
+
+def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
+    return bool(a and b and a[0] <= b[1] and b[0] <= a[1])
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _usd(v: float | None) -> str:
+    if v is None:
+        return "–"
+    if v == 0:
+        return "$0"
+    if v >= 100:
+        return f"${v:,.0f}"
+    if v >= 0.1:
+        return f"${v:,.2f}"
+    return f"${v:.2g}"
+
+
+def _share(x: float) -> str:
+    """A ratio as a percentage with sensible precision: 0.3%, 12%, 0.0041%."""
+    p = 100 * x
+    return f"{p:.0f}%" if p >= 10 else f"{p:.2g}%"
+
+
+def _times(x: float) -> str:
+    return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
+
+
+def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list[str]:
+    """Plain-language findings computed from the numbers; one sentence each."""
+    out: list[str] = []
+    llm = [r for r in rows if r["kind"] != "distill" and r["accuracy"] is not None]
+    students = [r for r in rows if r["kind"] == "distill" and r["accuracy"] is not None]
+    by_name = {r["name"]: r for r in rows}
+    if not llm and not students:
+        return ["No run has gold labels to score against, so the report compares cost and speed only."]
+    if llm:
+        best = max(llm, key=lambda r: r["accuracy"])
+        out.append(
+            f"Best prompted run: {best['name']}"
+            + ("" if best["name"] == best["description"] else f", {best['description']}")
+            + f" with {best['model']}: "
+            f"{_pct(best['accuracy'])} accuracy, {_pct(best['macro_f1'])} macro-F1, "
+            f"{_cost_cell(best)} per 1,000 items."
+        )
+        n_labels = len(best["per_class"]) or 0
+        if n_labels > 1 and best["accuracy"] < 1.5 / n_labels:
+            out.append(
+                f"That is close to guessing ({100 / n_labels:.0f}% with {n_labels} labels): {best['model']} is "
+                "too weak a teacher here; a larger model (a hosted provider or a bigger local one) should label better."
+            )
+        # Zero- vs few-shot only within one provider/model: across models the model is the difference.
+        for key in dict.fromkeys((r["provider"], r["model"]) for r in llm):
+            same = [r for r in llm if (r["provider"], r["model"]) == key]
+            zero = [r for r in same if r["description"] == "zero-shot"]
+            few = [r for r in same if r["description"].startswith("few-shot")]
+            if not (zero and few):
+                continue
+            z = max(zero, key=lambda r: r["accuracy"])
+            f = max(few, key=lambda r: r["accuracy"])
+            diff = 100 * (f["accuracy"] - z["accuracy"])
+            sig = (
+                "the 95% confidence intervals overlap, so this sample does not show a clear difference"
+                if _overlap(f["accuracy_ci"], z["accuracy_ci"])
+                else "the 95% confidence intervals do not overlap"
+            )
+            out.append(
+                f"With {key[1]}, few-shot examples ({f['name']}) change accuracy by {diff:+.1f} points over "
+                f"zero-shot ({z['name']}); {sig}."
+            )
+    gold_students = [s for s in students if s["teacher"] == GOLD]
+    for s in students:
+        t = by_name.get(s["teacher"]) if s["teacher"] not in (None, GOLD) else None
+        if s["teacher"] == GOLD:
+            continue
+        if t is None and llm:
+            t = max(llm, key=lambda r: r["accuracy"])
+            lead = f"The student {s['name']} (teacher not recorded; compared with the best prompted run {t['name']})"
+        elif t is None:
+            continue
+        else:
+            lead = f"The student trained on {t['name']}'s labels ({s['name']})"
+        if t.get("accuracy"):
+            ratio = s["accuracy"] / t["accuracy"]
+            sent = f"{lead} reaches {100 * ratio:.1f}% of its accuracy ({_pct(s['accuracy'])} vs {_pct(t['accuracy'])})"
+        else:
+            sent = f"{lead} reaches {_pct(s['accuracy'])} accuracy"
+        be = next((b for b in breakeven if b["student"] == s["name"] and b["llm"] == t["name"]), None)
+        if t["cost_per_1k"] and s["cost_per_1k"] is not None:
+            sent += f" at {_share(s['cost_per_1k'] / t['cost_per_1k'])} of its cost per 1,000 items"
+        if s["items_per_s"] and t["items_per_s"]:
+            r = s["items_per_s"] / t["items_per_s"]
+            speed = f"{_times(r)} faster" if r >= 1 else f"{_times(1 / r)} slower"
+            sent += f", {speed} ({_speed(s['items_per_s'])} vs {_speed(t['items_per_s'])} items/s)"
+        if t.get("cost_is_local"):
+            sent += f"; {t['name']} runs a local model with no list price"
+        if be and be["items"] is not None:
+            basis = "" if be["basis"] == "list price" else f", counting {be['basis']}"
+            sent += f"; distilling pays off after {round_volume(be['items'])} items{basis}"
+        elif be and t.get("cost_is_local") and not t["items_per_s"]:
+            sent += f"; {t['name']}'s speed was not measured (answers came from the cache), so there is no break-even"
+        elif be:
+            sent += "; at these prices distilling never pays off in dollars"
+        out.append(sent + ".")
+        if s["teacher_agreement"] is not None:
+            on = s.get("teacher_agreement_on") or "test"
+            out.append(f"{s['name']} agrees with its teacher on {_pct(s['teacher_agreement'])} of {on} items.")
+    for g in gold_students:
+        sent = f"The ceiling: a student trained on gold labels ({g['name']}) reaches {_pct(g['accuracy'])}"
+        peers = [s for s in students if s["teacher"] not in (None, GOLD)]
+        if peers:
+            p = max(peers, key=lambda r: r["accuracy"])
+            sent += f"; the best student on LLM labels ({p['name']}) recovers {100 * p['accuracy'] / g['accuracy']:.1f}% of it"
+        out.append(sent + ".")
+    return out
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _label_order(runs: list[Run], rows: list[dict[str, Any]]) -> list[str]:
+    """One label order for every figure: the label runs' label sets first, then any other label seen."""
+    order: list[str] = []
+    sources = [r.data.get("labels") for r in runs if not r.is_student] + [r.data.get("labels") for r in runs]
+    for labels in sources + [list(row["per_class"]) for row in rows]:
+        if isinstance(labels, list):
+            order += [str(lab) for lab in labels if str(lab) not in order]
+    return order
+
+
+def _reorder_confusion(conf: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """The confusion matrix with rows and label columns in ``order``; extra columns such as (none) stay last."""
+    labels = list(conf.get("labels") or [])
+    matrix = conf.get("matrix") or []
+    if not labels or not matrix or labels == [lab for lab in order if lab in labels]:
+        return conf
+    cols = list(conf.get("columns") or labels)
+    new_labels = [lab for lab in order if lab in labels] + [lab for lab in labels if lab not in order]
+    new_cols = new_labels + [c for c in cols if c not in labels]
+    ri = {lab: i for i, lab in enumerate(labels)}
+    ci = {c: j for j, c in enumerate(cols)}
+    if len(cols) != len(matrix[0]):
+        return conf  # malformed: leave it as recorded
+    new_matrix = [[matrix[ri[r]][ci[c]] for c in new_cols] for r in new_labels]
+    return {**conf, "labels": new_labels, "columns": new_cols, "matrix": new_matrix}
+
+
+def _agreement_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Students with a recorded agreement with an LLM teacher (a gold-trained student has no teacher)."""
+    return [r for r in rows if r["teacher_agreement"] is not None and r["teacher"] != GOLD]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+
+
+def _ci_text(ci: list[float] | None) -> str:
+    return "" if not ci else f"±{100 * (ci[1] - ci[0]) / 2:.1f}"
+
+
+def _provider_model(r: dict[str, Any]) -> str:
+    return " / ".join(str(x) for x in (r["provider"], r["model"]) if x) or "–"
+
+
+def _cost_cell(r: dict[str, Any]) -> str:
+    if r["cost_per_1k"] == 0 and r["cost_is_local"]:
+        return "$0 (local)"
+    return _usd(r["cost_per_1k"])
+
+
+def _latency(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f} s" if v >= 0.1 else f"{1000 * v:.2g} ms"
+
+
+def _speed(v: float | None) -> str:
+    return "–" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v < 10 else f"{v:.1f}")
+
+
+TABLE_COLUMNS = [
+    ("name", "run"),
+    ("description", "kind"),
+    ("provider_model", "provider / model"),
+    ("accuracy", "accuracy (95% CI)"),
+    ("macro_f1", "macro-F1"),
+    ("coverage", "coverage"),
+    ("cost_per_1k", "$ / 1k items"),
+    ("compute_cost_per_1k", "compute $ / 1k"),
+    ("items_per_s", "items/s"),
+    ("latency_s_median", "latency (median)"),
+    ("train_cost_usd", "training cost"),
+]
+
+
+def table_cells(r: dict[str, Any]) -> dict[str, str]:
+    """The text of each table cell for one run (shared by HTML and Markdown, checked by the tests)."""
+    acc = _pct(r["accuracy"])
+    if r["accuracy_ci"]:
+        acc += f" {_ci_text(r['accuracy_ci'])}"
+    return {
+        "name": r["name"],
+        "description": r["description"],
+        "provider_model": _provider_model(r),
+        "accuracy": acc,
+        "macro_f1": _pct(r["macro_f1"]),
+        "coverage": _pct(r["coverage"]),
+        "cost_per_1k": _cost_cell(r),
+        "compute_cost_per_1k": _usd(r["compute_cost_per_1k"]),
+        "items_per_s": "cached" if r.get("cached_share") else _speed(r["items_per_s"]),
+        "latency_s_median": _latency(r["latency_s_median"]),
+        "train_cost_usd": "–" if r["kind"] != "distill" else _usd(r["train_cost_usd"]),
+    }
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:1.6rem;margin:0 0 4px}h2{font-size:1.15rem;margin:32px 0 10px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+.sub{color:#5b6473;font-size:.9rem;margin:0 0 18px}
+.verdict{background:#fff;border-left:4px solid #0072B2;padding:12px 18px;border-radius:4px;box-shadow:0 1px 2px #0001}
+.verdict li{margin:4px 0}
+.scroll{overflow-x:auto;background:#fff;border-radius:4px;box-shadow:0 1px 2px #0001}
+table{border-collapse:collapse;width:100%;font-size:.86rem}
+th,td{padding:6px 8px;border-bottom:1px solid #eceff3;text-align:right;white-space:nowrap}
+th{background:#eef1f5;font-weight:600;white-space:normal;vertical-align:bottom}
+td.t,th.t{text-align:left}
+td.w{white-space:normal;min-width:9em}
+tr.distill td{background:#f7fbf7}
+figure{margin:0;background:#fff;padding:10px;border-radius:4px;box-shadow:0 1px 2px #0001}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{font-size:.82rem;color:#5b6473;margin-top:6px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
+.note{font-size:.82rem;color:#5b6473}
+code{background:#eef1f5;padding:1px 4px;border-radius:3px}
+"""
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _esc(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _html(
+    title: str,
+    created: str,
+    rows: list[dict[str, Any]],
+    breakeven: list[dict[str, Any]],
+    lines: list[str],
+    images: dict[str, Path],
+    hourly: float | None,
+) -> str:
+    e = _esc
+    cols = [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>",
+        f"<h1>{e(title)}</h1><p class='sub'>{len(rows)} runs · generated {e(created)} by promptclf</p>",
+        "<h2>Verdict</h2><ul class='verdict'>",
+        *[f"<li>{e(x)}</li>" for x in lines],
+        "</ul><h2>Runs</h2><div class='scroll'><table id='runs'><thead><tr>",
+        *[f"<th class='{'t' if k in ('name', 'description', 'provider_model') else ''}'>{e(h)}</th>" for k, h in cols],
+        "</tr></thead><tbody>",
+    ]
+    for r in rows:
+        cells = table_cells(r)
+        parts.append(f"<tr class='{e(r['kind'])}' data-run='{e(r['name'])}'>")
+        for k, _ in cols:
+            raw = r.get(k)
+            attr = f" data-value='{e(json.dumps(raw))}'" if isinstance(raw, (int, float)) else ""
+            cls = {"name": " class='t'", "description": " class='t w'", "provider_model": " class='t w'"}.get(k, "")
+            parts.append(f"<td data-col='{e(k)}'{cls}{attr}>{e(cells[k])}</td>")
+        parts.append("</tr>")
+    parts.append("</tbody></table></div>")
+    notes = [
+        "Accuracy and macro-F1 are on rows with gold labels (few-shot example rows excluded); "
+        "± is half the bootstrap 95% interval. Rows without a valid answer count as wrong; coverage is the share with one.",
+        "$ / 1k items is the list-price cost of classifying 1,000 items; for students it is inference only, "
+        "and training cost is shown separately.",
+    ]
+    if any(r.get("cached_share") for r in rows):
+        notes.append(
+            "items/s 'cached': the run reused stored responses, so its speed was not measured; rerun with --no-cache."
+        )
+    if hourly:
+        notes.append(f"compute $ / 1k prices each run's measured throughput at ${hourly:g} per machine-hour.")
+    parts.append("".join(f"<p class='note'>{e(n)}</p>" for n in notes))
+
+    def fig(key: str, caption: str) -> None:
+        if key in images:
+            parts.append(
+                f"<figure><img alt='{e(caption)}' src='{_data_uri(images[key])}'><figcaption>{e(caption)}</figcaption></figure>"
+            )
+
+    parts.append("<h2>Accuracy vs cost</h2>")
+    fig("accuracy_vs_cost", "Accuracy against cost per 1,000 items (log scale); $0 runs sit at the left edge.")
+    if "throughput" in images:
+        parts.append("<h2>Throughput</h2>")
+        fig("throughput", "Items classified per second, as measured in each run.")
+    if breakeven:
+        parts.append("<h2>Break-even</h2><div class='scroll'><table id='breakeven'><thead><tr>")
+        heads = ["student", "vs LLM run", "LLM $/1k", "student $/1k", "training cost", "pays off after", "basis"]
+        parts += [f"<th class='{'t' if i < 2 else ''}'>{e(h)}</th>" for i, h in enumerate(heads)]
+        parts.append("</tr></thead><tbody>")
+        for b in breakeven:
+            vals = [
+                b["student"],
+                b["llm"],
+                _usd(b["llm_cost_per_1k"]),
+                _usd(b["student_cost_per_1k"]),
+                _usd(b["student_fixed_cost"]),
+                "never" if b["items"] is None else f"{round_volume(b['items'])} items",
+                b["basis"],
+            ]
+            parts.append(
+                "<tr>"
+                + "".join(f"<td class='{'t' if i < 2 else ''}'>{e(v)}</td>" for i, v in enumerate(vals))
+                + "</tr>"
+            )
+        parts.append("</tbody></table></div>")
+        parts.append(
+            "<p class='note'>Items after which the student's training cost plus its per-item cost is below the "
+            "LLM's per-item cost.</p>"
+        )
+    agree = _agreement_rows(rows)
+    if agree:
+        parts.append("<h2>Teacher–student agreement</h2><div class='scroll'><table id='agreement'><thead><tr>")
+        parts.append(
+            "<th class='t'>student</th><th class='t'>teacher</th><th class='t'>measured on</th><th>agreement</th>"
+            "</tr></thead><tbody>"
+        )
+        for r in agree:
+            parts.append(
+                f"<tr><td class='t'>{e(r['name'])}</td><td class='t'>{e(r['teacher'] or '–')}</td>"
+                f"<td class='t'>{e(r['teacher_agreement_on'] or 'test')} items</td>"
+                f"<td data-value='{e(json.dumps(r['teacher_agreement']))}'>{e(_pct(r['teacher_agreement']))}</td></tr>"
+            )
+        parts.append("</tbody></table></div>")
+    if "per_class_f1" in images:
+        parts.append("<h2>F1 per class</h2>")
+        fig("per_class_f1", "F1 of each class, one bar per run.")
+    conf_keys = [k for k in images if k.startswith("confusion:")]
+    if conf_keys:
+        parts.append(
+            "<h2>Confusion matrices</h2><p class='note'>Rows are gold labels, columns predictions; "
+            "(none) counts rows without a valid answer. Shading is the share of the row.</p><div class='grid'>"
+        )
+        for k in conf_keys:
+            fig(k, k.split(":", 1)[1])
+        parts.append("</div>")
+    parts.append("<h2>Run folders</h2><ul class='note'>")
+    parts += [f"<li><b>{e(r['name'])}</b>: <code>{e(r['path'])}</code></li>" for r in rows]
+    parts.append("</ul></main></body></html>")
+    return "\n".join(parts)
+
+
+def _markdown(
+    title: str,
+    created: str,
+    rows: list[dict[str, Any]],
+    breakeven: list[dict[str, Any]],
+    lines: list[str],
+    images: dict[str, Path],
+    hourly: float | None,
+) -> str:
+    def md(v: str) -> str:
+        return v.replace("|", "\\|")
+
+    cols = [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
+    out = [f"# {title}", "", f"{len(rows)} runs · generated {created} by promptclf", "", "## Verdict", ""]
+    out += [f"- {x}" for x in lines]
+    out += ["", "## Runs", "", "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = table_cells(r)
+        out.append("| " + " | ".join(md(cells[k]) for k, _ in cols) + " |")
+    for key, heading in (("accuracy_vs_cost", "Accuracy vs cost"), ("throughput", "Throughput")):
+        if key in images:
+            out += ["", f"## {heading}", "", f"![{heading}]({images[key].name})"]
+    if breakeven:
+        out += ["", "## Break-even", "", "| student | vs LLM run | pays off after | basis |", "|---|---|---|---|"]
+        for b in breakeven:
+            when = "never" if b["items"] is None else f"{round_volume(b['items'])} items"
+            out.append(f"| {md(b['student'])} | {md(b['llm'])} | {when} | {b['basis']} |")
+    agree = _agreement_rows(rows)
+    if agree:
+        out += ["", "## Teacher–student agreement", ""]
+        out += [f"- {r['name']} vs {r['teacher'] or '–'}: {_pct(r['teacher_agreement'])}" for r in agree]
+    if "per_class_f1" in images:
+        out += ["", "## F1 per class", "", f"![F1 per class]({images['per_class_f1'].name})"]
+    conf_keys = [k for k in images if k.startswith("confusion:")]
+    if conf_keys:
+        out += ["", "## Confusion matrices", ""]
+        out += [f"![{k.split(':', 1)[1]}]({images[k].name})" for k in conf_keys]
+    return "\n".join(out) + "\n"
+
+
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    title: str = "promptclf: prompting vs fine-tuning",
+    hourly_price: float | None = None,
+) -> dict[str, Path]:
+    """Compare runs and write ``index.html``, ``report.md`` (+ PNGs) and ``report.json`` into ``out_dir``.
+
+    ``run_dirs`` are run folders or labeled files (``x.csv`` → ``x.run/``). ``hourly_price``
+    (dollars per machine-hour) prices measured throughput so a free local model can be weighed
+    against a student; by default it is the price the distill runs recorded, if any.
+    Returns the paths written, keyed ``html``, ``markdown``, ``json`` and one per figure.
+    """
+    if not run_dirs:
+        raise InputError("no runs given; pass run folders (or labeled files) written by 'promptclf label'/'distill'")
+    runs = [load_run(p) for p in run_dirs]
+    _unique_names(runs)
+    _match_teachers(runs)
+    hourly = _hourly_price(runs, hourly_price)
+    rows = [_row(r, hourly) for r in runs]
+    by_name = {r["name"]: r for r in rows}
+    llm_rows = [r for r in rows if r["kind"] != "distill"]
+    breakeven = []
+    for s in (r for r in rows if r["kind"] == "distill"):
+        t = by_name.get(s["teacher"]) if s["teacher"] not in (None, GOLD) else None
+        if t is None and s["teacher"] is None and llm_rows:
+            scored = [r for r in llm_rows if r["accuracy"] is not None]
+            t = max(scored, key=lambda r: r["accuracy"]) if scored else None
+        if t is not None:
+            breakeven.append(_break_even(s, t, hourly))
+    lines = verdict(rows, breakeven)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images: dict[str, Path] = {}
+    if (p := report_plots.accuracy_vs_cost(rows, out / "accuracy_vs_cost.png")) is not None:
+        images["accuracy_vs_cost"] = p
+    if (
+        len([r for r in rows if r["items_per_s"]]) > 1
+        and (p := report_plots.throughput(rows, out / "throughput.png")) is not None
+    ):
+        images["throughput"] = p
+    all_labels = _label_order(runs, rows)
+    for r in rows:
+        r["confusion"] = _reorder_confusion(r["confusion"], all_labels)
+    if (p := report_plots.per_class_f1(rows, all_labels, out / "per_class_f1.png")) is not None:
+        images["per_class_f1"] = p
+    for r in rows:
+        if r["confusion"].get("matrix"):
+            p = report_plots.confusion(r["name"], r["confusion"], out / f"confusion_{_slug(r['name'])}.png")
+            if p is not None:
+                images[f"confusion:{r['name']}"] = p
+
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    paths = {"html": out / "index.html", "markdown": out / "report.md", "json": out / "report.json"}
+    paths["html"].write_text(_html(title, created, rows, breakeven, lines, images, hourly), encoding="utf-8")
+    paths["markdown"].write_text(_markdown(title, created, rows, breakeven, lines, images, hourly), encoding="utf-8")
+    doc = {
+        "title": title,
+        "created": created,
+        "hourly_price_usd": hourly,
+        "runs": [{k: v for k, v in r.items() if k != "confusion"} | {"confusion": r["confusion"]} for r in rows],
+        "break_even": breakeven,
+        "verdict": lines,
+        "images": {k: v.name for k, v in images.items()},
+    }
+    paths["json"].write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    for k, v in images.items():
+        paths[f"image:{k}"] = v
+    return paths
