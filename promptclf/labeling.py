@@ -62,7 +62,7 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     list_cost_usd: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # every response's own latency, cached ones included
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -313,11 +313,13 @@ class Labeler:
             self.stats.prompt_tokens += usage.prompt_tokens
             self.stats.completion_tokens += usage.completion_tokens
             self.stats.list_cost_usd += cost
+            # A cached response keeps the latency it had when it was fetched, so the speed
+            # of a resumed or cached rerun is still the provider's, not the cache's.
+            self.stats.latencies.append(latency)
             if cached:
                 self.stats.cached_requests += 1
             else:
                 self.stats.cost_usd += cost
-                self.stats.latencies.append(latency)
         return cost, latency
 
     # -- scoring providers (the local model) ------------------------------------------------
@@ -601,6 +603,15 @@ class Labeler:
         }
 
     # -- summary ----------------------------------------------------------------------------
+    def _items_per_s(self, n_items: int) -> float:
+        """Throughput of the provider: wall time when everything was fetched now; when some
+        responses came from the store, their recorded latencies (spread over the concurrency)."""
+        if not self.stats.cached_requests:
+            return n_items / self.wall_s if self.wall_s else 0.0
+        conc = 1 if self.provider.kind == "scoring" else min(self.options.concurrency, max(1, self.stats.requests))
+        busy = sum(self.stats.latencies) / conc
+        return n_items / busy if busy else 0.0
+
     def summary(self, labeled: pd.DataFrame) -> dict[str, Any]:
         """Counts, coverage, accuracy on gold rows that were not shots, usage, cost, time."""
         assert self.job is not None
@@ -633,7 +644,7 @@ class Labeler:
             "cost_per_1k": 1000 * self.stats.list_cost_usd / n_items if n_items else 0.0,
             "price_known": self.price.known,
             "wall_s": self.wall_s,
-            "items_per_s": n_items / self.wall_s if self.wall_s else 0.0,
+            "items_per_s": self._items_per_s(n_items),
             "latency_s_median": statistics.median(lat) if lat else None,
             "metrics": metrics,
         }

@@ -110,7 +110,13 @@ class HostedProvider:
         self, messages: list[dict[str, str]], schema: dict[str, Any], mode: StructuredMode, max_tokens: int
     ) -> ChatResult:
         llm = self._llm
-        kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+        if self.base_url and self.name == "openai":
+            # ChatOpenAI sends the cap as max_completion_tokens, which OpenAI-compatible
+            # servers such as llama-cpp-python ignore (they then generate until the context
+            # is full); max_tokens in the body is understood by all of them.
+            kwargs: dict[str, Any] = {"extra_body": {"max_tokens": max_tokens}}
+        else:
+            kwargs = {"max_tokens": max_tokens}
         if mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",

@@ -36,7 +36,6 @@ _SENTINEL = "\u27e6PROMPTCLF_ITEM\u27e7"
 _MODELS: dict[tuple[str, str], Any] = {}
 _TOKENIZERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
-_PICKED: dict[str, int] = {}
 
 
 def _source(model: str | None) -> tuple[str, str, dict[str, Any]]:
@@ -59,7 +58,72 @@ def _source(model: str | None) -> tuple[str, str, dict[str, Any]]:
     return model, model, {}  # a Hugging Face hub id (needs network the first time)
 
 
+_CONVERT_LOCK = threading.Lock()
+
+
+def _cache_root() -> Path:
+    import os
+
+    home = os.environ.get("PROMPTCLF_HOME")
+    if home:
+        return Path(home) / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "promptclf" / "models"
+
+
+def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """For a GGUF model, a float32 safetensors copy in the cache folder, made on first use.
+
+    transformers dequantises GGUF in Python (about 30 s for SmolLM2-135M on 2 cores, tokenizer
+    included) on every load; the copy loads in under a second. The copy is keyed by the GGUF's
+    name, size and mtime, and written to a temporary folder then renamed, so a crash never
+    leaves a half-written model behind. If the cache folder is not writable, load the GGUF.
+    """
+    gguf = kwargs.get("gguf_file")
+    if not gguf:
+        return path, kwargs
+    src = Path(path) / gguf
+    st = src.stat()
+    dest = _cache_root() / f"{src.stem}-{st.st_size}-{int(st.st_mtime)}"
+    with _CONVERT_LOCK:
+        if (dest / "model.safetensors").is_file():
+            return str(dest), {}
+        import shutil
+        import sys
+        import tempfile
+
+        import torch
+        import transformers
+        from safetensors.torch import save_model
+
+        print(f"promptclf: converting {src.name} to float32 once (cached in {dest})", file=sys.stderr)
+        tok = transformers.AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=torch.float32)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+            if hasattr(model.config, "quantization_config"):
+                delattr(model.config, "quantization_config")
+            model.config.save_pretrained(tmp)
+            model.generation_config.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            save_model(model, str(tmp / "model.safetensors"))
+            tmp.rename(dest)
+        except OSError as exc:
+            shutil.rmtree(locals().get("tmp", dest / "missing"), ignore_errors=True)
+            print(f"promptclf: could not cache the float32 copy ({exc}); loading the GGUF each time", file=sys.stderr)
+            return path, kwargs
+        return str(dest), {}
+
+
+def _quiet() -> None:
+    import transformers
+
+    transformers.logging.disable_progress_bar()  # per-tensor loading bars are noise on stderr
+
+
 def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
+    _quiet()
+    path, kwargs = _float32_copy(path, kwargs)
     with _LOCK:
         if key not in _TOKENIZERS:
             import transformers
@@ -72,6 +136,7 @@ def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
 
 
 def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str) -> Any:
+    path, kwargs = _float32_copy(path, kwargs)
     with _LOCK:
         if (key, device) not in _MODELS:
             import torch
@@ -85,36 +150,6 @@ def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str) -> Any
         return _MODELS[(key, device)]
 
 
-def _pick_threads(model: Any) -> int:
-    """CPU threads for scoring: torch's default (all cores) unless one thread is measurably faster.
-
-    OpenMP threads wait for each other at every op; when other processes already keep the
-    cores busy, a descheduled sibling stalls the rest. On the 2-core dev box under load 8 a
-    256-token forward took 1.9 s with 1 thread and 6-15 s with 2. A few 32-token forwards
-    per setting (about a second in all) decide, once per process.
-    """
-    import torch
-
-    cores = torch.get_num_threads()
-    if cores <= 1:
-        return cores
-    if "threads" in _PICKED:
-        return _PICKED["threads"]
-    ids = torch.arange(100, 132).unsqueeze(0).to(model.device)
-    best = {1: float("inf"), cores: float("inf")}
-    try:
-        with torch.inference_mode():
-            for n in (1, cores, 1, cores, 1, cores):
-                torch.set_num_threads(n)
-                t0 = time.perf_counter()
-                model(input_ids=ids, logits_to_keep=1)
-                best[n] = min(best[n], time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(cores)
-    _PICKED["threads"] = 1 if best[1] < 0.9 * best[cores] else cores
-    return _PICKED["threads"]
-
-
 class LocalProvider:
     """Scoring provider running a causal LM in this process (CUDA when available, else CPU).
 
@@ -122,7 +157,8 @@ class LocalProvider:
     folder, a ``.gguf`` file, or a Hugging Face hub id. ``max_item_tokens``: each item is
     cut to its first this-many tokens. ``reuse_prefix=False`` re-encodes the shared prefix
     for every item (only useful to measure what reuse buys). ``threads``: CPU threads while
-    scoring; None picks by a short timing at load (see :func:`_pick_threads`).
+    scoring; None keeps torch's default (all cores). On a box other jobs keep busy,
+    ``threads=1`` can be faster: OpenMP threads wait for each other at every op.
     """
 
     name = "local"
@@ -174,8 +210,6 @@ class LocalProvider:
             t0 = time.perf_counter()
             _ = self.tokenizer
             self._lm = _load_model(self._key, self._path, self._kwargs, self.device)
-            if self.threads is None and self.device == "cpu":
-                self.threads = _pick_threads(self._lm)
             self.load_s = time.perf_counter() - t0
 
     def count_tokens(self, text: str) -> int:
