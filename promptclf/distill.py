@@ -186,7 +186,9 @@ def _clean(series: Any) -> list[str]:
 def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
     """Read the labeled file, pick trainable rows, split train/validation/test (seeded, stratified)."""
     df = read_table(input_path)
-    src_col, src_opt = (o.label_col, "--label-col") if o.train_on == "teacher" else (o.gold_col, "--gold-col")
+    src_col, src_opt = (
+        (o.label_col, "--label-col") if o.train_on == "teacher" else (o.gold_col or "label", "--gold-col")
+    )
     check_columns(df, [o.text_col], input_path, "--text-col")
     check_columns(df, [src_col], input_path, src_opt)
     texts = [cell_text(v) for v in df[o.text_col]]
@@ -288,32 +290,11 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
 
 
 def _evaluate(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
-    """``promptclf.metrics.evaluate`` when present; otherwise a minimal sklearn version of the same dict."""
-    try:
-        from .metrics import evaluate
-    except ImportError:
-        evaluate = None
-    all_labels = list(labels) + sorted({g for g in gold if g and g not in labels})
-    if evaluate is not None:
-        return evaluate(gold, pred, all_labels, status=None)
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    """Metrics over the student's labels plus any gold label it never saw in training."""
+    from .metrics import evaluate
 
-    pairs = [(g, p) for g, p in zip(gold, pred, strict=True) if g]
-    g_, p_ = [g for g, _ in pairs], [p for _, p in pairs]
-    pr, rc, f1, sup = precision_recall_fscore_support(g_, p_, labels=all_labels, zero_division=0)
-    return {
-        "n_rows": len(gold),
-        "n_gold": len(pairs),
-        "n_scored": len(pairs),
-        "coverage": 1.0,
-        "accuracy": float(accuracy_score(g_, p_)),
-        "macro_f1": float(f1_score(g_, p_, labels=all_labels, average="macro", zero_division=0)),
-        "per_class": {
-            lab: {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
-            for lab, a, b, c, d in zip(all_labels, pr, rc, f1, sup, strict=True)
-        },
-        "confusion": {"labels": all_labels, "matrix": confusion_matrix(g_, p_, labels=all_labels).tolist()},
-    }
+    all_labels = list(labels) + sorted({g for g in gold if g and g not in labels})
+    return evaluate(gold, pred, all_labels, status=None)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -407,7 +388,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
     if data.test_texts:
         test_pred = [lab for lab, _ in preds]
         metrics = _evaluate(data.test_gold, test_pred, data.labels)
-        frame = {"text": data.test_texts, "gold": data.test_gold}
+        frame: dict[str, list[Any]] = {"text": data.test_texts, "gold": data.test_gold}
         if data.test_teacher is not None:
             frame["teacher"] = data.test_teacher
             pairs = [(t, p) for t, p in zip(data.test_teacher, test_pred, strict=True) if t]

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .distill_models import (
     PromptParts,
@@ -258,7 +258,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         train_ds = [{"input_ids": enc["input_ids"][i], "labels": y} for i, y in enumerate(data.train_y)]
         venc = encode_cls(tok, data.val_texts, o.max_length)
         eval_ds = [{"input_ids": venc["input_ids"][i], "labels": y} for i, y in enumerate(data.val_y)]
-        collator = DataCollatorWithPadding(tok, **pad)
+        collator = DataCollatorWithPadding(tok, **pad)  # type: ignore[assignment]
         parts = None
 
     total = estimate_steps(len(train_ds), o)
@@ -278,7 +278,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=o.eval_steps,
-        save_steps=o.eval_steps,
+        save_steps=o.eval_steps,  # type: ignore[arg-type]
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",
@@ -350,7 +350,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         )
     peak = _peak_memory_mb(device)
     examples = (state.global_step - step0) * o.batch_size * o.grad_accum
-    model = trainer.model
+    model = cast(Any, trainer.model)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     (out / "student.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
@@ -401,6 +401,7 @@ def _lm_trainer_class() -> type:
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
             texts, y, parts, spec = self._val
+            assert self.model is not None
             was_training = self.model.training
             self.model.eval()
             preds: list[int] = []

@@ -94,7 +94,7 @@ class Student:
                 if merge:
                     model = model.merge_and_unload()
         if spec.method != "qlora":  # 4-bit models are placed by device_map already
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]
         model.eval()
         if dtype != "float32":
             model = _reduce_precision(model, dtype, spec, device)

@@ -146,7 +146,7 @@ def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str) -> Any
                 model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
             except OSError as exc:
                 raise ProviderError(f"cannot load local model {key!r}: {exc}") from exc
-            _MODELS[(key, device)] = model.to(device).eval()
+            _MODELS[(key, device)] = model.to(device).eval()  # type: ignore[arg-type]
         return _MODELS[(key, device)]
 
 
