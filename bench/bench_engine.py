@@ -35,7 +35,9 @@ from faultproxy import FaultProxy  # noqa: E402
 from servers import LlamaServer  # noqa: E402
 
 
-def _run(proxy: FaultProxy, texts: list[str], concurrency: int, store: Path, max_tokens: int) -> dict[str, float]:
+def _run(
+    proxy: FaultProxy, texts: list[str], concurrency: int, store: Path, max_tokens: int | None
+) -> dict[str, float]:
     import pandas as pd
 
     from promptclf.data import BBC_TOPICS
@@ -86,7 +88,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=96)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--latency", type=float, default=1.0, help="seconds the proxy adds to every request")
-    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--max-tokens", type=int, default=None, help="completion cap (default: the engine's)")
     ap.add_argument("--no-live", action="store_true", help="skip the live (no replay) pass")
     args = ap.parse_args()
 

@@ -267,3 +267,15 @@ def test_off_list_label_once_is_recovered(fault_proxy: FaultProxy, tmp_path, tex
     # numbered its answer wrongly, but never invalid
     assert out["pred_status"].iat[0] in {"ok", "empty"}
     assert 0 in _rows_asked_after(fault_proxy, 1, texts[:3])
+
+
+def test_answer_cut_at_max_tokens_is_salvaged_or_reasked(fault_proxy: FaultProxy, tmp_path, texts):
+    """A real length-limited completion (finish_reason=length; the SDK raises on it) is not a
+    failed request: its complete items are kept, the rest re-asked, then marked empty."""
+    out, labeler = _label(fault_proxy, tmp_path, texts, max_tokens=16, max_reasks=1)
+    _check_complete(out, texts)
+    assert labeler.stats.failed_requests == 0
+    assert "error" not in set(out["pred_status"])
+    empty = out[out["pred_status"] == "empty"]
+    assert len(empty) > 0 and all(empty["pred_reason"].str.contains("no usable answer|left this item out"))
+    assert labeler.stats.reasks > 0

@@ -59,6 +59,18 @@ def map_openai_error(exc: Exception, provider: str) -> Exception:
     return exc
 
 
+def _length_limited(exc: Exception) -> ChatResult | None:
+    """The partial completion inside openai's LengthFinishReasonError, as a ChatResult."""
+    completion = getattr(exc, "completion", None)
+    if type(exc).__name__ != "LengthFinishReasonError" or completion is None:
+        return None
+    choice = completion.choices[0] if completion.choices else None
+    text = (choice.message.content or "") if choice is not None else ""
+    u = completion.usage
+    usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+    return ChatResult(text=text, usage=usage, raw={"finish_reason": "length"})
+
+
 class HostedProvider:
     """A chat provider backed by a LangChain chat model."""
 
@@ -132,6 +144,12 @@ class HostedProvider:
         try:
             msg = llm.bind(**kwargs).invoke([(m["role"], m["content"]) for m in messages])
         except Exception as exc:
+            truncated = _length_limited(exc)
+            if truncated is not None:
+                # The SDK refuses to parse a response cut at max_tokens; the engine salvages
+                # its complete items and re-asks the rest, so hand the text over.
+                truncated.latency_s = time.perf_counter() - start
+                return truncated
             mapped = map_openai_error(exc, self.name)
             if mapped is exc:
                 raise ProviderError(f"{self.name} request failed: {type(exc).__name__}: {exc}") from exc
