@@ -118,6 +118,13 @@ def _fmt_summary(rec: dict) -> str:
     show_default=True,
     help="Truncate item texts in the prompt to this many characters.",
 )
+@click.option(
+    "--shot-max-chars",
+    type=int,
+    default=400,
+    show_default=True,
+    help="Truncate each few-shot example to this many characters (shorter = cheaper prompts).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shot selection.")
 @click.option(
     "--store",
