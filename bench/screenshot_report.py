@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptclf.metrics import evaluate  # noqa: E402
-from promptclf.report import build_report  # noqa: E402
+from promptclf.report import build_report, screenshot  # noqa: E402
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
@@ -113,34 +111,6 @@ def sample_runs(root: Path) -> list[Path]:
             train={"time_s": 95.0, "hourly_price_usd": 0.10, "train_cost_usd": 0.0026},
         ),
     ]
-
-
-def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2000) -> Path:
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        sys.exit("chromium not found; on Debian: apt-get install -y chromium")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                f"--screenshot={png.resolve()}",
-                f"--window-size={width},{height}",
-                html.resolve().as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    return png
 
 
 def main() -> None:

@@ -704,5 +704,5 @@ def label_file(
         "labels.json": json.dumps(labeler.job.labels.to_dict() if labeler.job else [], indent=2),
     }
     write_run(run_dir, record, opts.model_dump(mode="json"), files)
-    record["run_dir"] = str(run_dir)
+    record["run_dir"] = str(run_dir.resolve())
     return record

@@ -785,3 +785,54 @@ def build_report(
     for k, v in images.items():
         paths[f"image:{k}"] = v
     return paths
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium binary (Debian's ``chromium`` package), or None."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def screenshot(html_path: str | Path, png: str | Path, width: int = 1280, height: int = 2000) -> Path:
+    """Render ``html_path`` in headless Chromium to ``png``: how to check a report renders offline.
+
+    The flags keep Chromium from reaching out to the network (it has none here) and from
+    touching the user's profile.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    from .errors import MissingDependencyError
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise MissingDependencyError("a screenshot needs Chromium: apt-get install -y chromium")
+    png = Path(png)
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--screenshot={png.resolve()}",
+                f"--window-size={width},{height}",
+                Path(html_path).resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "HOME": profile},
+        )
+    return png

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
-import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,10 +22,10 @@ from promptclf.costs import break_even_items, round_volume
 from promptclf.data import write_table
 from promptclf.errors import InputError
 from promptclf.metrics import evaluate
-from promptclf.report import build_report
+from promptclf.report import build_report, find_chromium, screenshot
 
 LABELS = ["business", "sport", "tech"]
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = find_chromium()
 
 
 def _predictions(gold: list[str], quality: float, seed: int) -> tuple[list[str], list[str]]:
@@ -293,29 +289,7 @@ def test_report_cli(runs: dict[str, Path], tmp_path: Path) -> None:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
     paths = build_report(list(runs.values()), tmp_path / "report")
-    shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                str(CHROMIUM),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                f"--screenshot={shot}",
-                "--window-size=1280,1600",
-                paths["html"].resolve().as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-            env={**os.environ, "HOME": profile},
-        )
+    shot = screenshot(paths["html"], tmp_path / "shot.png", 1280, 1600)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a blank page compresses to a few KB
 
