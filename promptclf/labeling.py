@@ -423,7 +423,7 @@ class Labeler:
             if bad:
                 feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
             feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
-        fmt = FORMAT_INSTRUCTIONS.format(labels=", ".join(job.labels.names)) if mode == "prompt" else None
+        fmt = _format_instructions(mode, job.labels)
         messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt)
         schema = schema_for_batch(schema, len(items), strict=mode == "json_schema")
         longest = max(len(n) for n in job.labels.names)
@@ -571,7 +571,7 @@ class Labeler:
             requests = math.ceil(n / o.batch_size)
         else:
             mode = self._mode()
-            fmt = FORMAT_INSTRUCTIONS.format(labels=", ".join(job.labels.names)) if mode == "prompt" else None
+            fmt = _format_instructions(mode, job.labels)
             batches = [job.todo[i : i + o.batch_size] for i in range(0, n, o.batch_size)]
             prompt_tokens = 0
             prompt = ""
@@ -648,6 +648,11 @@ class Labeler:
             "latency_s_median": statistics.median(lat) if lat else None,
             "metrics": metrics,
         }
+
+
+def _format_instructions(mode: str, labels: LabelSet) -> str | None:
+    """The JSON shape spelled out in the prompt, for servers with no structured-output mode."""
+    return FORMAT_INSTRUCTIONS.format(labels=", ".join(labels.names)) if mode == "prompt" else None
 
 
 def _clip_text(text: str, limit: int) -> str:

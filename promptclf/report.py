@@ -26,30 +26,12 @@ from . import report_plots
 from .costs import break_even_items, compute_cost_per_1k, round_volume
 from .data import FORMATS
 from .errors import InputError
+from .runs import label_paths, resolve_run_dir
 
 GOLD = "gold"
 
 
 # --- loading ---------------------------------------------------------------------------------
-
-
-def resolve_run_dir(path: str | Path) -> Path:
-    """A run folder from a run folder, its ``run.json``, or a labeled file (``x.csv`` → ``x.run/``)."""
-    p = Path(path)
-    if p.is_file() and p.name == "run.json":
-        return p.parent
-    if p.is_dir():
-        if (p / "run.json").is_file():
-            return p
-        raise InputError(
-            f"{p}: no run.json in this folder; pass a run folder written by 'promptclf label' or 'distill'"
-        )
-    if p.suffix.lower() in FORMATS:
-        cand = p.with_suffix(".run")
-        if (cand / "run.json").is_file():
-            return cand
-        raise InputError(f"{p}: no run folder {cand}/ beside this file; pass the folder 'promptclf label' wrote")
-    raise InputError(f"{p}: no such run folder or labeled file")
 
 
 @dataclass
@@ -219,7 +201,7 @@ def _same_run(ref: str, base: Path, lr: Run) -> bool:
             rc = c.resolve()
         except OSError:
             continue
-        if rc in targets or (rc.suffix.lower() in FORMATS and rc.with_suffix(".run") == lr.path.resolve()):
+        if rc in targets or (rc.suffix.lower() in FORMATS and label_paths(rc)[1] == lr.path.resolve()):
             return True
     return False
 

@@ -7,7 +7,6 @@ A labeling run ``-o labeled.csv`` writes ``labeled.csv`` and ``labeled.run/``; `
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,22 @@ def label_paths(output: str | Path) -> tuple[Path, Path]:
 
 
 def resolve_run_dir(path: str | Path) -> Path:
-    """A run folder, or the run folder of a labeled file given instead."""
+    """A run folder from a run folder, its ``run.json``, or a labeled file (``x.csv`` → ``x.run/``)."""
     p = Path(path)
-    if (p / "run.json").is_file():
-        return p
+    if p.is_file() and p.name == "run.json":
+        return p.parent
+    if p.is_dir():
+        if (p / "run.json").is_file():
+            return p
+        raise InputError(
+            f"{p}: no run.json in this folder; pass a run folder written by 'promptclf label' or 'distill'"
+        )
     if p.suffix.lower() in FORMATS:
-        cand = p.with_name(p.stem + ".run")
+        cand = label_paths(p)[1]
         if (cand / "run.json").is_file():
             return cand
-    raise InputError(f"{path}: not a run folder (no run.json); pass a folder written by promptclf label or distill")
+        raise InputError(f"{p}: no run folder {cand}/ beside this file; pass the folder 'promptclf label' wrote")
+    raise InputError(f"{p}: no such run folder or labeled file")
 
 
 def write_run(
@@ -49,14 +55,3 @@ def write_run(
     for name, text in (files or {}).items():
         (d / name).write_text(text)
     return d / "run.json"
-
-
-def load_run(path: str | Path) -> dict[str, Any]:
-    d = resolve_run_dir(path)
-    record = json.loads((d / "run.json").read_text())
-    record["_dir"] = str(d)
-    return record
-
-
-def copy_file(src: str | Path, run_dir: str | Path, name: str) -> None:
-    shutil.copyfile(src, Path(run_dir) / name)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from .errors import ResponseFormatError
 from .labels import LabelSet
@@ -145,12 +145,3 @@ def parse_response(text: str, ids: list[int], labels: LabelSet) -> ParsedBatch:
         else:
             out.labels[i] = name
     return out
-
-
-def validate_strict(text: str, labels: LabelSet) -> bool:
-    """True when ``text`` validates against the strict response model (the happy path)."""
-    try:
-        response_model(labels).model_validate_json(text)
-        return True
-    except ValidationError:
-        return False
