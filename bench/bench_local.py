@@ -5,15 +5,18 @@ Runs SmolLM2-135M-Instruct (the embedded default) on BBC News test articles:
 * zero-shot: instruction listing the labels, then the article;
 * 10-shot with prefix reuse: the same plus 10 examples per class (50 other BBC articles,
   each cut to ``--shot-chars`` characters) before the article; the shared prefix is encoded
-  once and its key/value cache reused;
+  once and its key/value cache reused; the exact prompt (``shot_attention="full"``);
+* 10-shot, answer-only (``shot_attention="answer"``, the provider's default): the same prefix,
+  but the article is encoded without the examples and only the answer attends to them;
 * 10-shot without reuse (``reuse_prefix=False``): the prefix re-encoded for every item, on the
   first ``--no-reuse-items`` items only (it is slow).
 
 Every item is one ``score()`` call (as the engine's smallest batch would be), each item cut to
 ``--max-item-tokens`` tokens. Prints per-item medians, items/s (prefix encoding included),
-the 10-shot/zero-shot ratio of median seconds per item, and accuracy against gold.
+the 10-shot/zero-shot ratios of median seconds per item, accuracy against gold, and how often
+the two 10-shot settings agree.
 
-    python bench/bench_local.py                 # 40 items, 512 tokens each: ~10-20 min on 2 cores
+    python bench/bench_local.py                 # 40 items, 512 tokens each: ~5 min on 2 cores
     python bench/bench_local.py --n-items 10    # quicker look
 """
 
@@ -24,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -44,17 +48,22 @@ def shots_block(shots: list[tuple[str, str]], chars: int) -> str:
     return "Examples:\n\n" + "\n\n".join(blocks) + "\n\nNow the article to classify.\n\n"
 
 
-def run(provider: LocalProvider, prefix: str, items: list[str], gold: list[str]) -> dict[str, float]:
+def run(
+    provider: LocalProvider, prefix: str, items: list[str], gold: list[str], examples: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Score items one ``score()`` call each; return timing, tokens and accuracy."""
-    times, correct, tokens = [], 0, 0
+    times, correct, tokens, preds = [], 0, 0, []
     t_all = time.perf_counter()
     for text, want in zip(items, gold, strict=True):
-        req = ScoreRequest(system=SYSTEM, prefix=prefix + "Text: ", items=[text], suffix="\nLabel:", labels=LABELS)
+        req = ScoreRequest(
+            system=SYSTEM, prefix=prefix + "Text: ", items=[text], suffix="\nLabel:", labels=LABELS, examples=examples
+        )
         res = provider.score(req)
         times.append(res.latency_s)
         tokens += res.usage.prompt_tokens
         probs = res.probs[0]
-        correct += LABELS[max(range(len(LABELS)), key=probs.__getitem__)] == want
+        preds.append(LABELS[max(range(len(LABELS)), key=probs.__getitem__)])
+        correct += preds[-1] == want
         print(f"  {len(times):3d}/{len(items)} {res.latency_s:6.2f}s", file=sys.stderr, flush=True)
     wall = time.perf_counter() - t_all
     return {
@@ -65,6 +74,7 @@ def run(provider: LocalProvider, prefix: str, items: list[str], gold: list[str])
         "median_s": statistics.median(times[1:]) if len(times) > 1 else times[0],
         "accuracy": correct / len(items),
         "prompt_tokens": tokens,
+        "preds": preds,
     }
 
 
@@ -102,6 +112,11 @@ def main() -> None:
     zero = run(provider, zero_prefix, items, gold)
     print("10-shot, prefix reused ...", file=sys.stderr)
     few = run(provider, few_prefix, items, gold)
+    print("10-shot, prefix reused, answer-only attention to the examples ...", file=sys.stderr)
+    span = (len(zero_prefix), len(few_prefix))
+    provider.shot_attention = "answer"
+    answer = run(provider, few_prefix, items, gold, examples=span)
+    provider.shot_attention = "full"
     k = min(args.no_reuse_items, len(items))
     print(f"10-shot, prefix re-encoded per item ({k} items) ...", file=sys.stderr)
     no_reuse = run(
@@ -112,6 +127,7 @@ def main() -> None:
     for name, r in (
         ("zero-shot", zero),
         ("10-shot, prefix reused", few),
+        ("10-shot, reused, answer-only", answer),
         ("10-shot, prefix re-encoded", no_reuse),
     ):
         print(
@@ -119,7 +135,12 @@ def main() -> None:
             f"{r['accuracy']:9.1%}"
         )
     print(f"ratio 10-shot/zero-shot median s/item (reuse): {few['median_s'] / zero['median_s']:.2f}x")
+    print(f"ratio 10-shot answer-only/zero-shot median s/item: {answer['median_s'] / zero['median_s']:.2f}x")
     print(f"ratio 10-shot without/with reuse median s/item: {no_reuse['median_s'] / few['median_s']:.2f}x")
+    agree = sum(a == b for a, b in zip(answer["preds"], few["preds"], strict=True)) / len(items)
+    print(f"answer-only and full attention give the same label on {agree:.0%} of items")
+    half = 1.96 * (0.25 / len(items)) ** 0.5
+    print(f"95% CI half-width of an accuracy near 50% on {len(items)} items: ±{half:.0%}")
     print(f"chance accuracy: {1 / len(LABELS):.0%}")
 
 

@@ -141,6 +141,7 @@ class Labeler:
         )
         self._provider = provider
         self._store = store
+        self._init_lock = threading.Lock()  # worker threads may be the first to touch provider/store
         self.progress = progress
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.stats = Stats()
@@ -152,15 +153,17 @@ class Labeler:
     # -- setup ------------------------------------------------------------------------------
     @property
     def provider(self) -> Provider:
-        if self._provider is None:
-            self._provider = make_provider(self.options, announce=False)
-        return self._provider
+        with self._init_lock:
+            if self._provider is None:
+                self._provider = make_provider(self.options, announce=False)
+            return self._provider
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(self.options.store_path())
-        return self._store
+        with self._init_lock:
+            if self._store is None:
+                self._store = Store(self.options.store_path())
+            return self._store
 
     def prepare(self, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input") -> Job:
         """Validate ``df`` against the options and decide shots and items. No request is sent."""
@@ -325,10 +328,13 @@ class Labeler:
     # -- scoring providers (the local model) ------------------------------------------------
     def _run_scoring(self, job: Job, bar: Any) -> None:
         assert self.prompts is not None
-        system, prefix, suffix = self.prompts.score_parts()
+        parts = self.prompts.score_parts()
+        system, prefix, suffix = parts.system, parts.prefix, parts.suffix
         names = job.labels.names
         provider = self.provider
         size = self.options.batch_size
+        # Scores differ when only the answer attends to the examples, so that is part of the key.
+        answer_only = parts.examples if getattr(provider, "shot_attention", "full") == "answer" else None
         for start in range(0, len(job.todo), size):
             rows = job.todo[start : start + size]
             items = [_clip_text(job.texts[i], self.options.max_chars) for i in rows]
@@ -340,6 +346,7 @@ class Labeler:
                 "suffix": suffix,
                 "items": items,
                 "labels": names,
+                "answer_only_examples": answer_only,
             }
             key = request_key(payload)
             cached = None if self.options.no_cache else self.store.get(key)
@@ -348,7 +355,8 @@ class Labeler:
                 self._account(Usage(cached.prompt_tokens, cached.completion_tokens), cached.latency_s, True)
                 self.store.log(key, self.run_id, self.provider_name, self.model, "cached")
             else:
-                result = provider.score(ScoreRequest(system, prefix, items, suffix, names))  # type: ignore[attr-defined]
+                request = ScoreRequest(system, prefix, items, suffix, names, parts.examples)
+                result = provider.score(request)  # type: ignore[attr-defined]
                 probs = result.probs
                 cost, _ = self._account(result.usage, result.latency_s, False)
                 self.store.put(
@@ -561,7 +569,8 @@ class Labeler:
         provider_kind = "scoring" if self.provider_name == "local" else "chat"
         count = self.provider.count_tokens
         if provider_kind == "scoring":
-            system, prefix, suffix = self.prompts.score_parts()
+            parts = self.prompts.score_parts()
+            system, prefix, suffix = parts.system, parts.prefix, parts.suffix
             first = job.texts[job.todo[0]]
             prompt = f"[system]\n{system}\n\n[user]\n{prefix}{_clip_text(first, o.max_chars)}{suffix}"
             prefix_tokens = count(system + prefix + suffix)

@@ -50,6 +50,8 @@ class LabelOptions(BaseModel):
     examples: str | None = None  # file of labeled examples; default = labeled rows of the input
     shot_max_chars: int = Field(400, ge=20)
     seed: int = 0
+    # Local model only: what attends to the few-shot examples (see LocalProvider._score_item).
+    shot_attention: Literal["answer", "full"] = "answer"
 
     # provider
     provider: ProviderName = "auto"

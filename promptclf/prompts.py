@@ -119,13 +119,47 @@ class PromptBuilder:
         user = self._render("batch", items=list(items), feedback=feedback, format_instructions=format_instructions)
         return [{"role": "system", "content": self.system()}, {"role": "user", "content": user}]
 
-    def score_parts(self) -> tuple[str, str, str]:
-        """(system, prefix, suffix) such that the user message for ``text`` is prefix + text + suffix."""
+    def score_parts(self) -> ScoreParts:
+        """The scoring prompt split around the item: the user message for ``text`` is prefix + text + suffix."""
         rendered = self._render("score", item=_SENTINEL)
         if rendered.count(_SENTINEL) != 1:
             raise InputError("the scoring template must use {{ item }} exactly once")
         prefix, suffix = rendered.split(_SENTINEL)
-        return self.system(), prefix, suffix
+        return ScoreParts(self.system(), prefix, suffix, self._examples_span(prefix, suffix))
+
+    def _examples_span(self, prefix: str, suffix: str) -> tuple[int, int] | None:
+        """Where the few-shot examples sit in ``prefix``: what changes when the shots are taken away.
+
+        Rendering the template again with no shots and trimming the common head and tail of the
+        two texts finds the span for any template, the packaged one or a user's.
+        """
+        if not self.shots:
+            return None
+        shots, self.shots = self.shots, []
+        try:
+            bare = self._render("score", item=_SENTINEL)
+        finally:
+            self.shots = shots
+        if bare.count(_SENTINEL) != 1 or bare.split(_SENTINEL)[1] != suffix:
+            return None
+        bare_prefix = bare.split(_SENTINEL)[0]
+        a = 0
+        while a < min(len(prefix), len(bare_prefix)) and prefix[a] == bare_prefix[a]:
+            a += 1
+        b = 0
+        while b < min(len(prefix), len(bare_prefix)) - a and prefix[-1 - b] == bare_prefix[-1 - b]:
+            b += 1
+        return (a, len(prefix) - b) if len(prefix) - b > a else None
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    """The scoring prompt around the item, and the character span of the few-shot examples in ``prefix``."""
+
+    system: str
+    prefix: str
+    suffix: str
+    examples: tuple[int, int] | None
 
 
 def select_shots(

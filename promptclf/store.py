@@ -72,10 +72,29 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self._setup()
+
+    def _setup(self, wait_s: float = 30.0) -> None:
+        """WAL mode and tables, retried while another connection holds the new file.
+
+        Switching a file to WAL needs it to itself, and SQLite reports "database is locked" at
+        once instead of waiting when another connection (a worker thread, a second run) is
+        creating the tables at that moment, so retry here for up to ``wait_s`` seconds.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                self._db.rollback()
+                time.sleep(0.05)
 
     def get(self, key: str) -> CachedResponse | None:
         with self._lock:

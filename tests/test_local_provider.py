@@ -28,7 +28,7 @@ SUFFIX = "\nLabel:"
 
 def reference_probs(provider: LocalProvider, request: ScoreRequest) -> list[list[float]]:
     """Probabilities from one uncached forward pass per (item, label) over the full token sequence."""
-    head, tail, end = provider._layout(request.system, request.prefix, request.suffix)
+    head, tail, end, _ = provider._layout(request.system, request.prefix, request.suffix)
     rows = []
     provider.load()
     prev = torch.get_num_threads()
@@ -94,7 +94,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, smollm2: LocalProvider)
 
 def test_layout_reproduces_the_chat_template(smollm2: LocalProvider) -> None:
     item = "Shares in Apple rose 5% after strong iPhone sales."
-    head, tail, end = smollm2._layout(SYSTEM, PREFIX, SUFFIX)
+    head, tail, end, _ = smollm2._layout(SYSTEM, PREFIX, SUFFIX)
     msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PREFIX + item + SUFFIX}]
     want = smollm2.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert smollm2.tokenizer.decode(head + smollm2._encode(item) + tail) == want
@@ -153,11 +153,79 @@ def test_tiny_llama_truncation_reuse_and_usage(tiny_llama: str) -> None:
     # Without reuse the numbers are the same but the prefix is paid for every item.
     fresh = LocalProvider(model=tiny_llama, max_item_tokens=40, reuse_prefix=False).score(req)
     assert max_diff(fresh.probs, res.probs) < 1e-5
-    head, tail, _ = cached._layout(req.system, req.prefix, req.suffix)
+    head, tail, _, _ = cached._layout(req.system, req.prefix, req.suffix)
     lab = sum(len(cached._encode(x)) for x in labels)  # each label's tokens (+ end-of-turn) minus the last
     per_item = [min(len(cached._encode(x)), 40) + len(tail) + lab for x in items]
     assert res.usage.prompt_tokens == len(head) + sum(per_item)
     assert fresh.usage.prompt_tokens == len(head) * len(items) + sum(per_item)
+
+
+def answer_only_reference(provider: LocalProvider, request: ScoreRequest) -> list[list[float]]:
+    """``shot_attention="answer"`` scores from one uncached forward pass per (item, label), no packing.
+
+    The sequence holds the instructions, the examples, the text after them, then a second copy
+    of that text for the item's own view, the item, the tail and the answer, with hand-set
+    positions and a mask: the copy and the item see the instructions, the copy and the item
+    only (the item is encoded as in a zero-shot prompt); the tail and answer see everything but
+    the copy. The provider gets the same numbers from two cached passes.
+    """
+    head, tail, end, span = provider._layout(request.system, request.prefix, request.suffix, request.examples)
+    assert span is not None
+    s, e = span
+    pre, ex, post = head[:s], head[s:e], head[e:]
+    rows = []
+    with torch.inference_mode():
+        for item in request.items:
+            it = provider._encode(item)[: provider.max_item_tokens]
+            scores = []
+            for label in request.labels:
+                ans = provider._encode(label) + [end]
+                seq = pre + ex + post + post + it + tail + ans
+                past = len(head)
+                pos = [*range(past), *range(e, past), *range(past, past + len(it) + len(tail) + len(ans))]
+                n = len(seq)
+                allowed = torch.ones(n, n, dtype=torch.bool).tril()
+                dup = slice(past, past + len(post))  # the item's copy of the text after the examples
+                item = slice(dup.stop, dup.stop + len(it))
+                allowed[dup, s:past] = False  # the copy sees the instructions and itself
+                allowed[item, s:past] = False  # so does the item: no examples, no original copy
+                allowed[item.stop :, dup] = False  # the tail and answer see the original, not the copy
+                mask = torch.zeros(n, n).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
+                logits = provider._lm(
+                    input_ids=torch.tensor([seq]), position_ids=torch.tensor([pos]), attention_mask=mask
+                ).logits[0]
+                lp = torch.log_softmax(logits[n - len(ans) - 1 : -1].float(), dim=-1)
+                scores.append(lp[torch.arange(len(ans)), torch.tensor(ans)].sum())
+            rows.append(torch.softmax(torch.stack(scores), dim=0).tolist())
+    return rows
+
+
+def test_answer_only_shot_attention_matches_reference(smollm2: LocalProvider) -> None:
+    labels = [*LABELS, "technology"]
+    instr = f"Classify the news article into one of these topics: {', '.join(LABELS)}.\n\n"
+    shots = (
+        "Examples:\n\nText: Chelsea won the cup.\nLabel: sport\n\nText: MPs vote on the budget.\nLabel: politics\n\n"
+    )
+    prefix = instr + shots + "Text: "
+    items = ["Shares in Apple rose 5% after strong iPhone sales.", "The new film opens on Friday.", ""]
+    req = ScoreRequest(SYSTEM, prefix, items, SUFFIX, labels, examples=(len(instr), len(instr) + len(shots)))
+    answer = LocalProvider(shot_attention="answer")  # shares the loaded model
+    got = answer.score(req)
+    want = answer_only_reference(answer, ScoreRequest(SYSTEM, prefix, items[:2], SUFFIX, labels, req.examples))
+    assert max_diff(got.probs[:2], want) < 1e-4
+    # It is not the exact prompt: the full-attention scores differ ...
+    full = LocalProvider(shot_attention="full").score(req)
+    assert max_diff(full.probs[:1], smollm2.score(ScoreRequest(SYSTEM, prefix, items[:1], SUFFIX, labels)).probs) < 1e-5
+    assert max_diff(got.probs, full.probs) > 1e-3
+    # ... except for an empty item, which has no tokens to hide from the examples.
+    assert max_diff(got.probs[2:], full.probs[2:]) < 1e-4
+    # Without an examples span, "answer" scores the exact prompt.
+    plain = answer.score(ScoreRequest(SYSTEM, prefix, items[:1], SUFFIX, labels))
+    assert max_diff(plain.probs, full.probs[:1]) < 1e-5
+    # The cached view is reused: a second call encodes no prefix tokens.
+    again = answer.score(req)
+    assert max_diff(again.probs, got.probs) < 1e-5
+    assert again.usage.prompt_tokens < got.usage.prompt_tokens
 
 
 def test_bbc_zero_shot_smoke(smollm2: LocalProvider) -> None:
@@ -173,3 +241,32 @@ def test_bbc_zero_shot_smoke(smollm2: LocalProvider) -> None:
     acc = sum(p == g for p, g in zip(pred, df.label, strict=True)) / len(df)
     print(f"SmolLM2-135M zero-shot on 20 BBC articles (128 tokens each): accuracy {acc:.0%} (chance 20%)")
     assert len(pred) == 20 and set(pred) <= set(LABELS)
+
+
+def test_labeler_keys_the_store_by_shot_attention(tiny_llama: str) -> None:
+    """Both modes run through the engine; a cached answer of one mode is never served for the other."""
+    import pandas as pd
+
+    from promptclf.labeling import Labeler
+    from promptclf.options import LabelOptions
+
+    df = pd.DataFrame(
+        {
+            "text": ["the match ended 2-1", "parliament voted", "a long rally in the final set", "the budget vote"],
+            "label": ["sport", "politics", "", ""],
+        }
+    )
+
+    def run(mode: str) -> tuple[pd.DataFrame, Labeler]:
+        opts = LabelOptions(provider="local", model=tiny_llama, shots=1, batch_size=1, shot_attention=mode)
+        labeler = Labeler(opts, progress=False)
+        return labeler.label(df), labeler
+
+    answer, first = run("answer")
+    assert list(answer.pred_status) == ["shot", "shot", "ok", "ok"]
+    assert first.stats.requests == 2 and first.stats.cached_requests == 0
+    _, again = run("answer")
+    assert again.stats.cached_requests == 2
+    full, other = run("full")
+    assert other.stats.cached_requests == 0
+    assert max(abs(a - b) for a, b in zip(answer.pred_prob[2:], full.pred_prob[2:], strict=True)) > 1e-6

@@ -26,6 +26,35 @@ def test_store_round_trip_and_attempt_log(tmp_path):
     assert Store(tmp_path / "s.sqlite").get(key) is not None  # persisted
 
 
+def test_many_openers_of_a_new_store_at_once(tmp_path):
+    """Worker threads (or several runs) opening the same fresh store together must not see 'database is locked'.
+
+    Before the fix this failed in a few of every hundred trials: one connection switching a
+    new file to WAL while another was creating the tables.
+    """
+    import threading
+
+    for trial in range(150):
+        path = tmp_path / f"fresh{trial}" / "store.sqlite"
+        errors: list[BaseException] = []
+
+        def open_store(i: int, path=path, errors=errors) -> None:
+            try:
+                store = Store(path)
+                store.get("missing")
+                store.log(f"k{i}", "run", "p", "m", "ok")
+            except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"trial {trial}: {errors}"
+        assert len(Store(path).attempts()) == 4
+
+
 def test_transient_errors_are_retried_then_succeed():
     calls = []
 

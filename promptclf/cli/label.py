@@ -127,6 +127,14 @@ def _fmt_summary(rec: dict) -> str:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shot selection.")
 @click.option(
+    "--shot-attention",
+    type=click.Choice(["answer", "full"]),
+    default="answer",
+    show_default=True,
+    help="Local model with --shots: 'answer' lets only the answer attend to the examples (about zero-shot speed); "
+    "'full' scores the exact prompt (the item attends to them too; slower as examples grow).",
+)
+@click.option(
     "--store",
     type=click.Path(dir_okay=False),
     help="SQLite store (default $PROMPTCLF_STORE or ~/.cache/promptclf/store.sqlite).",

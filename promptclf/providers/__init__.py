@@ -38,7 +38,7 @@ def make_provider(opts: LabelOptions, announce: bool = True) -> Provider:
     if name == "local":
         from .local import LocalProvider
 
-        return LocalProvider(model=model)
+        return LocalProvider(model=model, shot_attention=opts.shot_attention)
     from .hosted import HostedProvider
 
     return HostedProvider(name, model, base_url=opts.base_url, timeout_s=opts.timeout_s, temperature=opts.temperature)

@@ -44,6 +44,9 @@ class ScoreRequest:
 
     ``system`` and ``prefix`` are the same for every item of a job (instructions and
     few-shot examples), so a provider can encode them once and reuse the key/value cache.
+    ``examples``: the (start, end) character span of the few-shot examples inside
+    ``prefix``, when there are any; a provider may use it to let only the answer, not the
+    item, attend to them (the local provider's ``shot_attention="answer"``).
     """
 
     system: str
@@ -51,6 +54,7 @@ class ScoreRequest:
     items: list[str]
     suffix: str
     labels: list[str]
+    examples: tuple[int, int] | None = None
 
 
 @dataclass

@@ -10,11 +10,18 @@ The answer is therefore always a valid label.
 Speed comes from the shared prefix: the rendered chat up to the item (system prompt,
 instructions, few-shot examples: thousands of tokens) is encoded once per distinct
 prefix and its key/value cache reused for every item and across ``score`` calls. Per
-item, one forward pass runs on top of it: the item, the short tail (suffix + assistant
+item, a forward pass runs on top of it over the item, the short tail (suffix + assistant
 header) and all labels' tokens packed side by side under a mask that keeps labels apart
-(see :meth:`LocalProvider._score_items`); then the cache is cropped back to the prefix.
-The attention from each item token to a long prefix is still paid per item, so a prefix
-of several thousand tokens costs a few times zero-shot, not nothing (bench/bench_local.py).
+(see :meth:`LocalProvider._score_item`); then the cache is cropped back to the prefix.
+
+Reuse does not make long examples free: with the exact prompt (``shot_attention="full"``)
+every item token attends to every cached example token, and on a small model that
+attention costs more than the rest of the item's work (2.2x zero-shot with 50 examples,
+bench/bench_local.py). ``shot_attention="answer"`` (the default) encodes the item as in the
+zero-shot prompt, without the examples, and lets only the answer (tail and label tokens)
+attend to them: the examples still decide the answer, and 10-shot costs 1.2x what
+zero-shot does. It is a different prompt from the exact one, so the benchmark measures the
+accuracy of both.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from typing import Any, Literal
 
 from ..errors import InputError, ProviderError
 from .base import ScoreRequest, ScoreResult, Usage
+
+# "full": the exact prompt, every item token attends to the few-shot examples.
+# "answer": only the answer (tail + label tokens) attends to them; see LocalProvider._score_item.
+ShotAttention = Literal["full", "answer"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 # Stands in for the item when the chat is rendered once, to split it into head and tail.
@@ -159,6 +170,8 @@ class LocalProvider:
     for every item (only useful to measure what reuse buys). ``threads``: CPU threads while
     scoring; None keeps torch's default (all cores). On a box other jobs keep busy,
     ``threads=1`` can be faster: OpenMP threads wait for each other at every op.
+    ``shot_attention``: ``"answer"`` (default) or ``"full"``, for requests that mark their
+    few-shot examples (:attr:`ScoreRequest.examples`); see the module docstring.
     """
 
     name = "local"
@@ -171,6 +184,7 @@ class LocalProvider:
         max_item_tokens: int = 512,
         reuse_prefix: bool = True,
         threads: int | None = None,
+        shot_attention: ShotAttention = "answer",
     ) -> None:
         if max_item_tokens < 1:
             raise InputError(f"max_item_tokens must be at least 1, got {max_item_tokens}")
@@ -180,11 +194,12 @@ class LocalProvider:
         self.max_item_tokens = max_item_tokens
         self.reuse_prefix = reuse_prefix
         self.threads = threads
+        self.shot_attention = shot_attention
         self.load_s = 0.0  # seconds spent loading (0 when the model was already in this process)
         self._lm: Any = None
         self._tok: Any = None
-        # The last prefix's key/value cache: (head token ids, DynamicCache holding exactly those).
-        self._prefix: tuple[tuple[int, ...], Any] | None = None
+        # Key/value caches of the last prefix, by slot: (token ids and positions, DynamicCache).
+        self._caches: dict[str, tuple[Any, Any]] = {}
 
     # --- loading -------------------------------------------------------------------------
 
@@ -240,13 +255,25 @@ class LocalProvider:
                 raise
             return self._render("", f"{system}\n\n{user}", answer)
 
-    def _layout(self, system: str, prefix: str, suffix: str) -> tuple[list[int], list[int], int]:
-        """Token ids of the shared head (before the item) and tail (after it), and the end-of-turn id."""
+    def _layout(
+        self, system: str, prefix: str, suffix: str, examples: tuple[int, int] | None = None
+    ) -> tuple[list[int], list[int], int, tuple[int, int] | None]:
+        """Token ids of the shared head (before the item) and tail (after it), the end-of-turn id,
+        and the token span of the few-shot examples inside the head (None without ``examples``).
+
+        The head is tokenized as one string either way, so both ``shot_attention`` modes see
+        the same tokens; the span is mapped to tokens through the tokenizer's offsets (a token
+        that straddles a boundary stays outside the span).
+        """
         text = self._render(system, prefix + _SENTINEL + suffix, None)
         if text.count(_SENTINEL) != 1:
             raise ProviderError(f"the chat template of {self.model!r} does not keep the user message verbatim")
         head, tail = text.split(_SENTINEL)
         head_ids = self._encode(head)
+        span = None
+        if examples is not None and examples[0] < examples[1] and head.endswith(prefix):
+            cut = len(head) - len(prefix)
+            span = self._token_span(head, cut + examples[0], cut + examples[1], len(head_ids))
         if not head_ids:  # the cache needs at least one token to hold; start from BOS
             bos = self.tokenizer.bos_token_id
             if bos is None:
@@ -254,28 +281,50 @@ class LocalProvider:
             head_ids = [bos]
         # The answer's end-of-turn token: whatever the template writes right after an assistant answer.
         full = self._render(system, prefix + "x" + suffix, _SENTINEL)
-        after = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else ""
-        end_ids = self._encode(after.strip()) if after.strip() else []
+        after_answer = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else ""
+        end_ids = self._encode(after_answer.strip()) if after_answer.strip() else []
         end_id = end_ids[0] if end_ids else self.tokenizer.eos_token_id
         if end_id is None:
             raise ProviderError(f"model {self.model!r} has no end-of-turn or EOS token to close a label")
-        return head_ids, self._encode(tail), int(end_id)
+        return head_ids, self._encode(tail), int(end_id), span
+
+    def _token_span(self, text: str, a: int, b: int, n_tokens: int) -> tuple[int, int] | None:
+        """Tokens of ``text`` lying wholly inside characters [a, b), or None if there are none."""
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # slow (Python) tokenizers have no offsets: full attention
+            return None
+        offsets = enc["offset_mapping"]
+        if len(offsets) != n_tokens:
+            return None
+        inside = [i for i, (start, end) in enumerate(offsets) if start >= a and end <= b]
+        if not inside or inside[0] == 0:  # the item's view must keep at least one token before it
+            return None
+        return inside[0], inside[-1] + 1
 
     # --- scoring -------------------------------------------------------------------------
 
-    def _prefix_cache(self, head_ids: list[int]) -> tuple[Any, int]:
-        """A cache holding exactly ``head_ids`` and the number of tokens encoded to get it."""
-        key = tuple(head_ids)
-        if self.reuse_prefix and self._prefix is not None and self._prefix[0] == key:
-            return self._prefix[1], 0
+    def _prefix_cache(self, slot: str, ids: list[int], positions: list[int] | None = None) -> tuple[Any, int]:
+        """A cache holding exactly ``ids`` (at ``positions``, default 0..n-1) and the tokens encoded to get it.
+
+        Two slots are kept: ``"head"`` (the whole shared prefix) and ``"view"`` (the prefix
+        without its few-shot examples, for ``shot_attention="answer"``).
+        """
+        key = (tuple(ids), tuple(positions) if positions else None)
+        held = self._caches.get(slot)
+        if self.reuse_prefix and held is not None and held[0] == key:
+            return held[1], 0
         import torch
 
-        self._prefix = None  # free the old cache before building the new one
-        ids = torch.tensor([head_ids], device=self.device)
-        cache = self._lm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        self._caches.pop(slot, None)  # free the old cache before building the new one
+        kwargs: dict[str, Any] = {}
+        if positions:
+            kwargs["position_ids"] = torch.tensor([positions], device=self.device)
+        ids_t = torch.tensor([ids], device=self.device)
+        cache = self._lm(input_ids=ids_t, use_cache=True, logits_to_keep=1, **kwargs).past_key_values
         if self.reuse_prefix:
-            self._prefix = (key, cache)
-        return cache, len(head_ids)
+            self._caches[slot] = (key, cache)
+        return cache, len(ids)
 
     def score(self, request: ScoreRequest) -> ScoreResult:
         """One probability per label for every item (rows sum to 1); see the module docstring."""
@@ -285,7 +334,8 @@ class LocalProvider:
             raise InputError("nothing to score: the label list is empty")
         self.load()
         t0 = time.perf_counter()
-        head_ids, tail_ids, end_id = self._layout(request.system, request.prefix, request.suffix)
+        examples = request.examples if self.shot_attention == "answer" else None
+        head_ids, tail_ids, end_id, span = self._layout(request.system, request.prefix, request.suffix, examples)
         answers = []
         for label in request.labels:
             ids = self._encode(label)
@@ -309,67 +359,88 @@ class LocalProvider:
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            self._score_items(request.items, head_ids, tail_ids, answers, budget, probs, usage)
+            with torch.inference_mode():
+                for item in request.items:
+                    try:
+                        row, used = self._score_item(self._encode(item)[:budget], head_ids, tail_ids, answers, span)
+                    except BaseException:
+                        self._caches.clear()  # some layers may hold this item's tokens: rebuild next time
+                        raise
+                    probs.append(row)
+                    usage.prompt_tokens += used
         finally:
             torch.set_num_threads(prev_threads)  # other stages (distill) keep their own setting
         return ScoreResult(probs=probs, usage=usage, latency_s=time.perf_counter() - t0)
 
-    def _score_items(
+    def _score_item(
         self,
-        items: list[str],
+        item_ids: list[int],
         head_ids: list[int],
         tail_ids: list[int],
         answers: list[list[int]],
-        budget: int,
-        probs: list[list[float]],
-        usage: Usage,
-    ) -> None:
-        """Append one probability row per item to ``probs`` and add the tokens processed to ``usage``.
+        span: tuple[int, int] | None,
+    ) -> tuple[list[float], int]:
+        """One item's label probabilities and the number of tokens run through the model.
 
-        One forward pass per item on top of the prefix cache, over the item, the tail and every
-        label's answer tokens (all but the last) packed side by side. A custom mask lets each
-        label see the prefix, item and tail and its own earlier tokens only, and position ids
-        restart after the tail for every label, so each label is scored exactly as if it were
-        the only answer. The alternative (copy the cache to n_labels rows and run the labels as
-        a batch) copied ~1 GB per item with a 10-shot prefix and took longer than the item itself.
+        ``span`` None (exact prompt): one forward pass on top of the head cache over the item,
+        the tail and every label's answer tokens (all but the last) packed side by side. A
+        custom mask lets each label see the prefix, item and tail and its own earlier tokens
+        only, and position ids restart after the tail for every label, so each label is scored
+        exactly as if it were the only answer. (The alternative, copying the cache to n_labels
+        rows and running the labels as a batch, copied ~1 GB per item with a 10-shot prefix.)
+
+        ``span`` (start, end) of the few-shot examples in the head (``shot_attention="answer"``):
+        two passes. The item runs on the "view" cache (the head without the examples, at the
+        same positions), so its tokens never attend to the examples, the part of the work that
+        grows with their length. Its keys and values are then appended to the head cache and
+        the tail and labels run on top of that: the answer sees instructions, examples and item.
         """
         import torch
 
         dev = self.device
-        dtype = self._lm.dtype
+        past = len(head_ids)
+        head, encoded = self._prefix_cache("head", head_ids)
+        lab_lens = [len(a) - 1 for a in answers]
         lab_tokens = [t for a in answers for t in a[:-1]]
+        two_pass = span is not None and bool(item_ids) and bool(tail_ids)
+        if two_pass:
+            assert span is not None
+            s, e = span
+            view, enc_view = self._prefix_cache("view", head_ids[:s] + head_ids[e:], [*range(s), *range(e, past)])
+            encoded += enc_view
+            n = len(item_ids)
+            self._lm(
+                input_ids=torch.tensor([item_ids], device=dev),
+                position_ids=torch.arange(past, past + n, device=dev)[None],
+                past_key_values=view,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            for i, layer in enumerate(view.layers):
+                head.update(layer.keys[:, :, -n:], layer.values[:, :, -n:], i)
+            view.crop(-n)
+            start, ctx = past + n, tail_ids
+        else:
+            start, ctx = past, item_ids + tail_ids
+        seq = ctx + lab_tokens
+        pos = list(range(start, start + len(ctx)))
+        for k in lab_lens:
+            pos.extend(range(start + len(ctx), start + len(ctx) + k))
+        out = self._lm(
+            input_ids=torch.tensor([seq], device=dev),
+            position_ids=torch.tensor([pos], device=dev),
+            attention_mask=_packed_mask(start, len(ctx), lab_lens, self._lm.dtype, dev),
+            past_key_values=head,
+            use_cache=True,
+            logits_to_keep=len(lab_tokens) + 1,  # the last context position and every label token
+        )
+        head.crop(past - head.get_seq_length())
+        lp = torch.log_softmax(out.logits[0].float(), dim=-1)
         targets = torch.tensor([t for a in answers for t in a[1:]], device=dev)
-        first = torch.tensor([a[0] for a in answers], device=dev)
-        owner = torch.tensor([j for j, a in enumerate(answers) for _ in a[1:]], device=dev)
-        n_lab_tok = len(lab_tokens)
-        with torch.inference_mode():
-            for item in items:
-                cache, encoded = self._prefix_cache(head_ids)
-                past = len(head_ids)
-                ctx = self._encode(item)[:budget] + tail_ids
-                seq = ctx + lab_tokens
-                mask = _packed_mask(past, len(ctx), [len(a) - 1 for a in answers], dtype, dev)
-                pos = list(range(past, past + len(ctx)))
-                for a in answers:
-                    pos.extend(range(past + len(ctx), past + len(ctx) + len(a) - 1))
-                try:
-                    out = self._lm(
-                        input_ids=torch.tensor([seq], device=dev),
-                        position_ids=torch.tensor([pos], device=dev),
-                        attention_mask=mask,
-                        past_key_values=cache,
-                        use_cache=True,
-                        logits_to_keep=n_lab_tok + 1,  # the last context position and every label token
-                    )
-                except BaseException:
-                    self._prefix = None  # some layers may hold this item's tokens: rebuild next time
-                    raise
-                cache.crop(-len(seq))
-                lp = torch.log_softmax(out.logits[0].float(), dim=-1)
-                score = lp[0, first]
-                score = score.index_add(0, owner, lp[torch.arange(1, n_lab_tok + 1, device=dev), targets])
-                probs.append(torch.softmax(score, dim=0).tolist())
-                usage.prompt_tokens += encoded + len(seq)
+        owner = torch.tensor([j for j, k in enumerate(lab_lens) for _ in range(k)], device=dev, dtype=torch.long)
+        score = lp[0, torch.tensor([a[0] for a in answers], device=dev)]
+        score = score.index_add(0, owner, lp[torch.arange(1, len(lab_tokens) + 1, device=dev), targets])
+        return torch.softmax(score, dim=0).tolist(), encoded + (len(item_ids) if two_pass else 0) + len(seq)
 
 
 def _packed_mask(past: int, n_ctx: int, lab_lens: list[int], dtype: Any, device: Any) -> Any:
