@@ -394,9 +394,21 @@ class Labeler:
         tasks = [Task(job.todo[i : i + o.batch_size]) for i in range(0, len(job.todo), o.batch_size)]
         executor = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="promptclf")
         pending: dict[Future[Any], Task] = {}
+        # Set on a rejected key or an interrupt. Workers check it before sending, because a
+        # worker that just failed picks the next queued task before the main thread can cancel it.
+        stop = threading.Event()
+
+        def run_task(task: Task) -> dict[str, Any] | None:
+            if stop.is_set():
+                return None  # never sent; the run is ending
+            try:
+                return self._do_chat_task(task, job, mode, schema, limiter)
+            except AuthenticationError:
+                stop.set()
+                raise
 
         def submit(task: Task) -> None:
-            pending[executor.submit(self._do_chat_task, task, job, mode, schema, limiter)] = task
+            pending[executor.submit(run_task, task)] = task
 
         try:
             for t in tasks:
@@ -406,11 +418,14 @@ class Labeler:
                 for fut in done:
                     task = pending.pop(fut)
                     outcome = fut.result()  # AuthenticationError propagates: no point going on
+                    if outcome is None:
+                        continue  # skipped after a stop; the error that stopped the run follows
                     finished = self._apply_outcome(job, task, outcome)
                     self._tick(bar, finished)
                     for follow in self._reask_tasks(job, task, outcome):
                         submit(follow)
         finally:
+            stop.set()
             for fut in pending:
                 fut.cancel()
             executor.shutdown(wait=False, cancel_futures=True)

@@ -73,6 +73,12 @@ def baseline(workdir: Path, proxy: FaultProxy) -> pd.DataFrame:
     return pd.read_csv(out, dtype=str, keep_default_na=False)
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as at a terminal. A test run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_and_resume(
     workdir: Path, proxy: FaultProxy, sig: signal.Signals, name: str
 ) -> tuple[int, str, Path, pd.DataFrame | None]:
@@ -82,7 +88,12 @@ def _interrupt_and_resume(
     proxy.latency_s = 1.0
     try:
         proc = subprocess.Popen(
-            _cmd(workdir, proxy, out), env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            _cmd(workdir, proxy, out),
+            env=_env(store),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
         )
         # Interrupt once two answers went back and the third request is waiting in the proxy
         # (concurrency 1: the first two are in the store by then).
