@@ -6,7 +6,7 @@ Runs SmolLM2-135M-Instruct (the embedded default) on BBC News test articles:
 * 10-shot with prefix reuse: the same plus 10 examples per class (50 other BBC articles,
   each cut to ``--shot-chars`` characters) before the article; the shared prefix is encoded
   once and its key/value cache reused; the exact prompt (``shot_attention="full"``);
-* 10-shot, answer-only (``shot_attention="answer"``, the provider's default): the same prefix,
+* 10-shot, answer-only (``shot_attention="answer"``, opt-in): the same prefix,
   but the article is encoded without the examples and only the answer attends to them;
 * 10-shot without reuse (``reuse_prefix=False``): the prefix re-encoded for every item, on the
   first ``--no-reuse-items`` items only (it is slow).

@@ -51,7 +51,7 @@ class LabelOptions(BaseModel):
     shot_max_chars: int = Field(400, ge=20)
     seed: int = 0
     # Local model only: what attends to the few-shot examples (see LocalProvider._score_item).
-    shot_attention: Literal["answer", "full"] = "answer"
+    shot_attention: Literal["full", "answer"] = "full"
 
     # provider
     provider: ProviderName = "auto"

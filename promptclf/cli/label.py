@@ -128,11 +128,11 @@ def _fmt_summary(rec: dict) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for shot selection.")
 @click.option(
     "--shot-attention",
-    type=click.Choice(["answer", "full"]),
-    default="answer",
+    type=click.Choice(["full", "answer"]),
+    default="full",
     show_default=True,
-    help="Local model with --shots: 'answer' lets only the answer attend to the examples (about zero-shot speed); "
-    "'full' scores the exact prompt (the item attends to them too; slower as examples grow).",
+    help="Local model with --shots: 'full' scores the exact prompt; 'answer' lets only the answer attend to the "
+    "examples, not the item (10-shot at 1.2x zero-shot cost instead of 2.2x on SmolLM2; changes some labels).",
 )
 @click.option(
     "--store",

@@ -14,14 +14,15 @@ item, a forward pass runs on top of it over the item, the short tail (suffix + a
 header) and all labels' tokens packed side by side under a mask that keeps labels apart
 (see :meth:`LocalProvider._score_item`); then the cache is cropped back to the prefix.
 
-Reuse does not make long examples free: with the exact prompt (``shot_attention="full"``)
-every item token attends to every cached example token, and on a small model that
-attention costs more than the rest of the item's work (2.2x zero-shot with 50 examples,
-bench/bench_local.py). ``shot_attention="answer"`` (the default) encodes the item as in the
-zero-shot prompt, without the examples, and lets only the answer (tail and label tokens)
-attend to them: the examples still decide the answer, and 10-shot costs 1.2x what
-zero-shot does. It is a different prompt from the exact one, so the benchmark measures the
-accuracy of both.
+Reuse does not make long examples free: with the exact prompt (``shot_attention="full"``,
+the default) every item token attends to every cached example token, and on a small model
+that attention costs more than the rest of the item's work (2.2x zero-shot with 50
+examples on SmolLM2-135M, bench/bench_local.py; on a wide model it is a much smaller
+share). ``shot_attention="answer"`` encodes the item as in the zero-shot prompt, without
+the examples, and lets only the answer (tail and label tokens) attend to them: the
+examples still shape the answer, and 10-shot costs 1.2x zero-shot. It is a different
+prompt from the exact one and changes some labels, so it is opt-in; the benchmark
+measures both.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class LocalProvider:
     for every item (only useful to measure what reuse buys). ``threads``: CPU threads while
     scoring; None keeps torch's default (all cores). On a box other jobs keep busy,
     ``threads=1`` can be faster: OpenMP threads wait for each other at every op.
-    ``shot_attention``: ``"answer"`` (default) or ``"full"``, for requests that mark their
+    ``shot_attention``: ``"full"`` (default) or ``"answer"``, for requests that mark their
     few-shot examples (:attr:`ScoreRequest.examples`); see the module docstring.
     """
 
@@ -184,7 +185,7 @@ class LocalProvider:
         max_item_tokens: int = 512,
         reuse_prefix: bool = True,
         threads: int | None = None,
-        shot_attention: ShotAttention = "answer",
+        shot_attention: ShotAttention = "full",
     ) -> None:
         if max_item_tokens < 1:
             raise InputError(f"max_item_tokens must be at least 1, got {max_item_tokens}")
