@@ -588,9 +588,13 @@ class Labeler:
             system, prefix, suffix = parts.system, parts.prefix, parts.suffix
             first = job.texts[job.todo[0]]
             prompt = f"[system]\n{system}\n\n[user]\n{prefix}{_clip_text(first, o.max_chars)}{suffix}"
-            prefix_tokens = count(system + prefix + suffix)
-            item_tokens = sum(count(_clip_text(job.texts[i], o.max_chars)) for i in job.todo)
-            prompt_tokens = prefix_tokens * math.ceil(n / o.batch_size) + item_tokens
+            cap = getattr(self.provider, "max_item_tokens", None) or math.inf  # the local model cuts long items
+            item_tokens = int(sum(min(count(_clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
+            # The shared prefix is encoded once and its cache reused for every batch; each item
+            # adds its own tokens, the suffix, and every label's tokens (scored side by side).
+            layout = getattr(self.provider, "layout_tokens", None)
+            head, tail = layout(system, prefix, suffix) if layout else (count(system + prefix), count(suffix))
+            prompt_tokens = head + item_tokens + n * (tail + sum(count(name) for name in job.labels.names))
             completion_tokens = 0
             requests = math.ceil(n / o.batch_size)
         else:

@@ -270,3 +270,31 @@ def test_labeler_keys_the_store_by_shot_attention(tiny_llama: str) -> None:
     full, other = run("full")
     assert other.stats.cached_requests == 0
     assert max(abs(a - b) for a, b in zip(answer.pred_prob[2:], full.pred_prob[2:], strict=True)) > 1e-6
+
+
+def test_dry_run_estimate_matches_the_tokens_a_local_run_uses(smollm2: LocalProvider) -> None:
+    """The local dry run counts the reused prefix once, as the provider does (exact tokenizer: within 10%)."""
+    import pandas as pd
+
+    from promptclf.labeling import Labeler
+    from promptclf.options import LabelOptions
+
+    texts = [
+        "Shares in the bank fell sharply after the results.",
+        "The striker scored twice in the second half.",
+        "The minister resigned over the leaked memo.",
+        "The new phone has a faster chip and a bigger screen.",
+        "The band's new album tops the charts this week.",
+        "Oil prices rose for a third day on supply worries.",
+    ]
+    df = pd.DataFrame(
+        {"text": texts + ["Profits rose 5%.", "A late goal won it."], "label": [""] * 6 + ["business", "sport"]}
+    )
+    opts = LabelOptions(provider="local", shots=1, batch_size=2, labels=[{"name": "business"}, {"name": "sport"}])
+    est = Labeler(opts, progress=False).dry_run(df)
+    labeler = Labeler(opts, progress=False)
+    labeler.label(df)
+    assert est["requests"] == labeler.stats.requests == 3 and est["tokens_exact"]
+    actual = labeler.stats.prompt_tokens
+    print(f"dry-run estimate {est['est_prompt_tokens']} prompt tokens, run used {actual}")
+    assert abs(est["est_prompt_tokens"] - actual) <= 0.1 * actual, (est["est_prompt_tokens"], actual)

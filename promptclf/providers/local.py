@@ -232,6 +232,11 @@ class LocalProvider:
         """Exact number of tokens of ``text`` under the model's tokenizer (no special tokens)."""
         return len(self._encode(text))
 
+    def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
+        """Exact token counts of the chat before the item (encoded once) and after it (paid per item)."""
+        head, tail, _, _ = self._layout(system, prefix, suffix)
+        return len(head), len(tail)
+
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
