@@ -93,13 +93,15 @@ class Run:
         return int(v) if isinstance(v, (int, float)) else None
 
     def describe(self) -> str:
-        """``zero-shot``, ``few-shot (10/class)`` or ``student on few-shot-10 labels``."""
+        """``zero-shot``, ``few-shot (10/class)`` (local answer-only runs say so), or ``student on few-shot-10 labels``."""
         if self.is_student:
             if self.teacher == GOLD:
                 return "student on gold labels"
             return f"student on {self.teacher} labels" if self.teacher else "student"
         if self.shots:
-            return f"few-shot ({self.shots}/class)"
+            # Only the local model reads --shot-attention; "answer" is a different prompt, so say so.
+            local_answer = self.data.get("provider") == "local" and self.options.get("shot_attention") == "answer"
+            return f"few-shot ({self.shots}/class{', answer-only attention' if local_answer else ''})"
         return "zero-shot" if self.shots == 0 else "prompted LLM"
 
 

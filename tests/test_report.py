@@ -377,3 +377,15 @@ def test_cached_label_runs_have_no_measured_speed(tmp_path: Path) -> None:
     doc = json.loads(paths["json"].read_text())
     assert doc["break_even"][0]["items"] is None
     assert any("speed was not measured" in v for v in doc["verdict"])
+
+
+def test_description_marks_answer_only_local_runs():
+    from promptclf.report import Run
+
+    def describe(provider: str, attention: str | None) -> str:
+        opts = {"shots": 10, **({"shot_attention": attention} if attention else {})}
+        return Run(Path("x"), {"kind": "label", "provider": provider, "options": opts}).describe()
+
+    assert describe("local", "answer") == "few-shot (10/class, answer-only attention)"
+    assert describe("local", "full") == describe("local", None) == "few-shot (10/class)"
+    assert describe("together", "answer") == "few-shot (10/class)"  # hosted providers ignore the option
