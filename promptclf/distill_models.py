@@ -277,7 +277,65 @@ def encode_lm_train(tokenizer: Any, parts: PromptParts, texts: list[str], label_
 def score_lm(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], max_length: int) -> Any:
     """Log-likelihood of each label's answer after each text's prompt → (n_texts, n_labels) log-probs.
 
-    Sequences are left-padded so every answer ends at the last position; only the last
+    One sequence per text: the prompt, then every label's answer tokens (all but the last)
+    packed side by side, under a 4-D mask that lets each label see the prompt and its own
+    earlier tokens only, with position ids that restart after the prompt for every label.
+    Each label is scored exactly as if it were the only answer, but the prompt runs once per
+    text instead of once per (text, label). Sequences are left-padded so the label tokens
+    line up at the end, and only those positions' logits are computed (``logits_to_keep``).
+    """
+    import torch
+
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+    if impl not in ("sdpa", "eager"):
+        return _score_lm_unpacked(model, tokenizer, parts, texts, max_length)
+    answers = parts.answers
+    fed = [t for a in answers for t in a[:-1]]  # the last answer token is only ever predicted
+    keep = len(fed) + 1  # the prompt's last position predicts every answer's first token
+    ctxs = [parts.context(tokenizer, text, max_length) for text in texts]
+    width = max(len(c) for c in ctxs) + len(fed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(texts), width), pad, dtype=torch.long)
+    pos = torch.zeros((len(texts), width), dtype=torch.long)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(texts), 1, 1)  # padding sees itself: no NaN rows
+    for b, ctx in enumerate(ctxs):
+        off, n = width - len(ctx) - len(fed), len(ctx)
+        ids[b, off:] = torch.tensor(ctx + fed)
+        pos[b, off : off + n] = torch.arange(n)
+        allowed[b, off : off + n, off : off + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        allowed[b, off + n :, off : off + n] = True
+        start = off + n
+        for a in answers:
+            k = len(a) - 1
+            pos[b, start : start + k] = torch.arange(n, n + k)
+            allowed[b, start : start + k, start : start + k] = torch.ones(k, k, dtype=torch.bool).tril()
+            start += k
+    device = next(model.parameters()).device
+    # SDPA takes a boolean mask whatever the query's dtype (bf16 under QLoRA on a GPU); eager
+    # attention adds the mask to its scores, so it gets an additive float one.
+    mask = allowed[:, None]
+    if impl == "eager":
+        mask = torch.zeros(mask.shape).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    ids, pos, mask = ids.to(device), pos.to(device), mask.to(device)
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
+    except TypeError:  # models without logits_to_keep
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    logp = torch.log_softmax(logits[:, -keep:, :].float(), dim=-1)
+    scores = torch.empty((len(texts), len(answers)), dtype=torch.float32)
+    row = 1  # kept position of the first fed label token
+    for j, a in enumerate(answers):
+        # a[0] is predicted at the prompt's last position (kept row 0), a[i] at fed token a[i-1]
+        rows = torch.tensor([0, *range(row, row + len(a) - 1)], device=logp.device)
+        tgt = torch.tensor(a, device=logp.device)
+        scores[:, j] = logp[:, rows, tgt].sum(-1).cpu()
+        row += len(a) - 1
+    return scores
+
+
+def _score_lm_unpacked(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], max_length: int) -> Any:
+    """:func:`score_lm` with one sequence per (text, label) and a plain 2-D mask: for attention
+    implementations that take no custom 4-D mask (flash-attention). Sequences are left-padded so every answer ends at the last position; only the last
     few positions' logits are computed (``logits_to_keep``), which keeps memory small for
     large vocabularies. Position ids follow the attention mask, so padding changes nothing.
     """

@@ -365,3 +365,34 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     assert run["train"]["resumed_from_step"] >= 4 and run["train"]["steps"] == 30
     assert run["train"]["time_s"] > run["train"]["session_time_s"]  # includes the killed session's time
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_packed_lm_scores_match_one_sequence_per_label(impl: str, tiny_llama: Path) -> None:
+    """score_lm packs all labels behind one prompt; the numbers must equal scoring each label alone."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from promptclf.distill_models import DEFAULT_LM_PROMPT, PromptParts, _score_lm_unpacked, score_lm
+    from promptclf.providers.local import LocalProvider
+
+    labels = ["sport", "sports", "business", "science and technology"]  # shared prefixes, 1-4 tokens
+    texts = ["goal", "the bank raised rates again after a long meeting", "a new chip for phones"]
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    parts = PromptParts.build(tok, DEFAULT_LM_PROMPT, labels)
+    assert len({len(a) for a in parts.answers}) > 1
+    tiny = LlamaForCausalLM.from_pretrained(tiny_llama, attn_implementation=impl).eval()
+    real = LocalProvider()  # SmolLM2-135M with real weights (sdpa), shared with other tests in this process
+    real.load()
+    for model in (tiny, real._lm) if impl == "sdpa" else (tiny,):
+        with torch.inference_mode():
+            packed = score_lm(model, tok, parts, texts, max_length=64)
+            alone = _score_lm_unpacked(model, tok, parts, texts, max_length=64)
+        assert packed.shape == (len(texts), len(labels))
+        assert torch.allclose(packed, alone, atol=1e-4), (packed, alone)
+        # texts cut at max_length, in a batch with one that is not cut
+        with torch.inference_mode():
+            short = score_lm(model, tok, parts, texts, max_length=40)
+            short_alone = _score_lm_unpacked(model, tok, parts, texts, max_length=40)
+        assert torch.allclose(short, short_alone, atol=1e-4) and not torch.allclose(short[1], packed[1])
