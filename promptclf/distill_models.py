@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, TrainingError, require
+from .packing import answer_logprobs, fed_tokens, packed_layout
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
@@ -290,7 +291,7 @@ def score_lm(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], m
     if impl not in ("sdpa", "eager"):
         return _score_lm_unpacked(model, tokenizer, parts, texts, max_length)
     answers = parts.answers
-    fed = [t for a in answers for t in a[:-1]]  # the last answer token is only ever predicted
+    fed = fed_tokens(answers)
     keep = len(fed) + 1  # the prompt's last position predicts every answer's first token
     ctxs = [parts.context(tokenizer, text, max_length) for text in texts]
     width = max(len(c) for c in ctxs) + len(fed)
@@ -299,17 +300,11 @@ def score_lm(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], m
     pos = torch.zeros((len(texts), width), dtype=torch.long)
     allowed = torch.eye(width, dtype=torch.bool).repeat(len(texts), 1, 1)  # padding sees itself: no NaN rows
     for b, ctx in enumerate(ctxs):
-        off, n = width - len(ctx) - len(fed), len(ctx)
+        off = width - len(ctx) - len(fed)  # left padding
+        block, positions = packed_layout(len(ctx), answers)
         ids[b, off:] = torch.tensor(ctx + fed)
-        pos[b, off : off + n] = torch.arange(n)
-        allowed[b, off : off + n, off : off + n] = torch.ones(n, n, dtype=torch.bool).tril()
-        allowed[b, off + n :, off : off + n] = True
-        start = off + n
-        for a in answers:
-            k = len(a) - 1
-            pos[b, start : start + k] = torch.arange(n, n + k)
-            allowed[b, start : start + k, start : start + k] = torch.ones(k, k, dtype=torch.bool).tril()
-            start += k
+        pos[b, off:] = torch.tensor(positions)
+        allowed[b, off:, off:] = block
     device = next(model.parameters()).device
     # SDPA takes a boolean mask whatever the query's dtype (bf16 under QLoRA on a GPU); eager
     # attention adds the mask to its scores, so it gets an additive float one.
@@ -322,22 +317,16 @@ def score_lm(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], m
     except TypeError:  # models without logits_to_keep
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
     logp = torch.log_softmax(logits[:, -keep:, :].float(), dim=-1)
-    scores = torch.empty((len(texts), len(answers)), dtype=torch.float32)
-    row = 1  # kept position of the first fed label token
-    for j, a in enumerate(answers):
-        # a[0] is predicted at the prompt's last position (kept row 0), a[i] at fed token a[i-1]
-        rows = torch.tensor([0, *range(row, row + len(a) - 1)], device=logp.device)
-        tgt = torch.tensor(a, device=logp.device)
-        scores[:, j] = logp[:, rows, tgt].sum(-1).cpu()
-        row += len(a) - 1
-    return scores
+    return answer_logprobs(logp, answers).cpu()
 
 
 def _score_lm_unpacked(model: Any, tokenizer: Any, parts: PromptParts, texts: list[str], max_length: int) -> Any:
-    """:func:`score_lm` with one sequence per (text, label) and a plain 2-D mask: for attention
-    implementations that take no custom 4-D mask (flash-attention). Sequences are left-padded so every answer ends at the last position; only the last
-    few positions' logits are computed (``logits_to_keep``), which keeps memory small for
-    large vocabularies. Position ids follow the attention mask, so padding changes nothing.
+    """:func:`score_lm` with one sequence per (text, label) and a plain 2-D mask, for attention
+    implementations that take no custom 4-D mask (flash-attention).
+
+    Sequences are left-padded so every answer ends at the last position; only the last few
+    positions' logits are computed (``logits_to_keep``), which keeps memory small for large
+    vocabularies. Position ids follow the attention mask, so padding changes nothing.
     """
     import torch
 

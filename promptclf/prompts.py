@@ -94,18 +94,15 @@ class PromptBuilder:
                 raise InputError(f"template {origin}: line {exc.lineno}: {exc.message}") from exc
 
     def _render(self, key: str, **extra: object) -> str:
+        """Render template ``key``; ``extra`` adds variables or overrides the job's (``shots=[]``)."""
         try:
-            return (
-                self._templates[key]
-                .render(
-                    labels=list(self.labels),
-                    shots=self.shots,
-                    max_chars=self.max_chars,
-                    shot_max_chars=self.shot_max_chars,
-                    **extra,
-                )
-                .strip()
-            )
+            context = {
+                "labels": list(self.labels),
+                "shots": self.shots,
+                "max_chars": self.max_chars,
+                "shot_max_chars": self.shot_max_chars,
+            }
+            return self._templates[key].render(context | extra).strip()
         except jinja2.UndefinedError as exc:
             raise InputError(f"{key} template uses an undefined variable: {exc.message}") from exc
 
@@ -135,11 +132,7 @@ class PromptBuilder:
         """
         if not self.shots:
             return None
-        shots, self.shots = self.shots, []
-        try:
-            bare = self._render("score", item=_SENTINEL)
-        finally:
-            self.shots = shots
+        bare = self._render("score", item=_SENTINEL, shots=[])
         if bare.count(_SENTINEL) != 1 or bare.split(_SENTINEL)[1] != suffix:
             return None
         bare_prefix = bare.split(_SENTINEL)[0]

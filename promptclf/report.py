@@ -494,6 +494,11 @@ TABLE_COLUMNS = [
 ]
 
 
+def _table_columns(hourly: float | None) -> list[tuple[str, str]]:
+    """The run table's columns; compute cost per 1k items only when there is an hourly price."""
+    return [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
+
+
 def table_cells(r: dict[str, Any]) -> dict[str, str]:
     """The text of each table cell for one run (shared by HTML and Markdown, checked by the tests)."""
     acc = _pct(r["accuracy"])
@@ -555,7 +560,7 @@ def _html(
     hourly: float | None,
 ) -> str:
     e = _esc
-    cols = [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
+    cols = _table_columns(hourly)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
@@ -671,7 +676,7 @@ def _markdown(
     def md(v: str) -> str:
         return v.replace("|", "\\|")
 
-    cols = [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
+    cols = _table_columns(hourly)
     out = [f"# {title}", "", f"{len(rows)} runs · generated {created} by promptclf", "", "## Verdict", ""]
     out += [f"- {x}" for x in lines]
     out += ["", "## Runs", "", "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError, ProviderError
+from ..packing import answer_logprobs, fed_tokens, packed_layout
 from .base import ScoreRequest, ScoreResult, Usage
 
 # "full": the exact prompt, every item token attends to the few-shot examples.
@@ -406,8 +407,7 @@ class LocalProvider:
         dev = self.device
         past = len(head_ids)
         head, encoded = self._prefix_cache("head", head_ids)
-        lab_lens = [len(a) - 1 for a in answers]
-        lab_tokens = [t for a in answers for t in a[:-1]]
+        lab_tokens = fed_tokens(answers)
         two_pass = span is not None and bool(item_ids) and bool(tail_ids)
         if two_pass:
             assert span is not None
@@ -429,44 +429,21 @@ class LocalProvider:
         else:
             start, ctx = past, item_ids + tail_ids
         seq = ctx + lab_tokens
-        pos = list(range(start, start + len(ctx)))
-        for k in lab_lens:
-            pos.extend(range(start + len(ctx), start + len(ctx) + k))
+        allowed, rel = packed_layout(len(ctx), answers)
+        # everyone also sees the cached prefix (and, in two passes, the item appended to it)
+        allowed = torch.cat([torch.ones(len(seq), start, dtype=torch.bool), allowed], dim=1)
+        mask = torch.zeros(allowed.shape, dtype=self._lm.dtype).masked_fill_(~allowed, torch.finfo(self._lm.dtype).min)
         out = self._lm(
             input_ids=torch.tensor([seq], device=dev),
-            position_ids=torch.tensor([pos], device=dev),
-            attention_mask=_packed_mask(start, len(ctx), lab_lens, self._lm.dtype, dev),
+            position_ids=torch.tensor([[start + r for r in rel]], device=dev),
+            attention_mask=mask[None, None].to(dev),
             past_key_values=head,
             use_cache=True,
             logits_to_keep=len(lab_tokens) + 1,  # the last context position and every label token
         )
         head.crop(past - head.get_seq_length())
-        lp = torch.log_softmax(out.logits[0].float(), dim=-1)
-        targets = torch.tensor([t for a in answers for t in a[1:]], device=dev)
-        owner = torch.tensor([j for j, k in enumerate(lab_lens) for _ in range(k)], device=dev, dtype=torch.long)
-        score = lp[0, torch.tensor([a[0] for a in answers], device=dev)]
-        score = score.index_add(0, owner, lp[torch.arange(1, len(lab_tokens) + 1, device=dev), targets])
+        score = answer_logprobs(torch.log_softmax(out.logits[0].float(), dim=-1), answers)
         return torch.softmax(score, dim=0).tolist(), encoded + (len(item_ids) if two_pass else 0) + len(seq)
-
-
-def _packed_mask(past: int, n_ctx: int, lab_lens: list[int], dtype: Any, device: Any) -> Any:
-    """Additive attention mask (1, 1, q, past + q) for [context tokens, label 1 tokens, label 2 tokens, ...]."""
-    import torch
-
-    q = n_ctx + sum(lab_lens)
-    allowed = torch.zeros(q, past + q, dtype=torch.bool, device=device)
-    allowed[:, :past] = True  # everyone sees the cached prefix
-    allowed[:n_ctx, past : past + n_ctx] = torch.ones(n_ctx, n_ctx, dtype=torch.bool, device=device).tril()
-    allowed[n_ctx:, past : past + n_ctx] = True  # every label token sees the whole item and tail
-    start = n_ctx
-    for n in lab_lens:  # ... and, causally, its own label's earlier tokens only
-        allowed[start : start + n, past + start : past + start + n] = torch.ones(
-            n, n, dtype=torch.bool, device=device
-        ).tril()
-        start += n
-    mask = torch.zeros(q, past + q, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
 
 
 __all__ = ["DEFAULT_MODEL", "LocalProvider"]
