@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .distill_models import (
     PromptParts,
@@ -30,10 +30,8 @@ from .distill_models import (
     quiet_transformers,
     resolve_student,
 )
+from .distill_options import DistillData, DistillOptions, estimate_steps
 from .errors import Interrupted, TrainingError, require
-
-if TYPE_CHECKING:
-    from .distill import DistillData, DistillOptions
 
 
 def _log(msg: str) -> None:
@@ -236,8 +234,6 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         TrainingArguments,
         set_seed,
     )
-
-    from .distill import estimate_steps
 
     if o.threads:
         torch.set_num_threads(o.threads)

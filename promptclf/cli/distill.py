@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .group import main
 
 
 def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .group import main
 
 
 def _fmt_summary(rec: dict) -> str:
