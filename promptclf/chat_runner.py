@@ -12,15 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
+from .confidence import compact_logprobs, item_confidence
 from .errors import AuthenticationError, ProviderError, ResponseFormatError
 from .jobs import Engine, Job, RowResult, Task
 from .labels import LabelSet
 from .options import LabelOptions
 from .prompts import Item, PromptBuilder
 from .providers import Provider
-from .providers.base import Usage
+from .providers.base import ChatResult, Usage
 from .retry import call_with_retries
 from .schema import FORMAT_INSTRUCTIONS, parse_response, response_schema, schema_for_batch
 from .store import request_key
@@ -52,6 +54,20 @@ class RateLimiter:
             time.sleep(delay)
 
 
+@dataclass
+class ChatRequest:
+    """One request, built: what is sent for ``task`` and the store key it is cached under."""
+
+    task: Task
+    ids: list[int]  # item ids in the prompt, 1..n
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    mode: str
+    max_tokens: int
+    payload: dict[str, Any]  # what the key hashes (no secret)
+    key: str
+
+
 def chat_mode(options: LabelOptions, provider: Provider) -> str:
     """The structured-output mode: the one asked for, else the provider's default."""
     if options.structured != "auto":
@@ -76,9 +92,15 @@ class ChatRunner:
         self.schema = response_schema(job.labels)
         self.limiter = RateLimiter(self.options.rpm, self.options.tpm)
 
-    def run(self, bar: Any) -> None:
+    def first_tasks(self) -> list[Task]:
+        """The job's rows to label, in batches of ``batch_size``."""
         o, job = self.options, self.job
-        tasks = [Task(job.todo[i : i + o.batch_size]) for i in range(0, len(job.todo), o.batch_size)]
+        return [Task(job.todo[i : i + o.batch_size]) for i in range(0, len(job.todo), o.batch_size)]
+
+    def run(self, bar: Any, tasks: list[Task] | None = None) -> None:
+        """Send ``tasks`` (default: the whole job) and their re-asks, writing ``job.results``."""
+        o = self.options
+        tasks = self.first_tasks() if tasks is None else tasks
         executor = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="promptclf")
         pending: dict[Future[Any], Task] = {}
         # Set on a rejected key or an interrupt. Workers check it before sending, because a
@@ -119,42 +141,13 @@ class ChatRunner:
 
     def _do_task(self, task: Task) -> dict[str, Any]:
         """Runs in a worker thread: one request (from cache or the provider), parsed."""
-        o, job, eng = self.options, self.job, self.engine
-        items = [Item(k + 1, job.texts[row]) for k, row in enumerate(task.rows)]
-        feedback = None
-        if task.round:
-            # A re-ask must not be the same prompt as before (it would get the same answer,
-            # or the cached one): say what went wrong and which attempt this is.
-            feedback = f"attempt {task.round + 1}: an earlier answer left texts out or used a label not in the list."
-            bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
-            if bad:
-                feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
-            feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
-        mode = self.mode
-        fmt = format_instructions(mode, job.labels)
-        messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt)
-        schema = schema_for_batch(self.schema, len(items), strict=mode == "json_schema")
-        longest = max(len(n) for n in job.labels.names)
-        max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
-        payload = {
-            "provider": eng.provider_name,
-            "model": eng.model,
-            "base_url": getattr(eng.provider, "base_url", None),
-            "messages": messages,
-            "schema": schema,
-            "mode": mode,
-            "temperature": o.temperature,
-            "max_tokens": max_tokens,
-        }
-        key = request_key(payload)
-        ids = [it.id for it in items]
+        o, eng = self.options, self.engine
+        req = self.build_request(task)
+        outcome = self.cached_outcome(req)
+        if outcome is not None:
+            return outcome
+        key, messages, schema, mode, max_tokens = req.key, req.messages, req.schema, req.mode, req.max_tokens
         store = eng.store
-        cached = None if o.no_cache else store.get(key)
-        if cached is not None:
-            eng.account(Usage(cached.prompt_tokens, cached.completion_tokens), cached.latency_s, True)
-            store.log(key, eng.run_id, eng.provider_name, eng.model, "cached")
-            return {"key": key, "parsed": parse_response(cached.response, ids, job.labels)}
-
         provider = eng.provider
         self.limiter.acquire(sum(provider.count_tokens(m["content"]) for m in messages) + max_tokens)
 
@@ -177,25 +170,87 @@ class ChatRunner:
                 eng.stats.failed_requests += 1
             store.log(key, eng.run_id, eng.provider_name, eng.model, "error", str(exc))
             return {"key": key, "error": f"request failed after {o.max_retries} retries: {exc}"}
-        cost, latency = eng.account(result.usage, result.latency_s, False)
+        return self.record_result(req, result)
+
+    def build_request(self, task: Task) -> ChatRequest:
+        """The request for ``task``: messages, schema, token cap, and the store key.
+
+        Shared with the batch runner (:mod:`promptclf.batch_runner`), so a batch line is the
+        same request, with the same key, as the synchronous one. The system message and the
+        user message up to the first item are the same bytes for every request of a job
+        (re-asks put their note after the items), so providers can cache that prefix.
+        """
+        o, job, eng = self.options, self.job, self.engine
+        items = [Item(k + 1, job.texts[row]) for k, row in enumerate(task.rows)]
+        feedback = None
+        if task.round:
+            # A re-ask must not be the same prompt as before (it would get the same answer,
+            # or the cached one): say what went wrong and which attempt this is.
+            feedback = f"attempt {task.round + 1}: an earlier answer left texts out or used a label not in the list."
+            bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
+            if bad:
+                feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
+            feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
+        mode = self.mode
+        fmt = format_instructions(mode, job.labels)
+        # Similar-example shots: this request's own examples (nearest to its rows), so they are
+        # part of the messages and of the store key.
+        shots = job.shots_for(task.rows) if job.similar is not None else None
+        messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt, shots=shots)
+        schema = schema_for_batch(self.schema, len(items), strict=mode == "json_schema")
+        longest = max(len(n) for n in job.labels.names)
+        max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
+        payload = {
+            "provider": eng.provider_name,
+            "model": eng.model,
+            "base_url": getattr(eng.provider, "base_url", None),
+            "messages": messages,
+            "schema": schema,
+            "mode": mode,
+            "temperature": o.temperature,
+            "max_tokens": max_tokens,
+        }
+        return ChatRequest(task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload))
+
+    def cached_outcome(self, req: ChatRequest) -> dict[str, Any] | None:
+        """The stored response for ``req``, counted and parsed; None when there is none (or --no-cache)."""
+        eng = self.engine
+        cached = None if self.options.no_cache else eng.store.get(req.key)
+        if cached is None:
+            return None
+        usage = Usage(cached.prompt_tokens, cached.completion_tokens, cached.cached_prompt_tokens)
+        eng.account(usage, cached.latency_s, True)
+        eng.store.log(req.key, eng.run_id, eng.provider_name, eng.model, "cached")
+        parsed = parse_response(cached.response, req.ids, self.job.labels)
+        # The stored logprobs give the same label probabilities the fresh answer gave.
+        conf = item_confidence(cached.response, cached.logprobs, parsed.labels, self.job.labels)
+        return {"key": req.key, "parsed": parsed, "conf": conf}
+
+    def record_result(self, req: ChatRequest, result: ChatResult, batch: bool = False) -> dict[str, Any]:
+        """Count, parse and store a response the provider just sent (``batch``: through its batch API)."""
+        eng, key = self.engine, req.key
+        store = eng.store
+        u = result.usage
+        cost, latency = eng.account(u, result.latency_s, False, batch=batch)
         try:
-            parsed = parse_response(result.text, ids, job.labels)
+            parsed = parse_response(result.text, req.ids, self.job.labels)
         except ResponseFormatError as exc:
             # Paid for but unusable: logged with its cost, never cached, items re-asked.
             store.log(
                 key, eng.run_id, eng.provider_name, eng.model, "error", str(exc)[:500],
-                result.usage.prompt_tokens, result.usage.completion_tokens, latency, cost,
+                u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
             )  # fmt: skip
             return {"key": key, "format_error": str(exc)}
+        logprobs = compact_logprobs(result.text, result.logprobs)
         store.put(
-            key, eng.provider_name, eng.model, payload, result.text,
-            result.usage.prompt_tokens, result.usage.completion_tokens, latency, cost,
+            key, eng.provider_name, eng.model, req.payload, result.text,
+            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens, logprobs,
         )  # fmt: skip
         store.log(
             key, eng.run_id, eng.provider_name, eng.model, "ok", None,
-            result.usage.prompt_tokens, result.usage.completion_tokens, latency, cost,
+            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
         )  # fmt: skip
-        return {"key": key, "parsed": parsed}
+        return {"key": key, "parsed": parsed, "conf": item_confidence(result.text, logprobs, parsed.labels, self.job.labels)}
 
     def _apply_outcome(self, task: Task, outcome: dict[str, Any]) -> int:
         """Write final results for items that are done; return how many rows finished."""
@@ -217,9 +272,13 @@ class ChatRunner:
                 return len(task.rows)
             return 0
         parsed = outcome["parsed"]
+        conf = outcome.get("conf") or {}
         for k, row in enumerate(task.rows, start=1):
             if k in parsed.labels:
-                job.results[row] = RowResult(parsed.labels[k], None, "ok", "", key)
+                c = conf.get(k)  # matched by item id, so reordered answers keep each row's own
+                job.results[row] = RowResult(
+                    parsed.labels[k], c.prob if c else None, "ok", "", key, c.probs if c else None
+                )
                 finished += 1
             elif last_round:
                 if k in parsed.invalid:

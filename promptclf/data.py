@@ -1,6 +1,10 @@
 """Reading and writing tables, checking columns, and the bundled BBC News sample.
 
-Formats are chosen by file extension: .csv, .tsv, .xlsx, .jsonl (or .ndjson), .parquet.
+File formats are chosen by extension: .csv, .tsv, .xlsx, .jsonl (or .ndjson), .parquet,
+.arrow. A source may also be a Hugging Face dataset: a folder written by ``save_to_disk``
+or a dataset name, loaded through ``datasets`` (from its cache when offline), with a
+``split``. Large sources are read in chunks (:func:`iter_table`) and written as they go
+(:class:`TableWriter`), so memory stays flat however many rows a file has.
 Every function here raises :class:`~promptclf.errors.InputError` with a message that
 names the fix rather than letting pandas fail deep inside.
 """
@@ -8,13 +12,16 @@ names the fix rather than letting pandas fail deep inside.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, require
 
 FORMATS = {
     ".csv": "csv",
@@ -24,6 +31,7 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".json": "jsonl",
     ".parquet": "parquet",
+    ".arrow": "arrow",
 }
 
 
@@ -37,14 +45,19 @@ def table_format(path: str | Path) -> str:
     return FORMATS[suffix]
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a table; every column is kept, text columns stay strings (no NaN→float surprises)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+def read_table(path: str | Path, split: str | None = None) -> pd.DataFrame:
+    """Read a whole table; every column is kept, text columns stay strings (no NaN→float surprises).
+
+    ``path`` is a file, a ``save_to_disk`` folder or a Hugging Face dataset name; ``split``
+    picks the split of a dataset with several (see :func:`iter_table` to read in chunks).
+    """
+    ds = _dataset_source(path, split)
+    if ds is not None:
+        return _nonempty(_dataset_frame(ds, 0, len(ds)), path)
+    path = _table_path(path, split)
     fmt = table_format(path)
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty; it needs a header row and at least one row")
+    if fmt == "arrow":
+        return _nonempty(pd.concat(list(_iter_arrow(path, 1 << 62)), ignore_index=True), path)
     try:
         if fmt == "csv":
             df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding_errors="replace")
@@ -56,16 +69,309 @@ def read_table(path: str | Path) -> pd.DataFrame:
             df = pd.read_parquet(path)
         else:
             df = pd.read_excel(path, dtype=str, keep_default_na=False)
-    except ImportError as exc:
-        raise InputError(f"{path}: reading {fmt} needs an extra package ({exc})") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise InputError(f"{path}: the file is empty; it needs a header row and at least one row") from exc
-    except Exception as exc:  # pandas raises many types; the user needs the file and the cause
-        raise InputError(f"{path}: could not read as {fmt}: {exc}") from exc
+    except Exception as exc:
+        raise _read_error(exc, path, fmt) from exc
+    return _nonempty(df, path)
+
+
+def _read_error(exc: Exception, path: Path, fmt: str) -> InputError:
+    if isinstance(exc, ImportError):
+        return InputError(f"{path}: reading {fmt} needs an extra package ({exc})")
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return InputError(f"{path}: the file is empty; it needs a header row and at least one row")
+    # pandas raises many types; the user needs the file and the cause
+    return InputError(f"{path}: could not read as {fmt}: {exc}")
+
+
+def _nonempty(df: pd.DataFrame, path: str | Path) -> pd.DataFrame:
     if len(df) == 0:
         raise InputError(f"{path}: the file has a header but no rows")
     df.columns = [str(c) for c in df.columns]
     return df
+
+
+def _table_path(path: str | Path, split: str | None) -> Path:
+    """A file source, checked: it exists, is not empty, and takes no ``split``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if split is not None:
+        raise InputError(f"--split {split}: {p} is a {table_format(p)} file, not a Hugging Face dataset; drop --split")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: the file is empty; it needs a header row and at least one row")
+    return p
+
+
+def iter_table(path: str | Path, chunk_rows: int = 10_000, split: str | None = None) -> Iterator[pd.DataFrame]:
+    """Read a table in chunks of at most ``chunk_rows`` rows, in order, with the columns
+    :func:`read_table` would give: CSV/TSV/JSONL by ``chunk_rows`` lines, Parquet by row
+    groups, Arrow by record batches, datasets by slices of the memory-mapped table. XLSX
+    has no streaming reader: it is read whole and sliced."""
+    chunk_rows = max(1, int(chunk_rows))
+    ds = _dataset_source(path, split)
+    if ds is not None:
+        if len(ds) == 0:
+            raise InputError(f"{path}: the dataset has no rows")
+        for start in range(0, len(ds), chunk_rows):
+            yield _dataset_frame(ds, start, min(len(ds), start + chunk_rows))
+        return
+    p = _table_path(path, split)
+    fmt = table_format(p)
+    chunks: Iterator[pd.DataFrame]
+    try:
+        if fmt in ("csv", "tsv"):
+            sep = "\t" if fmt == "tsv" else ","
+            chunks = iter(
+                pd.read_csv(
+                    p, sep=sep, dtype=str, keep_default_na=False, encoding_errors="replace", chunksize=chunk_rows
+                )
+            )
+        elif fmt == "jsonl":
+            chunks = iter(pd.read_json(p, lines=True, dtype=False, chunksize=chunk_rows))
+        elif fmt == "parquet":
+            chunks = _iter_parquet(p, chunk_rows)
+        elif fmt == "arrow":
+            chunks = _iter_arrow(p, chunk_rows)
+        else:
+            whole = read_table(p)
+            chunks = (whole.iloc[s : s + chunk_rows].reset_index(drop=True) for s in range(0, len(whole), chunk_rows))
+        n = 0
+        while True:
+            try:
+                df = next(chunks)
+            except StopIteration:
+                break
+            df.columns = [str(c) for c in df.columns]
+            n += len(df)
+            yield df.reset_index(drop=True)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _read_error(exc, p, fmt) from exc
+    if n == 0:
+        raise InputError(f"{p}: the file has a header but no rows")
+
+
+def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        yield batch.to_pandas()
+
+
+def _arrow_batches(path: Path) -> Iterator[Any]:
+    """Record batches of an Arrow IPC file (random-access format) or stream (``save_to_disk``'s)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as src:
+        try:
+            reader: Any = pa.ipc.open_file(src)
+            batches: Iterator[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            src.seek(0)
+            batches = iter(pa.ipc.open_stream(src))
+        yield from batches
+
+
+def _iter_arrow(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    names = None
+    for batch in _arrow_batches(path):
+        if names is None:
+            names = _class_label_names(batch.schema.metadata)
+        for s in range(0, batch.num_rows, chunk_rows):
+            yield _decode_class_labels(batch.slice(s, chunk_rows).to_pandas(), names)
+
+
+def count_rows(path: str | Path, split: str | None = None) -> int:
+    """Rows in a source (for a progress bar's total): metadata where the format keeps it
+    (Parquet, Arrow, datasets), else one fast pass over the file."""
+    ds = _dataset_source(path, split)
+    if ds is not None:
+        return len(ds)
+    p = _table_path(path, split)
+    fmt = table_format(p)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(p).metadata.num_rows)
+    if fmt == "arrow":
+        return sum(b.num_rows for b in _arrow_batches(p))
+    if fmt == "jsonl":
+        with open(p, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    if fmt in ("csv", "tsv"):
+        # Only the first column is kept, but quoted newlines are parsed properly.
+        reader = pd.read_csv(
+            p, sep="\t" if fmt == "tsv" else ",", usecols=[0], dtype=str, keep_default_na=False,
+            encoding_errors="replace", chunksize=200_000,
+        )  # fmt: skip
+        return sum(len(c) for c in reader)
+    return len(read_table(p))
+
+
+# --- Hugging Face datasets -----------------------------------------------------------------
+
+HF_PURPOSE = "reading or writing Hugging Face datasets"
+
+
+def _datasets() -> Any:
+    return require("datasets", "hf", HF_PURPOSE)
+
+
+def is_dataset_source(path: str | Path) -> bool:
+    """A ``save_to_disk`` folder, or a name that is no file here (so, a dataset name)."""
+    p = Path(path)
+    return p.is_dir() or (not p.exists() and p.suffix.lower() not in FORMATS)
+
+
+def _dataset_source(path: str | Path, split: str | None) -> Any:
+    """The ``datasets.Dataset`` behind ``path`` (one split), or None when ``path`` is a file."""
+    if not is_dataset_source(path):
+        return None
+    p = Path(path)
+    if not p.is_dir() and importlib.util.find_spec("datasets") is None:
+        raise InputError(
+            f"{path}: no such file or folder (to read a Hugging Face dataset by name: pip install 'promptclf[hf]')"
+        )
+    datasets = _datasets()
+    if p.is_dir():
+        markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+        if not any((p / m).exists() for m in markers):
+            raise InputError(
+                f"{p}: a folder, but not one written by datasets' save_to_disk (no dataset_dict.json or "
+                "state.json); pass a table file or a saved dataset folder"
+            )
+        try:
+            loaded = datasets.load_from_disk(str(p))
+        except Exception as exc:
+            raise InputError(f"{p}: could not load the saved dataset: {exc}") from exc
+        what = f"the dataset folder {p}"
+    else:
+        try:
+            loaded = datasets.load_dataset(str(path), split=split if split else None)
+        except Exception as exc:
+            offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+            raise InputError(
+                f"{path}: no such file or folder, and no Hugging Face dataset of that name could be loaded"
+                f"{' from the local cache (offline)' if offline else ''} ({type(exc).__name__}: {str(exc)[:300]}); "
+                "check the path, or load the dataset once online so it is cached, or save it with save_to_disk "
+                "and pass the folder"
+            ) from exc
+        what = f"dataset {path}"
+        if split:
+            return loaded
+    return _pick_split(loaded, split, what, datasets)
+
+
+def _pick_split(loaded: Any, split: str | None, what: str, datasets: Any) -> Any:
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded.keys())
+        if split is None:
+            if len(names) == 1:
+                return loaded[names[0]]
+            raise InputError(f"{what} has splits {', '.join(names)}: pass --split (e.g. --split {names[0]})")
+        if split not in loaded:
+            raise InputError(f"{what} has no split {split!r}; its splits are {', '.join(names)}")
+        return loaded[split]
+    if split is not None:
+        raise InputError(f"--split {split}: {what} is a single split (no DatasetDict); drop --split")
+    return loaded
+
+
+def _dataset_frame(ds: Any, start: int, stop: int) -> pd.DataFrame:
+    """Rows ``start:stop`` of a dataset as a frame, ClassLabel columns as their label names."""
+    from datasets import ClassLabel
+
+    df = ds.select(range(start, stop)).to_pandas()
+    names = {c: f.names for c, f in ds.features.items() if isinstance(f, ClassLabel)}
+    df.columns = [str(c) for c in df.columns]
+    return _decode_class_labels(df.reset_index(drop=True), names)
+
+
+def _class_label_names(metadata: dict[bytes, bytes] | None) -> dict[str, list[str]]:
+    """ClassLabel columns recorded in an Arrow schema by ``datasets`` (no import needed)."""
+    raw = (metadata or {}).get(b"huggingface")
+    if not raw:
+        return {}
+    try:
+        feats = json.loads(raw).get("info", {}).get("features", {})
+    except ValueError:
+        return {}
+    return {c: f["names"] for c, f in feats.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"}
+
+
+def _decode_class_labels(df: pd.DataFrame, names: dict[str, list[str]] | None) -> pd.DataFrame:
+    """Integer class ids → label names (``-1``, no label, → empty), so label columns read as text."""
+    for col, labels in (names or {}).items():
+        if col in df.columns:
+            df[col] = [labels[v] if v is not None and 0 <= int(v) < len(labels) else "" for v in df[col]]
+    return df
+
+
+class DatasetWriter:
+    """Write frames chunk by chunk into a ``save_to_disk`` dataset folder, ``class_col`` as a
+    ClassLabel over ``names`` (empty or unknown values become -1, datasets' "no label").
+
+    Chunks go to one Arrow stream file as they come (flat memory), which ``close()`` turns into
+    the dataset folder."""
+
+    def __init__(self, out_dir: str | Path, class_col: str, names: Sequence[str]) -> None:
+        self.datasets = _datasets()
+        self.out_dir = Path(out_dir)
+        self.class_col = class_col
+        self.names = list(names)
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.out_dir.with_name(f".{self.out_dir.name}.arrow.tmp")
+        self._writer: Any = None
+        self._schema: Any = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        df = df.copy()
+        df[self.class_col] = [self._index.get(cell_text(v), -1) for v in df[self.class_col]]
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._writer is None:
+            features = self.datasets.Features.from_arrow_schema(_no_null_types(table.schema))
+            features[self.class_col] = self.datasets.ClassLabel(names=self.names)
+            self._schema = features.arrow_schema
+            self._writer = pa.ipc.new_stream(str(self._tmp), self._schema)
+        self._writer.write_table(_conform(table, self._schema))
+
+    def abort(self) -> None:
+        """Drop what was written (the run did not finish)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)
+
+    def close(self) -> Path:
+        if self._writer is None:
+            raise InputError(f"--save-dataset {self.out_dir}: no rows to save")
+        self._writer.close()
+        ds = self.datasets.Dataset.from_file(str(self._tmp))
+        ds.save_to_disk(str(self.out_dir))
+        self._tmp.unlink(missing_ok=True)
+        return self.out_dir
+
+
+def _no_null_types(schema: Any) -> Any:
+    """A column that was all-null in the first chunk has no type yet: call it text."""
+    import pyarrow as pa
+
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema], schema.metadata)
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` with the columns and types of the first chunk's ``schema``."""
+    try:
+        return table.select(schema.names).cast(schema)
+    except Exception as exc:
+        raise InputError(
+            f"a later chunk of the table does not fit the columns/types of the first ({exc}); "
+            "write CSV or JSONL, which take any values"
+        ) from exc
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
@@ -86,10 +392,100 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         df.to_json(tmp, orient="records", lines=True, force_ascii=False)
     elif fmt == "parquet":
         df.to_parquet(tmp, index=False)
+    elif fmt == "arrow":
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        with pa.ipc.new_file(str(tmp), table.schema) as w:
+            w.write_table(table)
     else:
         df.to_excel(tmp, index=False, engine="openpyxl")
     tmp.replace(path)
     return path
+
+
+class TableWriter:
+    """Write a table chunk by chunk, in the format of ``path``'s extension.
+
+    CSV, TSV and JSONL are appended to ``path`` itself, one whole chunk per write, so a run
+    stopped at any point leaves the chunks written so far as a valid file. Parquet (a
+    ``ParquetWriter``, one row group per chunk) and Arrow are only valid once their footer
+    is written: they go to a temporary file renamed over ``path`` by :meth:`close`. XLSX has
+    no streaming writer: its chunks are held and written by :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fmt = table_format(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._file: Any = None
+        self._writer: Any = None
+        self._schema: Any = None
+        self._held: list[pd.DataFrame] = []
+        if self.fmt in ("csv", "tsv", "jsonl"):
+            self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append ``df`` (same columns as the first chunk)."""
+        if self.fmt in ("csv", "tsv"):
+            text = df.to_csv(index=False, header=self.rows == 0, sep="\t" if self.fmt == "tsv" else ",")
+            self._file.write(text)
+        elif self.fmt == "jsonl":
+            if len(df):
+                text = df.to_json(orient="records", lines=True, force_ascii=False)
+                self._file.write(text if text.endswith("\n") else text + "\n")
+        elif self.fmt in ("parquet", "arrow"):
+            self._write_arrow(df)
+        else:
+            self._held.append(df)
+        if self._file is not None:
+            self._file.flush()
+        self.rows += len(df)
+
+    def _write_arrow(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._writer is None:
+            self._schema = _no_null_types(table.schema)
+            if self.fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(str(self._tmp), self._schema)
+            else:
+                self._writer = pa.ipc.new_file(str(self._tmp), self._schema)
+        self._writer.write_table(_conform(table, self._schema))
+
+    def close(self) -> Path:
+        """Finish the file; returns its path."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        elif self.fmt in ("parquet", "arrow"):
+            if self._writer is None:
+                raise InputError(f"{self.path}: no rows to write")
+            self._writer.close()
+            self._writer = None
+            self._tmp.replace(self.path)
+        elif self._held:
+            write_table(pd.concat(self._held, ignore_index=True), self.path)
+            self._held = []
+        return self.path
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        elif self._file is not None:  # what was written stays: whole chunks
+            self._file.close()
+            self._file = None
+        elif self._writer is not None:  # the temporary file is left; ``path`` is untouched
+            self._writer.close()
+            self._writer = None
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str], path: str | Path, option: str) -> None:

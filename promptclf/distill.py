@@ -58,26 +58,35 @@ def _clean(series: Any) -> list[str]:
 
 def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
     """Read the labeled file, pick trainable rows, split train/validation/test (seeded, stratified)."""
-    df = read_table(input_path)
+    df = read_table(input_path, split=o.split)
     src_col, src_opt = (
         (o.label_col, "--label-col") if o.train_on == "teacher" else (o.gold_col or "label", "--gold-col")
     )
     check_columns(df, [o.text_col], input_path, "--text-col")
     check_columns(df, [src_col], input_path, src_opt)
+    teacher_col = o.fallback_col or o.label_col  # the LLM's own labels (with --fallback-col, label_col is a person's)
+    if o.train_on == "teacher" and o.fallback_col:
+        check_columns(df, [o.fallback_col], input_path, "--fallback-col")
     texts = [cell_text(v) for v in df[o.text_col]]
     y = _clean(df[src_col])
-    teacher = _clean(df[o.label_col]) if o.label_col in df.columns else None
+    teacher = _clean(df[teacher_col]) if teacher_col in df.columns else None
     status_ok = [True] * len(df)
     if o.status_col in df.columns:
         status_ok = [s.lower() == "ok" for s in _clean(df[o.status_col])]
     if teacher is not None:
         teacher = [t if ok else "" for t, ok in zip(teacher, status_ok, strict=True)]
+    human = [False] * len(df)  # rows whose label a person gave: trusted whatever the LLM's status
+    if o.train_on == "teacher":
+        y, human = _person_labels(df, texts, y, o, input_path)
     has_text_label = [bool(t.strip()) and bool(lab) for t, lab in zip(texts, y, strict=True)]
     counts = {"input_rows": len(df)}
     if o.train_on == "teacher":
-        counts["not_ok"] = sum(1 for ok in status_ok if not ok)
-        usable = [u and ok for u, ok in zip(has_text_label, status_ok, strict=True)]
-        counts["no_label"] = sum(1 for u, ok in zip(has_text_label, status_ok, strict=True) if ok and not u)
+        trusted = [ok or h for ok, h in zip(status_ok, human, strict=True)]
+        counts["not_ok"] = sum(1 for t in trusted if not t)
+        usable = [u and t for u, t in zip(has_text_label, trusted, strict=True)]
+        counts["no_label"] = sum(1 for u, t in zip(has_text_label, trusted, strict=True) if t and not u)
+        if o.fallback_col or o.corrections:
+            counts["corrected"] = sum(1 for u, h in zip(usable, human, strict=True) if u and h)
     else:
         usable = has_text_label
         counts["no_label"] = sum(1 for u in usable if not u)
@@ -87,7 +96,7 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
     test_teacher: list[str] | None = None
     in_test = [False] * len(df)
     if o.eval_file:
-        ev = read_table(o.eval_file)
+        ev = read_table(o.eval_file, split=o.eval_split)
         check_columns(ev, [o.text_col], o.eval_file, "--text-col")
         check_columns(ev, [o.gold_col or "label"], o.eval_file, "--gold-col")
         ev_texts = [cell_text(v) for v in ev[o.text_col]]
@@ -95,8 +104,8 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         keep = [i for i, g in enumerate(ev_gold) if g and ev_texts[i].strip()]
         test_texts = [ev_texts[i] for i in keep]
         test_gold = [ev_gold[i] for i in keep]
-        if o.label_col in ev.columns:
-            ev_teacher = _clean(ev[o.label_col])
+        if teacher_col in ev.columns:
+            ev_teacher = _clean(ev[teacher_col])
             if o.status_col in ev.columns:
                 ev_status = _clean(ev[o.status_col])
                 ev_teacher = [t if s.lower() == "ok" else "" for t, s in zip(ev_teacher, ev_status, strict=True)]
@@ -117,6 +126,13 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
             test_teacher = [teacher[i] for i in test_idx]
     counts["held_out_for_test"] = sum(1 for u, t in zip(usable, in_test, strict=True) if u and t)
     pool = [i for i, (u, t) in enumerate(zip(usable, in_test, strict=True)) if u and not t]
+    if o.exclude:
+        # Flagged rows (a review queue) are left out of training and validation; gold test rows stay.
+        ex = read_table(o.exclude)
+        check_columns(ex, [o.text_col], o.exclude, "--text-col")
+        drop = {cell_text(v) for v in ex[o.text_col]}
+        counts["excluded"] = sum(1 for i in pool if texts[i] in drop)
+        pool = [i for i in pool if texts[i] not in drop]
 
     pool_y = [y[i] for i in pool]
     freq: dict[str, int] = {}
@@ -146,6 +162,11 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
             f"{o.val_fraction}; add rows or raise --val-fraction"
         )
     counts.update(train_rows=len(tr_pos), val_rows=len(va_pos), test_rows=len(test_texts))
+    train_soft = None
+    if o.soft:
+        soft = _soft_targets(df, [pool[p] for p in tr_pos], human, labels, o, input_path)
+        train_soft = soft
+        counts["soft_rows"] = sum(1 for v in soft if v is not None)
     return DistillData(
         labels=labels,
         train_texts=[texts[pool[p]] for p in tr_pos],
@@ -155,8 +176,66 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         test_texts=test_texts,
         test_gold=test_gold,
         test_teacher=test_teacher,
+        train_soft=train_soft,
         counts=counts,
     )
+
+
+def _person_labels(
+    df: Any, texts: list[str], y: list[str], o: DistillOptions, input_path: str | Path
+) -> tuple[list[str], list[bool]]:
+    """Labels a person gave, over the LLM's: ``--label-col X --fallback-col pred_label`` and ``--corrections``.
+
+    Returns the labels to train on and, per row, whether it is a person's label.
+    """
+    human = [False] * len(y)
+    if o.fallback_col:
+        fallback = _clean(df[o.fallback_col])
+        human = [bool(v) for v in y]
+        y = [v or f for v, f in zip(y, fallback, strict=True)]
+    elif o.label_col != "pred_label" and "pred_label" in df.columns and sum(map(bool, y)) < len(y) / 2:
+        _log(
+            f"warning: --label-col {o.label_col} is empty on {sum(not v for v in y)} of {len(y)} rows, which are "
+            "not trained on; pass --fallback-col pred_label to use the LLM label there"
+        )
+    if o.corrections:
+        cf = read_table(o.corrections)
+        check_columns(cf, [o.text_col, "corrected"], o.corrections, "--text-col (a review queue has 'corrected')")
+        canonical = {lab.lower(): lab for lab in y if lab}  # "Sports" typed by a person → the label "sports"
+        fixes: dict[str, str] = {}
+        for t, c in zip(cf[o.text_col], cf["corrected"], strict=True):
+            c = cell_text(c).strip()
+            if c:
+                fixes[cell_text(t)] = canonical.get(c.lower(), c)
+        y = list(y)
+        matched: set[str] = set()
+        for i, t in enumerate(texts):
+            if t in fixes:
+                y[i], human[i] = fixes[t], True
+                matched.add(t)
+        _log(f"{o.corrections}: {len(fixes)} corrected labels, on {sum(human)} rows")
+        if len(matched) < len(fixes):
+            _log(f"warning: {len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
+    return y, human
+
+
+def _soft_targets(
+    df: Any, rows: list[int], human: list[bool], labels: list[str], o: DistillOptions, input_path: str | Path
+) -> list[list[float] | None]:
+    """The teacher's distribution over ``labels`` per row (renormalised), or None: no distribution, or a person's label.
+
+    Mass on labels with no training rows is dropped; labels a provider listed no mass for are 0.
+    """
+    from .review import parse_pred_probs
+
+    check_columns(df, [o.probs_col], input_path, "--probs-col (label with a provider that gives pred_probs)")
+    out: list[list[float] | None] = []
+    for i in rows:
+        probs = None if human[i] else parse_pred_probs(df[o.probs_col].iat[i], f"{input_path} row {i + 2}")
+        vec = [probs.get(lab, 0.0) for lab in labels] if probs else None
+        total = sum(vec) if vec else 0.0
+        out.append([v / total for v in vec] if vec and total > 0 else None)
+    return out
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -214,6 +293,12 @@ def distill(
         f"{len(data.labels)} labels; skipped: {data.counts.get('not_ok', 0)} not ok, "
         f"{data.counts['no_label']} without label or text"
     )
+    extra = {k: data.counts[k] for k in ("corrected", "excluded", "soft_rows") if k in data.counts}
+    if extra:
+        _log(
+            ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extra.items())
+            + (f" (T={options.temperature:g})" if options.soft else "")
+        )
     out.mkdir(parents=True, exist_ok=True)
     saved_path.write_text(json.dumps(opts, indent=2) + "\n")
     (out / "labels.json").write_text(json.dumps(data.labels, indent=2) + "\n")

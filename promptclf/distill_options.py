@@ -30,9 +30,24 @@ class DistillOptions(BaseModel):
     gold_col: str | None = Field("label", description="gold labels: evaluation only, unless train_on='gold'")
     train_on: Literal["teacher", "gold"] = "teacher"
     eval_file: str | None = Field(None, description="a gold test file; default: hold out test_fraction of gold rows")
+    # Hugging Face datasets as input (issue 10): the split of a dataset input / eval source
+    split: str | None = Field(None, description="split of a Hugging Face dataset input (name or save_to_disk folder)")
+    eval_split: str | None = Field(None, description="split of a Hugging Face dataset --eval source")
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9)
     seed: int = 0
+
+    # review queue and soft labels (issue 9): corrected labels, flagged rows left out, teacher distributions
+    fallback_col: str | None = Field(
+        None, description="where label_col is empty, train on this column (the LLM label; status-checked)"
+    )
+    corrections: str | None = Field(
+        None, description="a review CSV: its filled 'corrected' cells replace the label of the rows with that text"
+    )
+    exclude: str | None = Field(None, description="a table (a review CSV): rows with its texts are not trained on")
+    soft: bool = Field(False, description="train on the teacher's distribution (probs_col) where a row has one")
+    temperature: float = Field(2.0, gt=0.0, description="soft labels: temperature of teacher and student")
+    probs_col: str = "pred_probs"
 
     # student
     student: str = "minilm"
@@ -83,6 +98,8 @@ class DistillOptions(BaseModel):
             raise ValueError("--head lm needs a causal LM student (Llama, Qwen, SmolLM2, ...), not MiniLM")
         if self.train_on == "gold" and not self.gold_col:
             raise ValueError("--train-on gold needs --gold-col")
+        if self.soft and (self.head != "cls" or self.train_on != "teacher"):
+            raise ValueError("--soft needs --head cls and --train-on teacher (it learns the teacher's distribution)")
         if "{text}" not in self.lm_prompt:
             raise ValueError("lm_prompt must contain {text}")
         return self
@@ -150,6 +167,7 @@ class DistillData:
     test_texts: list[str] = field(default_factory=list)
     test_gold: list[str] = field(default_factory=list)
     test_teacher: list[str] | None = None  # teacher label per test row ('' when not ok)
+    train_soft: list[list[float] | None] | None = None  # --soft: target distribution per train row (None = hard)
     counts: dict[str, int] = field(default_factory=dict)
 
 

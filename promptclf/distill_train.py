@@ -31,6 +31,7 @@ from .distill_models import (
     resolve_student,
 )
 from .distill_options import DistillData, DistillOptions, estimate_steps
+from .distill_soft import SoftCollator, soft_dataset, soft_trainer_class
 from .errors import Interrupted, TrainingError, require
 
 
@@ -256,6 +257,9 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         eval_ds = [{"input_ids": venc["input_ids"][i], "labels": y} for i, y in enumerate(data.val_y)]
         collator = DataCollatorWithPadding(tok, **pad)  # type: ignore[assignment]
         parts = None
+        if data.train_soft is not None:  # --soft: teacher distributions where rows have one (distill_soft)
+            train_ds = soft_dataset(enc["input_ids"], data.train_y, data.train_soft, len(data.labels))
+            collator = SoftCollator(collator)  # type: ignore[assignment]
 
     total = estimate_steps(len(train_ds), o)
     strategy = "steps" if o.eval_steps else "epoch"
@@ -290,6 +294,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         label_names=["labels"],
         dataloader_num_workers=0,
         save_only_model=False,
+        remove_unused_columns=data.train_soft is None,  # keep soft_targets/soft_mask for the soft loss
     )
 
     def compute_metrics(ev: Any) -> dict[str, float]:
@@ -316,6 +321,8 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         extra = {"val_texts": data.val_texts, "val_y": data.val_y, "parts": parts, "spec": spec}
     else:
         extra = {"compute_metrics": compute_metrics}
+        if data.train_soft is not None:
+            trainer_cls = soft_trainer_class(o.temperature)
     trainer = trainer_cls(
         model=model,
         args=args,

@@ -18,26 +18,29 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .chat_runner import ChatRunner, chat_mode, format_instructions
-from .errors import AuthenticationError, InputError, Interrupted
-from .jobs import Job, RowResult, Stats, Task, clip_text, prepare_job, prompt_builder
-from .options import LabelOptions
+from .confidence import probs_cell
+from .errors import AuthenticationError, ConfigError, InputError, Interrupted
+from .jobs import Job, RowResult, Stats, Tally, Task, clip_text, prepare_job, prompt_builder
+from .label_stream import INTERRUPTED, INTERRUPTED_REASON, label_stream
+from .options import CALIBRATE_NEEDS_SCORING, LabelOptions
 from .pricing import Price, load_prices, price_for
 from .prompts import Item, PromptBuilder
 from .providers import Provider, make_provider, resolve_provider
 from .providers.base import Usage
-from .scoring_runner import run_scoring
+from .scoring_runner import CONTENT_FREE, run_scoring, score_groups
 from .store import Store
 
 # Re-exported: these records lived here before the runners had their own modules.
 __all__ = ["Job", "Labeler", "RowResult", "Stats", "Task", "label_file"]
 
-OUT_COLS = ["pred_label", "pred_prob", "pred_status", "pred_reason", "pred_request"]
+OUT_COLS = ["pred_label", "pred_prob", "pred_probs", "pred_status", "pred_reason", "pred_request"]
 
 
 class Labeler:
@@ -66,6 +69,7 @@ class Labeler:
         self.job: Job | None = None
         self.prompts: PromptBuilder | None = None
         self.wall_s = 0.0
+        self.calibration: dict[str, Any] | None = None  # what --calibrate divided by (scoring runner)
 
     # -- setup ------------------------------------------------------------------------------
     @property
@@ -84,9 +88,23 @@ class Labeler:
 
     def prepare(self, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input") -> Job:
         """Validate ``df`` against the options and decide shots and items. No request is sent."""
-        self.job = prepare_job(self.options, df, examples, source)
+        self.check_provider()
+        self.job = prepare_job(self.options, df, examples, source, store=self.store, progress=self.progress)
         self.prompts = prompt_builder(self.options, self.job)
         return self.job
+
+    def check_provider(self) -> None:
+        """Refuse options the provider cannot honour, before any work (with --provider auto the
+        provider is only known now)."""
+        kind = self._provider.kind if self._provider is not None else ("scoring" if self.provider_name == "local" else "chat")
+        if self.options.calibrate and kind != "scoring":
+            raise ConfigError(f"{CALIBRATE_NEEDS_SCORING} (provider {self.provider_name} is a chat provider)")
+
+    def load_provider(self) -> None:
+        """Load a local model now, before any progress bar: a model that cannot load then fails with
+        its one-line error alone, not under a bar stuck at 0%."""
+        if self.provider_name == "local":
+            getattr(self.provider, "load", lambda: None)()
 
     # -- running ----------------------------------------------------------------------------
     def label(self, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input") -> pd.DataFrame:
@@ -101,15 +119,13 @@ class Labeler:
         start = time.perf_counter()
         prompts = self.prompts
         assert prompts is not None
+        self.load_provider()
         bar = self._progress_bar(len(job.todo))
         try:
-            if self.provider.kind == "scoring":
-                run_scoring(self, job, prompts, bar)
-            else:
-                ChatRunner(self, job, prompts).run(bar)
+            self.run_job(job, prompts, bar)
         except KeyboardInterrupt:
-            self._finish_unlabeled(job, "not labeled: run interrupted; rerun the same command to resume")
-            exc = Interrupted("interrupted; finished requests are saved; rerun the same command to resume")
+            self._finish_unlabeled(job, INTERRUPTED_REASON)
+            exc = Interrupted(INTERRUPTED)
             exc.partial = self._frame(df, job)  # type: ignore[attr-defined]
             raise exc from None
         except AuthenticationError as err:
@@ -122,10 +138,23 @@ class Labeler:
                 bar.close()
         return self._frame(df, job)
 
+    def run_job(self, job: Job, prompts: PromptBuilder, bar: Any) -> None:
+        """Send ``job``'s rows through the provider's runner, writing ``job.results``
+        (:meth:`label` for a frame; :mod:`promptclf.label_stream` once per chunk of a file)."""
+        if self.options.batch_api:  # refuses a provider with no batch endpoint before touching it
+            from .batch_runner import BatchRunner
+
+            BatchRunner(self, job, prompts, progress=self.progress).run(bar)
+        elif self.provider.kind == "scoring":
+            self.calibration = run_scoring(self, job, prompts, bar)
+        else:
+            ChatRunner(self, job, prompts).run(bar)
+
     def _frame(self, df: pd.DataFrame, job: Job) -> pd.DataFrame:
         out = df.copy()
         out["pred_label"] = [r.label for r in job.results]
         out["pred_prob"] = [round(r.prob, 6) if r.prob is not None else None for r in job.results]
+        out["pred_probs"] = [probs_cell(r.probs) for r in job.results]
         out["pred_status"] = [r.status for r in job.results]
         out["pred_reason"] = [r.reason for r in job.results]
         out["pred_request"] = [r.request for r in job.results]
@@ -153,13 +182,18 @@ class Labeler:
             bar.update(n)
             bar.set_postfix_str(f"spent ${self.stats.cost_usd:.4f}", refresh=False)
 
-    def account(self, usage: Usage, latency: float, cached: bool) -> tuple[float, float]:
-        """Count one response (fetched now or from the store); returns (list cost, latency)."""
-        cost = self.price.cost(usage)
+    def account(self, usage: Usage, latency: float, cached: bool, batch: bool = False) -> tuple[float, float]:
+        """Count one response (fetched now or from the store; ``batch``: through the provider's
+        batch API, priced at its batch rates); returns (list cost, latency)."""
+        # A job run with --batch-api is listed at batch prices, responses from the store included.
+        cost = self.price.cost(usage, batch=batch or (cached and self.options.batch_api))
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.prompt_tokens += usage.prompt_tokens
             self.stats.completion_tokens += usage.completion_tokens
+            self.stats.cached_prompt_tokens += usage.cached_prompt_tokens
+            if batch and not cached:
+                self.stats.batch_requests += 1
             self.stats.list_cost_usd += cost
             # A cached response keeps the latency it had when it was fetched, so the speed
             # of a resumed or cached rerun is still the provider's, not the cache's.
@@ -182,35 +216,59 @@ class Labeler:
         provider_kind = "scoring" if self.provider_name == "local" else "chat"
         count = self.provider.count_tokens
         if provider_kind == "scoring":
-            parts = self.prompts.score_parts()
+            groups = score_groups(job, self.prompts, o.batch_size)
+            parts = groups[0][0]
             system, prefix, suffix = parts.system, parts.prefix, parts.suffix
-            first = job.texts[job.todo[0]]
+            first = job.texts[groups[0][1][0]]
             prompt = f"[system]\n{system}\n\n[user]\n{prefix}{clip_text(first, o.max_chars)}{suffix}"
             cap = getattr(self.provider, "max_item_tokens", None) or math.inf  # the local model cuts long items
             item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
             # The shared prefix is encoded once and its cache reused for every batch; each item
             # adds its own tokens, the suffix, and every label's tokens (scored side by side).
+            # Similar shots give texts their own prefixes: each distinct one is encoded once.
             layout = getattr(self.provider, "layout_tokens", None)
-            head, tail = layout(system, prefix, suffix) if layout else (count(system + prefix), count(suffix))
-            prompt_tokens = head + item_tokens + n * (tail + sum(count(name) for name in job.labels.names))
+            heads: dict[str, int] = {}
+            for p, _ in groups:
+                if p.prefix not in heads:
+                    heads[p.prefix] = layout(system, p.prefix, suffix)[0] if layout else count(system + p.prefix)
+            tail = layout(system, prefix, suffix)[1] if layout else count(suffix)
+            per_item = tail + sum(count(name) for name in job.labels.names)
+            prompt_tokens = sum(heads.values()) + item_tokens + n * per_item
             completion_tokens = 0
-            requests = math.ceil(n / o.batch_size)
+            requests = len(groups)
+            if o.calibrate:  # one more request: the content-free inputs through the same prompt
+                prompt_tokens += sum(count(cf) + per_item for cf in CONTENT_FREE)
+                requests += 1
         else:
             fmt = format_instructions(chat_mode(o, self.provider), job.labels)
             batches = [job.todo[i : i + o.batch_size] for i in range(0, n, o.batch_size)]
             prompt_tokens = 0
             prompt = ""
+            firsts = []  # the first requests' messages: their common head is the cacheable prefix
             for b, rows in enumerate(batches):
                 msgs = self.prompts.batch_messages(
-                    [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)], format_instructions=fmt
+                    [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)],
+                    format_instructions=fmt,
+                    shots=job.shots_for(rows) if job.similar is not None else None,
                 )
                 prompt_tokens += sum(count(m["content"]) for m in msgs)
+                if b < 3:
+                    firsts.append(msgs)
                 if b == 0:
                     prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
             completion_tokens = n * 12
             requests = len(batches)
-        cost = self.price.cost(Usage(prompt_tokens, completion_tokens))
+        from .prompt_cache import estimate, static_prefix
+
+        prefix = static_prefix(firsts) if provider_kind == "chat" else ""
+        approx = "" if provider_kind == "scoring" else "≈"
+        price_est = estimate(
+            self.price, Usage(prompt_tokens, completion_tokens), requests, count(prefix) if prefix else 0,
+            batch=o.batch_api, count_note=lambda t: f"{approx}{t:,}",
+        )  # fmt: skip
+        cost = price_est.pop("est_cost_usd")
         return {
+            **price_est,  # prefix_tokens, est_cached_prompt_tokens, est_cache_saving_usd, notes
             "provider": self.provider_name,
             "model": self.model,
             "rows": len(job.results),
@@ -237,31 +295,37 @@ class Labeler:
         busy = sum(self.stats.latencies) / conc
         return n_items / busy if busy else 0.0
 
-    def summary(self, labeled: pd.DataFrame) -> dict[str, Any]:
-        """Counts, coverage, accuracy on gold rows that were not shots, usage, cost, time."""
-        assert self.job is not None
-        job = self.job
-        statuses = pd.Series([r.status for r in job.results]).value_counts().to_dict()
-        n_items = sum(1 for r in job.results if r.status != "shot")
+    def summary(self, labeled: pd.DataFrame | None = None, tally: Tally | None = None) -> dict[str, Any]:
+        """Counts, coverage, accuracy on gold rows that were not shots, usage, cost, time.
+
+        ``tally``: the rows' labels and statuses kept across the chunks of a streamed run
+        (:mod:`promptclf.label_stream`); default: those of the last labeled frame.
+        """
+        if tally is None:
+            assert self.job is not None
+            tally = Tally.of_job(self.job)
+        labels = tally.labels
+        statuses = dict(Counter(tally.status).most_common())
+        n_items = sum(1 for st in tally.status if st != "shot")
         ok = statuses.get("ok", 0)
         metrics = None
-        if job.gold is not None and any(job.gold):
+        if tally.gold is not None and any(tally.gold):
             from .metrics import evaluate
 
-            metrics = evaluate(
-                job.gold,
-                [r.label for r in job.results],
-                job.labels.names,
-                status=[r.status for r in job.results],
-            )
+            metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status)
         lat = self.stats.latencies
+        from .metrics import collapse_check
+
+        # Gold or not: one label for nearly every item is worth a warning either way.
+        gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
+        collapse = collapse_check(tally.pred, gold, tally.status)
         return {
             "provider": self.provider_name,
             "model": self.model,
-            "labels": job.labels.names,
-            "n_rows": len(job.results),
+            "labels": labels.names,
+            "n_rows": len(tally.status),
             "n_items": n_items,
-            "n_shots": len(job.shots),
+            "n_shots": tally.n_shots,
             "statuses": statuses,
             "coverage": ok / n_items if n_items else 0.0,
             "usage": self.stats.as_dict(),
@@ -272,7 +336,23 @@ class Labeler:
             "items_per_s": self._items_per_s(n_items),
             "latency_s_median": statistics.median(lat) if lat else None,
             "metrics": metrics,
+            "collapse": collapse,
+            "calibration": self.calibration,
         }
+
+
+def default_output(source: str | Path, split: str | None = None) -> Path:
+    """Where ``promptclf label SOURCE`` writes without ``-o``: beside a file or dataset folder,
+    in the current folder for a dataset name."""
+    from .data import is_dataset_source
+
+    src = Path(source)
+    tail = f".{split.replace('/', '_')}" if split else ""
+    if src.is_dir():
+        return src.with_name(f"{src.name}{tail}.labeled.csv")
+    if is_dataset_source(src):
+        return Path(f"{str(source).replace('/', '__')}{tail}.labeled.csv")
+    return src.with_name(src.stem + ".labeled.csv")
 
 
 def label_file(
@@ -282,39 +362,49 @@ def label_file(
     name: str | None = None,
     progress: bool = True,
     provider: Provider | None = None,
+    split: str | None = None,
+    save_dataset: str | Path | None = None,
 ) -> dict[str, Any]:
     """Label a file end to end: read, label, write the labeled file and its run folder.
 
+    ``input_path`` is a table file, a ``save_to_disk`` folder or a Hugging Face dataset name
+    (``split`` picks the split). The file is read, labeled and written in chunks of
+    ``options.chunk_rows`` rows (:mod:`promptclf.label_stream`), so memory stays flat and a
+    killed run leaves its finished chunks on disk. ``save_dataset``: also write the labeled
+    rows as a dataset folder (``save_to_disk``) with ``pred_label`` as a ClassLabel.
+
     Returns the run record (also saved as ``run.json``). If the run is interrupted or the
-    key is rejected, the rows done so far are still written (the rest marked ``error``)
+    key is rejected, every row is still written (the ones not labeled marked ``error``)
     before the exception propagates.
     """
-    from .data import read_table, write_table
+    from .data import read_table
     from .runs import label_paths, write_run
 
     opts = options or LabelOptions()
-    src = Path(input_path)
-    df = read_table(src)
     examples = read_table(opts.examples) if opts.examples else None
-    out_file, run_dir = label_paths(output or src.with_name(src.stem + ".labeled.csv"))
+    out_file, run_dir = label_paths(output or default_output(input_path, split))
+    src = Path(input_path)
+    if src.is_file() and out_file.exists() and out_file.resolve() == src.resolve():
+        raise InputError(f"-o {output} is the input file; write the labeled rows to another file")
     labeler = Labeler(opts, provider=provider, progress=progress)
+    # A provider batch job takes the whole file at once: chunks would wait on each other's batch.
+    chunk_rows = opts.chunk_rows if not opts.batch_api else 1 << 62
     try:
-        labeled = labeler.label(df, examples, source=str(src))
-    except (Interrupted, AuthenticationError) as exc:
-        partial = getattr(exc, "partial", None)
-        if partial is not None:
-            write_table(partial, out_file)
+        tally = label_stream(labeler, input_path, out_file, examples, split, chunk_rows, save_dataset)
+    except (Interrupted, AuthenticationError):
+        if out_file.exists():
             print(f"promptclf: partial output written to {out_file}", file=sys.stderr)
         raise
-    write_table(labeled, out_file)
-    summary = labeler.summary(labeled)
+    summary = labeler.summary(tally=tally)
     assert labeler.prompts is not None
     record = {
         "kind": "label",
         "name": name or run_dir.name.removesuffix(".run"),
-        "input": str(src),
+        "input": str(input_path),
+        "split": split,
         "output": str(out_file.resolve()),
-        "gold_col": opts.label_col if labeler.job and labeler.job.gold is not None else None,
+        "dataset": str(Path(save_dataset).resolve()) if save_dataset is not None else None,
+        "gold_col": opts.label_col if tally.gold is not None else None,
         "run_id": labeler.run_id,
         "store": str(opts.store_path()),
         **summary,
@@ -322,7 +412,7 @@ def label_file(
     files = {
         "prompt.j2": labeler.prompts.sources["score" if labeler.provider.kind == "scoring" else "batch"],
         "system.j2": labeler.prompts.sources["system"],
-        "labels.json": json.dumps(labeler.job.labels.to_dict() if labeler.job else [], indent=2),
+        "labels.json": json.dumps(tally.labels.to_dict(), indent=2),
     }
     write_run(run_dir, record, opts.model_dump(mode="json"), files)
     record["run_dir"] = str(run_dir.resolve())

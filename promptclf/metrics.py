@@ -142,6 +142,13 @@ def evaluate(
     for g, p, _ in scored:
         conf[index[g], index[p] if p is not None else L] += 1
     result["confusion"]["matrix"] = conf.tolist()
+    # Over every answered row, with gold or not: a collapse shows without gold too.
+    answers = [canon(pred_s[i]) or "" for i in keep]
+    result["collapse"] = collapse_check(
+        answers,
+        [(canon(gold_s[i]) or gold_s[i]) if gold_s[i] else "" for i in keep],
+        [_row_status(status_s[i], pred_s[i], bool(answers[j])) for j, i in enumerate(keep)],
+    )
 
     if n_scored == 0:
         result["per_class"] = {lab: {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for lab in all_labels}
@@ -176,6 +183,74 @@ def evaluate(
     return result
 
 
+# --- collapse: one label for (nearly) every item ---------------------------------------------
+
+# A weak model (or a bad prompt) often gives the same label to everything: accuracy then equals
+# the majority share and looks passable while macro-F1 is near zero. Warn when one label takes
+# more than COLLAPSE_SHARE of the answered items, unless the gold labels are just as skewed
+# towards it (a genuinely imbalanced data set answered correctly).
+COLLAPSE_SHARE = 0.9
+COLLAPSE_MARGIN = 0.05  # with gold: the label's predicted share must exceed its gold share by this much
+COLLAPSE_MIN_ITEMS = 10  # below this a 90% share says little
+
+
+def _share_text(x: float) -> str:
+    """``100%``, ``97%``; never rounds a share below 1 up to ``100%``."""
+    text = f"{100 * x:.0f}%"
+    return f"{100 * x:.1f}%" if text == "100%" and x < 1 else text
+
+
+def collapse_check(
+    pred: Sequence[object],
+    gold: Sequence[object] | None = None,
+    status: Sequence[object] | None = None,
+) -> dict[str, Any] | None:
+    """Whether the predictions collapsed onto one label, with the warning in plain words; None if not.
+
+    Counts the items that got an answer: rows whose status is ``ok`` (or empty: no status
+    column) and whose prediction is not empty; ``shot`` rows and failed rows are left out.
+    The top label must take more than 90% of them. When some of those items have gold labels
+    the label's gold share must also be at least 5 points lower than its predicted share, so a
+    data set that really is 95% one label, answered correctly, is not flagged.
+    Returns ``{"label", "share", "n", "gold_share", "n_gold", "message"}`` (``gold_share``
+    None without gold).
+    """
+    n = len(pred)
+    pred_s, status_s = _clean(pred, n), _clean(status, n)
+    gold_s = _clean(gold, n) if gold is not None else [""] * n
+    answered = [i for i in range(n) if pred_s[i] and status_s[i].lower() in ("", "ok")]
+    if len(answered) < COLLAPSE_MIN_ITEMS:
+        return None
+    counts: dict[str, int] = {}
+    for i in answered:
+        counts[pred_s[i]] = counts.get(pred_s[i], 0) + 1
+    top, k = max(counts.items(), key=lambda kv: kv[1])
+    share = k / len(answered)
+    if share <= COLLAPSE_SHARE:
+        return None
+    with_gold = [i for i in answered if gold_s[i]]
+    gold_share = sum(1 for i in with_gold if gold_s[i] == top) / len(with_gold) if with_gold else None
+    if gold_share is not None and gold_share > share - COLLAPSE_MARGIN:
+        return None
+    what = f"the model answered {top!r} for {_share_text(share)} of the {len(answered):,} items"
+    if gold_share is None:
+        what += " (there are no gold labels to compare with)"
+    else:
+        what += f", but only {_share_text(gold_share)} of the gold labels are {top!r}"
+    message = (
+        f"{what}; it is probably not discriminating between the labels. Check the label names and the "
+        "prompt, or try few-shot examples (--shots), --calibrate (local model) or a larger model."
+    )
+    return {
+        "label": top,
+        "share": share,
+        "n": len(answered),
+        "gold_share": gold_share,
+        "n_gold": len(with_gold),
+        "message": message,
+    }
+
+
 # --- terminal output ------------------------------------------------------------------------
 
 
@@ -198,6 +273,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"coverage   {_pct(m['coverage'])}   invalid {_pct(m['invalid_rate'])}   "
         f"empty {_pct(m['empty_rate'])}   error {_pct(m['error_rate'])}",
     ]
+    if m.get("collapse"):
+        lines.append(f"warning: {m['collapse']['message']}")
     if m.get("unknown_gold"):
         lines.append(f"note: gold labels not in the label set (never predictable): {', '.join(m['unknown_gold'])}")
     per = m.get("per_class") or {}

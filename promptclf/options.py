@@ -23,6 +23,12 @@ DEFAULT_MODELS = {
 }
 
 
+CALIBRATE_NEEDS_SCORING = (
+    "--calibrate needs a scoring provider (the local model, --provider local): a chat provider answers with a "
+    "label, not a probability for every label, so there is nothing to calibrate; drop --calibrate"
+)
+
+
 def default_store() -> Path:
     """The SQLite store shared by runs: ``$PROMPTCLF_STORE`` or ``~/.cache/promptclf/store.sqlite``."""
     env = os.environ.get("PROMPTCLF_STORE")
@@ -53,6 +59,13 @@ class LabelOptions(BaseModel):
     # Local model only: what attends to the few-shot examples (see LocalProvider._score_item).
     shot_attention: Literal["full", "answer"] = "full"
 
+    # similar-example shots (issue 9; promptclf.shot_selection): "similar" shows each request the
+    # --shots examples per class nearest to its texts (all-MiniLM-L6-v2 embeddings) and puts similar
+    # texts in the same request. Without --examples, --shot-pool labeled rows per class (seeded,
+    # stratified) form the pool and are not scored; with --examples the whole file is the pool.
+    shot_selection: Literal["random", "similar"] = "random"
+    shot_pool: int = Field(20, ge=1, le=100_000, description="similar shots: input rows per class set aside as the pool")
+
     # provider
     provider: ProviderName = "auto"
     model: str | None = None
@@ -71,6 +84,27 @@ class LabelOptions(BaseModel):
     max_reasks: int = Field(3, ge=0, description="validation re-ask rounds (each with smaller batches)")
     retry_max_wait_s: float = Field(60.0, gt=0)
 
+    # calibration (issue 8): contextual calibration of a scoring provider's label probabilities
+    # (promptclf.scoring_runner); chat providers give no distribution to calibrate.
+    calibrate: bool = False
+
+    # provider batch API (issue 10; promptclf.batch_runner): the job as asynchronous batches at
+    # the batch price instead of one request at a time; validation re-asks go synchronously.
+    batch_api: bool = False
+    poll_interval_s: float = Field(30.0, gt=0, description="seconds between polls of a running batch")
+    batch_min_requests: int = Field(
+        100, ge=1, description="lines a batch left unanswered go to a follow-up batch if at least this many, else synchronously"
+    )
+
+    # label confidence from chat providers (issue 9; promptclf.confidence): ask for token
+    # log-probabilities with this many alternatives per token (0: ask for none; pred_prob stays
+    # empty). A server that rejects the parameter is asked without it for the rest of the run.
+    top_logprobs: int = Field(5, ge=0, le=20, description="chat providers: top alternatives per answer token")
+
+    # streaming (issue 10; promptclf.label_stream): label_file reads, labels and writes this many
+    # rows at a time; batches never span two chunks, so it is part of what decides the requests.
+    chunk_rows: int = Field(10_000, ge=1, description="rows read, labeled and written at a time")
+
     # bookkeeping
     store: str | None = None  # None = default_store()
     prices: str | None = None  # JSON file overriding the packaged price table
@@ -88,6 +122,23 @@ class LabelOptions(BaseModel):
     def _check(self) -> LabelOptions:
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
+        if self.shot_selection == "similar" and self.shots and self.shot_pool < self.shots:
+            raise ValueError(
+                f"--shot-pool {self.shot_pool} is smaller than --shots {self.shots}: the pool must hold at least "
+                "the examples one prompt shows per class; raise --shot-pool"
+            )
+        if self.shot_selection == "similar" and self.shots and self.calibrate:
+            raise ValueError(
+                "--calibrate with --shot-selection similar: every text has its own prompt, so calibration would "
+                "score the content-free inputs once per text (4x the work); drop one of them"
+            )
+        if self.calibrate and (self.base_url or self.provider in ("openai", "together")):
+            raise ValueError(CALIBRATE_NEEDS_SCORING)
+        if self.batch_api and self.provider == "local":
+            raise ValueError(
+                "--batch-api sends the job to a provider's batch endpoint and the local model has none: "
+                "use --provider openai or together, or drop --batch-api"
+            )
         return self
 
     def store_path(self) -> Path:

@@ -11,13 +11,14 @@ output order is always the input order.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .data import cell_text, check_columns, read_table, write_table
+from .data import cell_text, check_columns
 from .distill_models import (
     MINILM_ALIASES,
     PromptParts,
@@ -165,26 +166,54 @@ def predict_file(
     merge: bool = False,
     class_probs: bool = False,
     dtype: str = "float32",
+    split: str | None = None,
+    chunk_rows: int = 8192,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict every row of ``input_path`` and write it with ``pred_label``, ``pred_prob`` (and ``prob_<label>``)."""
+    """Predict every row of ``input_path`` and write it with ``pred_label``, ``pred_prob`` (and ``prob_<label>``).
+
+    The input is read and the output written chunk by chunk (``chunk_rows`` rows; Parquet by
+    row groups), so memory stays flat for any number of rows; the output keeps the input order.
+    ``input_path`` may be a file, a ``save_to_disk`` folder or a dataset name (``split``).
+    """
+    from .data import TableWriter, count_rows, iter_table
+
     run = Path(run_dir)
     if text_col is None:
         opts = run / "options.json"
         text_col = json.loads(opts.read_text()).get("text_col", "text") if opts.exists() else "text"
-    df = read_table(input_path)
-    check_columns(df, [text_col], input_path, "--text-col")
+    if Path(output).exists() and Path(input_path).exists() and Path(output).resolve() == Path(input_path).resolve():
+        raise InputError(f"-o {output} is the input file; write the predictions to another file")
+    total = count_rows(input_path, split)
+    chunks = iter_table(input_path, chunk_rows, split)
+    first = next(chunks)  # bad input fails before the model loads
+    check_columns(first, [text_col], input_path, "--text-col")
     student = Student.load(run, merge=merge, dtype=dtype)
+    print(f"[predict] {total:,} rows with {run} on {student.device}", file=sys.stderr, flush=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="row", desc="predicting", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     t0 = time.perf_counter()
-    texts = [cell_text(v) for v in df[text_col]]
-    print(f"[predict] {len(texts)} rows with {run} on {student.device}", file=sys.stderr, flush=True)
-    probs = student.predict_proba(texts, batch_size=batch_size)
+    rows = 0
+    try:
+        with TableWriter(output) as writer:
+            for chunk in itertools.chain([first], chunks):
+                check_columns(chunk, [text_col], input_path, "--text-col")
+                probs = student.predict_proba([cell_text(v) for v in chunk[text_col]], batch_size=batch_size)
+                best = probs.argmax(-1)
+                chunk["pred_label"] = [student.labels[j] for j in best]
+                chunk["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
+                if class_probs:
+                    for j, lab in enumerate(student.labels):
+                        chunk[f"prob_{lab}"] = probs[:, j].round(6)
+                writer.write(chunk)
+                rows += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
     wall = time.perf_counter() - t0
-    out = df.copy()
-    best = probs.argmax(-1)
-    out["pred_label"] = [student.labels[j] for j in best]
-    out["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
-    if class_probs:
-        for j, lab in enumerate(student.labels):
-            out[f"prob_{lab}"] = probs[:, j].round(6)
-    write_table(out, output)
-    return {"rows": len(texts), "wall_s": round(wall, 3), "items_per_s": round(len(texts) / wall, 2) if wall else None}
+    return {"rows": rows, "wall_s": round(wall, 3), "items_per_s": round(rows / wall, 2) if wall else None}

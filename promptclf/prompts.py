@@ -110,19 +110,34 @@ class PromptBuilder:
         return self._render("system")
 
     def batch_messages(
-        self, items: Sequence[Item], feedback: str | None = None, format_instructions: str | None = None
+        self,
+        items: Sequence[Item],
+        feedback: str | None = None,
+        format_instructions: str | None = None,
+        shots: Sequence[Shot] | None = None,
     ) -> list[dict[str, str]]:
-        """Chat messages for one request classifying ``items``."""
-        user = self._render("batch", items=list(items), feedback=feedback, format_instructions=format_instructions)
+        """Chat messages for one request classifying ``items``.
+
+        ``shots``: this request's few-shot examples (similar-example shots); None = the job's.
+        """
+        extra: dict[str, object] = {} if shots is None else {"shots": list(shots)}
+        user = self._render(
+            "batch", items=list(items), feedback=feedback, format_instructions=format_instructions, **extra
+        )
         return [{"role": "system", "content": self.system()}, {"role": "user", "content": user}]
 
-    def score_parts(self) -> ScoreParts:
-        """The scoring prompt split around the item: the user message for ``text`` is prefix + text + suffix."""
-        rendered = self._render("score", item=_SENTINEL)
+    def score_parts(self, shots: Sequence[Shot] | None = None) -> ScoreParts:
+        """The scoring prompt split around the item: the user message for ``text`` is prefix + text + suffix.
+
+        ``shots``: the few-shot examples of this prompt (similar-example shots); None = the job's.
+        """
+        extra: dict[str, object] = {} if shots is None else {"shots": list(shots)}
+        rendered = self._render("score", item=_SENTINEL, **extra)
         if rendered.count(_SENTINEL) != 1:
             raise InputError("the scoring template must use {{ item }} exactly once")
         prefix, suffix = rendered.split(_SENTINEL)
-        return ScoreParts(self.system(), prefix, suffix, self._examples_span(prefix, suffix))
+        has_shots = bool(self.shots if shots is None else shots)
+        return ScoreParts(self.system(), prefix, suffix, self._examples_span(prefix, suffix) if has_shots else None)
 
     def _examples_span(self, prefix: str, suffix: str) -> tuple[int, int] | None:
         """Where the few-shot examples sit in ``prefix``: what changes when the shots are taken away.
@@ -130,8 +145,6 @@ class PromptBuilder:
         Rendering the template again with no shots and trimming the common head and tail of the
         two texts finds the span for any template, the packaged one or a user's.
         """
-        if not self.shots:
-            return None
         bare = self._render("score", item=_SENTINEL, shots=[])
         if bare.count(_SENTINEL) != 1 or bare.split(_SENTINEL)[1] != suffix:
             return None

@@ -13,9 +13,13 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -45,6 +49,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts(run_id);
+CREATE TABLE IF NOT EXISTS embeddings (  -- promptclf.embeddings: one vector per (model, text)
+    model TEXT NOT NULL,
+    key TEXT NOT NULL,            -- sha256 of the text
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,         -- float32, little-endian
+    created REAL NOT NULL,
+    PRIMARY KEY (model, key)
+);
 """
 
 
@@ -52,6 +64,17 @@ def request_key(payload: dict[str, Any]) -> str:
     """Stable hash of a request description (sorted JSON)."""
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# Columns added after a store's first release: (table, column, declaration). ``_setup`` adds
+# the missing ones, so a store written by an older version still opens.
+_ADDED_COLUMNS = [
+    ("responses", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),  # prompt tokens served from the provider's cache
+    ("attempts", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    # promptclf.confidence: the answer's token logprobs (JSON list, compacted), so a cached or
+    # resumed run gets the same label probabilities; NULL when the provider gave none.
+    ("responses", "logprobs", "TEXT"),
+]
 
 
 @dataclass
@@ -62,6 +85,8 @@ class CachedResponse:
     completion_tokens: int
     latency_s: float
     cost_usd: float
+    cached_prompt_tokens: int = 0
+    logprobs: list[dict[str, Any]] | None = None  # the answer's token logprobs, when stored
 
 
 class Store:
@@ -88,6 +113,10 @@ class Store:
                     self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
+                for table, column, decl in _ADDED_COLUMNS:
+                    have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
                 self._db.commit()
                 return
             except sqlite3.OperationalError as exc:
@@ -99,12 +128,16 @@ class Store:
     def get(self, key: str) -> CachedResponse | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd FROM responses WHERE key=?",
+                "SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd, cached_prompt_tokens, "
+                "logprobs FROM responses WHERE key=?",
                 (key,),
             ).fetchone()
         if row is None:
             return None
-        return CachedResponse(key, row[0], int(row[1]), int(row[2]), float(row[3]), float(row[4]))
+        logprobs = json.loads(row[6]) if row[6] else None
+        return CachedResponse(
+            key, row[0], int(row[1]), int(row[2]), float(row[3]), float(row[4]), int(row[5] or 0), logprobs
+        )
 
     def put(
         self,
@@ -117,11 +150,18 @@ class Store:
         completion_tokens: int,
         latency_s: float,
         cost_usd: float,
+        cached_prompt_tokens: int = 0,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Cache a successful response. Call only for responses worth serving again."""
+        """Cache a successful response. Call only for responses worth serving again.
+
+        ``logprobs``: the answer's token log-probabilities (kept so a cached answer gets the
+        same label probabilities as the fresh one)."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO responses (key, provider, model, request, response, prompt_tokens, "
+                "completion_tokens, latency_s, cost_usd, created, cached_prompt_tokens, logprobs) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key,
                     provider,
@@ -133,6 +173,8 @@ class Store:
                     latency_s,
                     cost_usd,
                     time.time(),
+                    cached_prompt_tokens,
+                    json.dumps(logprobs, ensure_ascii=False, separators=(",", ":")) if logprobs else None,
                 ),
             )
             self._db.commit()
@@ -155,11 +197,12 @@ class Store:
         completion_tokens: int = 0,
         latency_s: float = 0.0,
         cost_usd: float = 0.0,
+        cached_prompt_tokens: int = 0,
     ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT INTO attempts (key, run_id, provider, model, outcome, error, prompt_tokens, "
-                "completion_tokens, latency_s, cost_usd, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "completion_tokens, latency_s, cost_usd, created, cached_prompt_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key,
                     run_id,
@@ -172,12 +215,16 @@ class Store:
                     latency_s,
                     cost_usd,
                     time.time(),
+                    cached_prompt_tokens,
                 ),
             )
             self._db.commit()
 
     def attempts(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT key, run_id, outcome, error, prompt_tokens, completion_tokens, latency_s, cost_usd FROM attempts"
+        q = (
+            "SELECT key, run_id, outcome, error, prompt_tokens, completion_tokens, latency_s, cost_usd, "
+            "cached_prompt_tokens FROM attempts"
+        )
         args: tuple[Any, ...] = ()
         if run_id is not None:
             q += " WHERE run_id=?"
@@ -185,7 +232,52 @@ class Store:
         with self._lock:
             rows = self._db.execute(q + " ORDER BY id", args).fetchall()
         cols = ["key", "run_id", "outcome", "error", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd"]
+        cols.append("cached_prompt_tokens")
         return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def get_embeddings(self, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors of ``model`` for the text keys that have one (float32, shape ``(dim,)``)."""
+        import numpy as np
+
+        found: dict[str, np.ndarray] = {}
+        keys = list(keys)
+        for s in range(0, len(keys), 500):  # under SQLite's bound-variable limit
+            chunk = keys[s : s + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT key, dim, vector FROM embeddings WHERE model=? AND key IN ({marks})", (model, *chunk)
+                ).fetchall()
+            for key, dim, blob in rows:
+                vec = np.frombuffer(blob, dtype="<f4")
+                if vec.shape[0] == int(dim):  # a short blob would be a corrupt row: recompute it
+                    found[key] = vec.astype(np.float32)
+        return found
+
+    def put_embeddings(self, model: str, vectors: Mapping[str, np.ndarray]) -> None:
+        """Cache vectors of ``model`` by text key (one transaction)."""
+        import numpy as np
+
+        now = time.time()
+        rows = [
+            (model, key, int(v.shape[0]), np.ascontiguousarray(v, dtype="<f4").tobytes(), now)
+            for key, v in vectors.items()
+        ]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?,?)", rows)
+            self._db.commit()
+
+    def execute(self, query: str, args: Sequence[Any] = (), many: bool = False) -> list[tuple[Any, ...]]:
+        """Run one statement under the store's lock and commit; the rows it returns.
+
+        For modules that keep their own tables in the store (:mod:`promptclf.batch_store`);
+        ``many``: ``args`` is a sequence of parameter tuples (``executemany``).
+        """
+        with self._lock:
+            cur = self._db.executemany(query, args) if many else self._db.execute(query, args)
+            rows = cur.fetchall()
+            self._db.commit()
+        return rows
 
     def close(self) -> None:
         with self._lock:

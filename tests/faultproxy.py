@@ -26,6 +26,7 @@ import copy
 import hashlib
 import http.client
 import json
+import re
 import select
 import socket
 import struct
@@ -48,9 +49,10 @@ FaultKind = Literal[
     "bad_id",  # forward, then renumber the entries with an id in `ids` to id+1000 (out of range)
     "off_label",  # forward, then make the answer for each id in `ids` the off-list `label`
     "latency",  # forward after sleeping `hold_s` seconds (on top of proxy.latency_s)
+    "reorder",  # forward, then list the answer's items in reverse order, moving their token logprobs along
 ]
 
-CONTENT_FAULTS = {"truncate", "drop_items", "dup_items", "bad_id", "off_label"}
+CONTENT_FAULTS = {"truncate", "drop_items", "dup_items", "bad_id", "off_label", "reorder"}
 
 # Headers that describe one hop's framing, not the message: never copied across the proxy.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host", "te", "upgrade"}
@@ -189,6 +191,63 @@ def edit_content(text: str, fault: Fault) -> str | None:
         items[:] = [e for e in items if _id_of(e) not in ids]
         items.extend({"id": i, "label": fault.label} for i in fault.ids)
     return json.dumps(data)
+
+
+_ITEM_OBJ = re.compile(rb"\{[^{}]*\}")
+
+
+def reorder_answer(
+    text: str, logprobs: list[dict[str, Any]] | None
+) -> tuple[str, list[dict[str, Any]] | None] | None:
+    """The answer with its item objects in reverse order, the separators between them kept.
+
+    The text is edited byte for byte (never re-serialised), and the token logprobs move with
+    the bytes they cover: tokens inside an item object travel with it whole (with their
+    ``top_logprobs``); a token that straddles an object's edge is cut there, its first piece
+    keeping its logprob and the others 0, neither keeping alternatives. So the new tokens still
+    spell the new text, and each item's label tokens keep their probabilities. None when the
+    answer has fewer than two item objects.
+    """
+    raw = text.encode("utf-8")
+    head = raw.find(b'"items"')
+    objs = [(m.start(), m.end()) for m in _ITEM_OBJ.finditer(raw, max(head, 0))]
+    if len(objs) < 2:
+        return None
+    # Regions of the old text in their new order: prefix, objects reversed with the old separators.
+    regions = [(0, objs[0][0])]
+    for j, (_, _end) in enumerate(objs):
+        regions.append(objs[len(objs) - 1 - j])
+        nxt = objs[j + 1][0] if j + 1 < len(objs) else len(raw)
+        regions.append((objs[j][1], nxt))
+    new_text = b"".join(raw[a:b] for a, b in regions).decode("utf-8")
+    if not logprobs:
+        return new_text, logprobs
+    spans, pos = [], 0
+    for tok in logprobs:
+        b = bytes(tok["bytes"]) if tok.get("bytes") else str(tok.get("token", "")).encode("utf-8")
+        spans.append((pos, pos + len(b), b))
+        pos += len(b)
+    if pos != len(raw):
+        return new_text, None  # tokens do not spell the text: nothing consistent to move
+    out: list[dict[str, Any]] = []
+    for a, b in regions:
+        for (s, e, blob), tok in zip(spans, logprobs, strict=True):
+            lo, hi = max(a, s), min(b, e)
+            if lo >= hi:
+                continue
+            piece = blob[lo - s : hi - s]
+            if (lo, hi) == (s, e):
+                out.append(copy.deepcopy(tok))
+            else:
+                out.append(
+                    {
+                        "token": piece.decode("utf-8", errors="replace"),
+                        "bytes": list(piece),
+                        "logprob": tok["logprob"] if lo == s else 0.0,
+                        "top_logprobs": [],
+                    }
+                )
+    return new_text, out
 
 
 class _Server(ThreadingHTTPServer):
@@ -470,7 +529,17 @@ class _Handler(BaseHTTPRequestHandler):
             if ref is not None:
                 obj, key = ref
                 streaming = isinstance(body, dict) and body.get("stream")
-                if fault is not None and fault.kind in CONTENT_FAULTS and not streaming:
+                if fault is not None and fault.kind == "reorder" and not streaming:
+                    choice = payload["choices"][0]
+                    lp = choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else None
+                    moved = reorder_answer(obj[key], lp.get("content") if lp else None)
+                    rec.applied = moved is not None
+                    if moved is not None:
+                        obj[key] = moved[0]
+                        if lp is not None:
+                            lp["content"] = moved[1]
+                        data = json.dumps(payload).encode()
+                elif fault is not None and fault.kind in CONTENT_FAULTS and not streaming:
                     edited = edit_content(obj[key], fault)
                     rec.applied = edited is not None
                     if edited is not None:

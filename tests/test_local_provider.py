@@ -7,6 +7,7 @@ shares SmolLM2's tokenizer (fast code-path checks: truncation, reuse on/off, usa
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -264,6 +265,12 @@ def test_labeler_keys_the_store_by_shot_attention(tiny_llama: str) -> None:
 
     answer, first = run("answer")
     assert list(answer.pred_status) == ["shot", "shot", "ok", "ok"]
+    # The scoring provider's full distribution goes to pred_probs (JSON over every label).
+    for lab, p, cell in zip(answer.pred_label[2:], answer.pred_prob[2:], answer.pred_probs[2:], strict=True):
+        dist = json.loads(cell)
+        assert set(dist) == {"sport", "politics"} and abs(sum(dist.values()) - 1) < 1e-5
+        assert dist[lab] == pytest.approx(p, abs=1e-6) and dist[lab] == max(dist.values())
+    assert list(answer.pred_probs[:2]) == ["", ""]  # shots have none
     assert first.stats.requests == 2 and first.stats.cached_requests == 0
     _, again = run("answer")
     assert again.stats.cached_requests == 2

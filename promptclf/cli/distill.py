@@ -14,7 +14,7 @@ def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 @main.command()
-@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input", metavar="INPUT")
 @click.option(
     "-o",
     "--output",
@@ -53,9 +53,32 @@ def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     help="Train on the teacher's labels (default) or the gold labels (the ceiling).",
 )
 @click.option(
+    "--fallback-col",
+    help="Where --label-col is empty, train on this column (e.g. --label-col corrected --fallback-col pred_label).",
+)
+@click.option(
+    "--corrections",
+    type=click.Path(dir_okay=False),
+    help="A `promptclf review` queue: its filled `corrected` cells replace the LLM label of those rows (by text).",
+)
+@click.option(
+    "--exclude",
+    type=click.Path(dir_okay=False),
+    help="A table (e.g. a review queue): rows with its texts are left out of training (gold test rows stay).",
+)
+@click.option(
+    "--soft",
+    is_flag=True,
+    default=None,
+    help="Train on the teacher's distribution (--probs-col) with KL at --temperature where a row has one, hard labels elsewhere.",
+)
+@click.option("--temperature", type=float, help="Soft labels: temperature, loss scaled by T^2. [default: 2]")
+@click.option("--probs-col", help="Teacher distribution column (JSON {label: prob}). [default: pred_probs]")
+@click.option("--split", help="Split of a Hugging Face dataset INPUT (a name or a save_to_disk folder).")
+@click.option("--eval-split", help="Split of a Hugging Face dataset given to --eval.")
+@click.option(
     "--eval",
     "eval_file",
-    type=click.Path(dir_okay=False),
     help="Gold test file. Default: hold out --test-fraction of the gold rows.",
 )
 @click.option(
@@ -99,7 +122,7 @@ def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--hourly-price", type=float, help="Machine $/hour for cost figures. [default: 0.10 CPU, 2.50 GPU]")
 @click.option("--name", help="Run name in reports. [default: folder name]")
 @click.option("--restart", is_flag=True, help="Discard checkpoints/results in the folder and train anew.")
-def distill(input: Path, output: Path, recipe: str | None, restart: bool, **options: object) -> None:
+def distill(input: str, output: Path, recipe: str | None, restart: bool, **options: object) -> None:
     """Fine-tune a small local student on the labels in INPUT (a `promptclf label` output).
 
     Trains on rows whose --status-col is `ok`, holds gold rows out for testing, and writes
@@ -129,7 +152,7 @@ def distill(input: Path, output: Path, recipe: str | None, restart: bool, **opti
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input", metavar="INPUT")
 @click.option(
     "-o",
     "--output",
@@ -148,21 +171,37 @@ def distill(input: Path, output: Path, recipe: str | None, restart: bool, **opti
     show_default=True,
     help="int8: dynamic quantization, ~3x faster on CPU; bfloat16: half the memory. Both merge the adapter.",
 )
+@click.option("--split", help="Split of a Hugging Face dataset INPUT (a name or a save_to_disk folder).")
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Rows read, predicted and written at a time (memory stays flat for any input size).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def predict(
     run_dir: Path,
-    input: Path,
+    input: str,
     output: Path,
     text_col: str | None,
     batch_size: int,
     merge: bool,
     probs: bool,
     dtype: str,
+    split: str | None,
+    chunk_rows: int,
+    quiet: bool,
 ) -> None:
-    """Label every row of INPUT with the student in RUN_DIR: adds pred_label and pred_prob."""
+    """Label every row of INPUT with the student in RUN_DIR: adds pred_label and pred_prob.
+
+    INPUT: a table file (CSV, TSV, XLSX, JSONL, Parquet, Arrow), a folder written by datasets'
+    save_to_disk, or a Hugging Face dataset name (read from its cache when offline)."""
     from ..predict import predict_file
 
     res = predict_file(
-        run_dir, input, output, text_col=text_col, batch_size=batch_size, merge=merge, class_probs=probs, dtype=dtype
-    )
+        run_dir, input, output, text_col=text_col, batch_size=batch_size, merge=merge, class_probs=probs,
+        dtype=dtype, split=split, chunk_rows=chunk_rows, progress=not quiet,
+    )  # fmt: skip
     click.echo(f"{res['rows']:,} rows in {res['wall_s']:.1f}s ({res['items_per_s']} items/s) -> {output}", err=True)
     click.echo(str(output))

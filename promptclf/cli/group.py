@@ -34,6 +34,23 @@ class _Group(click.Group):
                 raise
             click.echo("promptclf: interrupted; rerun the same command to resume", err=True)
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # usage errors, --help, --version: click prints and exits as usual
+        except Exception as exc:
+            # Last resort: a bug or a library failure no stage turned into a PromptclfError still gets
+            # one line, not a traceback, for a user who did not ask for one.
+            if os.environ.get("PROMPTCLF_DEBUG"):
+                raise
+            click.echo(f"promptclf: error: {_one_line(exc)}; rerun with --debug for the traceback", err=True)
+            sys.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message squeezed to one line, with its type: ``what (ValueError)``."""
+    text = " ".join(str(exc).split()) or "unexpected failure"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{text} ({type(exc).__name__})"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

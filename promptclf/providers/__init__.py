@@ -41,4 +41,11 @@ def make_provider(opts: LabelOptions, announce: bool = True) -> Provider:
         return LocalProvider(model=model, shot_attention=opts.shot_attention)
     from .hosted import HostedProvider
 
-    return HostedProvider(name, model, base_url=opts.base_url, timeout_s=opts.timeout_s, temperature=opts.temperature)
+    return HostedProvider(
+        name,
+        model,
+        base_url=opts.base_url,
+        timeout_s=opts.timeout_s,
+        temperature=opts.temperature,
+        top_logprobs=opts.top_logprobs,
+    )

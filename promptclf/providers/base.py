@@ -17,13 +17,23 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 @dataclass
 class Usage:
-    """Token counts of one request (or a sum of many)."""
+    """Token counts of one request (or a sum of many).
+
+    ``cached_prompt_tokens`` is the part of ``prompt_tokens`` the provider served from its
+    prompt cache (a repeated prefix; OpenAI's ``prompt_tokens_details.cached_tokens``),
+    billed at the cached-input rate where the price table has one.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_prompt_tokens + other.cached_prompt_tokens,
+        )
 
 
 @dataclass
@@ -32,6 +42,9 @@ class ChatResult:
     usage: Usage
     latency_s: float = 0.0
     raw: dict[str, Any] = field(default_factory=dict)
+    # The answer's token log-probabilities in OpenAI's ``logprobs.content`` shape (token,
+    # logprob, bytes, top_logprobs), when the provider returned them; None otherwise.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 # How a chat provider is asked for structured output, strongest first.

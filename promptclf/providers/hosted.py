@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Literal
 
+from ..confidence import normalize_logprobs
 from ..errors import AuthenticationError, ProviderError, ResponseFormatError, TransientProviderError, require
 from .base import ChatResult, StructuredMode, Usage, estimate_tokens
 
@@ -67,8 +69,37 @@ def _length_limited(exc: Exception) -> ChatResult | None:
     choice = completion.choices[0] if completion.choices else None
     text = (choice.message.content or "") if choice is not None else ""
     u = completion.usage
-    usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+    details = getattr(u, "prompt_tokens_details", None)
+    usage = Usage(
+        int(getattr(u, "prompt_tokens", 0) or 0),
+        int(getattr(u, "completion_tokens", 0) or 0),
+        int(getattr(details, "cached_tokens", 0) or 0),
+    )
     return ChatResult(text=text, usage=usage, raw={"finish_reason": "length"})
+
+
+def structured_output(schema: dict[str, Any], mode: StructuredMode) -> dict[str, Any]:
+    """The request fields that ask for structured output in ``mode`` (``response_format`` or
+    ``tools``). The batch runner writes the same fields into each batch line."""
+    if mode == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "labels", "schema": schema, "strict": True}}}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object", "schema": schema}}
+    if mode == "tools":
+        tool = {"type": "function", "function": {"name": "record_labels", "parameters": schema}}
+        return {"tools": [tool], "tool_choice": {"type": "function", "function": {"name": "record_labels"}}}
+    return {}
+
+
+def cached_tokens(usage: dict[str, Any]) -> int:
+    """Prompt tokens served from the provider's cache, from a usage dict in any of the shapes
+    seen: LangChain's ``input_token_details.cache_read``, OpenAI's
+    ``prompt_tokens_details.cached_tokens``, or a top-level ``cached_tokens``."""
+    for outer, inner in (("input_token_details", "cache_read"), ("prompt_tokens_details", "cached_tokens")):
+        details = usage.get(outer)
+        if isinstance(details, dict) and details.get(inner):
+            return int(details[inner])
+    return int(usage.get("cached_tokens") or 0)
 
 
 class HostedProvider:
@@ -83,12 +114,18 @@ class HostedProvider:
         base_url: str | None = None,
         timeout_s: float = 60.0,
         temperature: float = 0.0,
+        top_logprobs: int | None = 5,
     ) -> None:
         if name not in KEY_ENV:
             raise ProviderError(f"unknown hosted provider {name!r}; use together or openai")
         self.name = name
         self.model = model
         self.base_url = base_url or os.environ.get(BASE_ENV[name]) or None
+        # Token log-probabilities for label confidence (promptclf.confidence): asked for with
+        # ``top_logprobs`` alternatives (None or 0: not asked). Cleared, for the rest of the run,
+        # the first time the server rejects the parameter and accepts the request without it.
+        self.top_logprobs = top_logprobs or None
+        self.logprobs_rejected: str | None = None
         env = KEY_ENV[name]
         key = os.environ.get(env)
         if not key:
@@ -129,20 +166,24 @@ class HostedProvider:
             kwargs: dict[str, Any] = {"extra_body": {"max_tokens": max_tokens}}
         else:
             kwargs = {"max_tokens": max_tokens}
-        if mode == "json_schema":
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "labels", "schema": schema, "strict": True},
-            }
-        elif mode == "json_object":
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
-        elif mode == "tools":
-            tool = {"type": "function", "function": {"name": "record_labels", "parameters": schema}}
-            kwargs["tools"] = [tool]
-            kwargs["tool_choice"] = {"type": "function", "function": {"name": "record_labels"}}
+        kwargs.update(structured_output(schema, mode))
+        # OpenAI's form (Together and vLLM/llama.cpp take it too). Tool calls carry no logprobs.
+        asked = self.top_logprobs is not None and self.logprobs_rejected is None and mode != "tools"
+        if asked:
+            kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
+        chat = [(m["role"], m["content"]) for m in messages]
         start = time.perf_counter()
         try:
-            msg = llm.bind(**kwargs).invoke([(m["role"], m["content"]) for m in messages])
+            try:
+                msg = llm.bind(**kwargs).invoke(chat)
+            except Exception as exc:
+                if not (asked and getattr(exc, "status_code", None) in (400, 422)):
+                    raise
+                # Maybe the parameter it rejects is logprobs: ask again without it, and if that
+                # is accepted, never send it again this run (one warning, no label is lost).
+                plain = {k: v for k, v in kwargs.items() if k not in ("logprobs", "top_logprobs")}
+                msg = llm.bind(**plain).invoke(chat)
+                self._reject_logprobs(exc)
         except Exception as exc:
             truncated = _length_limited(exc)
             if truncated is not None:
@@ -156,7 +197,7 @@ class HostedProvider:
             raise mapped from exc
         latency = time.perf_counter() - start
         meta = getattr(msg, "usage_metadata", None) or {}
-        usage = Usage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)))
+        usage = Usage(int(meta.get("input_tokens", 0)), int(meta.get("output_tokens", 0)), cached_tokens(meta))
         if mode == "tools":
             calls = getattr(msg, "tool_calls", None) or []
             if not calls:
@@ -164,5 +205,17 @@ class HostedProvider:
             text = json.dumps(calls[0].get("args", {}))
         else:
             text = msg.content if isinstance(msg.content, str) else json.dumps(msg.content)
-        finish = (getattr(msg, "response_metadata", None) or {}).get("finish_reason")
-        return ChatResult(text=text, usage=usage, latency_s=latency, raw={"finish_reason": finish})
+        meta_r = getattr(msg, "response_metadata", None) or {}
+        finish = meta_r.get("finish_reason")
+        logprobs = normalize_logprobs(meta_r.get("logprobs")) if mode != "tools" else None
+        return ChatResult(text=text, usage=usage, latency_s=latency, raw={"finish_reason": finish}, logprobs=logprobs)
+
+    def _reject_logprobs(self, exc: Exception) -> None:
+        if self.logprobs_rejected is None:
+            status = getattr(exc, "status_code", "?")
+            self.logprobs_rejected = f"HTTP {status}: {str(exc)[:200]}"
+            print(
+                f"promptclf: {self.name} rejected token log-probabilities (HTTP {status}); labeling on without them "
+                "for the rest of this run (pred_prob and pred_probs stay empty)",
+                file=sys.stderr,
+            )

