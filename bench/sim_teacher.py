@@ -15,7 +15,7 @@ its mistakes look like an LLM's:
   similarities at a low temperature: nearly always the most similar class.
 * **How sure it is.** The chosen label's probability is drawn from Beta(9, 1) (mean 0.90) when
   right and Beta(3, 2) (mean 0.60) when wrong; the rest of the mass goes to the other labels,
-  the true label getting 50-90% of it when wrong. The answer's ``logprobs`` carry exactly this
+  the true label getting 50-90% of it when wrong, the others by centroid similarity. The answer's ``logprobs`` carry exactly this
   distribution: each label is split into word-piece tokens of up to 5 characters, and at each
   label token the ``top_logprobs`` list the next pieces of all labels that share the prefix so
   far, with their conditional probabilities, so the product of the chosen label's token
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import hashlib
 import json
 import math
@@ -467,7 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Simulated teacher: an OpenAI-compatible server answering from gold labels.")
+    ap = argparse.ArgumentParser(
+        description="Simulated teacher: an OpenAI-compatible server answering from gold labels."
+    )
     ap.add_argument("--gold", required=True, help="table with the texts and their gold labels (CSV, TSV, XLSX, ...)")
     ap.add_argument("--text-col", default="text")
     ap.add_argument("--label-col", default="label")
@@ -512,10 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -155,8 +155,14 @@ def iter_table(path: str | Path, chunk_rows: int = 10_000, split: str | None = N
 def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-        yield batch.to_pandas()
+    # One row group at a time (never two in memory), cut to ``chunk_rows`` when it is larger.
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        if pf.metadata.row_group(i).num_rows <= chunk_rows:
+            yield pf.read_row_group(i).to_pandas()
+        else:
+            for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[i]):
+                yield batch.to_pandas()
 
 
 def _arrow_batches(path: Path) -> Iterator[Any]:

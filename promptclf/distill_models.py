@@ -185,7 +185,14 @@ def load_tokenizer(path: str, causal: bool) -> Any:
     """The student's tokenizer; causal LMs get ``pad = eos`` when they have no pad token."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers, tokenizers, sentencepiece: each fails its own way
+        raise InputError(
+            f"student {path!r}: cannot load its tokenizer: {' '.join(str(exc).split())[:300]} "
+            f"({type(exc).__name__}); the folder needs the tokenizer files (tokenizer.json or tokenizer.model, "
+            "tokenizer_config.json) next to config.json"
+        ) from exc
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise TrainingError(f"student {path!r}: the tokenizer has neither a pad nor an eos token")

@@ -56,8 +56,11 @@ class LabelOptions(BaseModel):
     examples: str | None = None  # file of labeled examples; default = labeled rows of the input
     shot_max_chars: int = Field(400, ge=20)
     seed: int = 0
-    # Local model only: what attends to the few-shot examples (see LocalProvider._score_item).
+    # Local model only: what attends to the few-shot examples (see LocalProvider._score_answer_only).
     shot_attention: Literal["full", "answer"] = "full"
+    # local teacher on a GPU (issue 8): items scored per forward pass, padded, behind the shared
+    # prefix; None = 8 on CUDA, 1 on CPU (LocalProvider.items_per_pass). Same scores either way.
+    items_per_pass: int | None = Field(None, ge=1, le=64)
 
     # similar-example shots (issue 9; promptclf.shot_selection): "similar" shows each request the
     # --shots examples per class nearest to its texts (all-MiniLM-L6-v2 embeddings) and puts similar
@@ -126,11 +129,6 @@ class LabelOptions(BaseModel):
             raise ValueError(
                 f"--shot-pool {self.shot_pool} is smaller than --shots {self.shots}: the pool must hold at least "
                 "the examples one prompt shows per class; raise --shot-pool"
-            )
-        if self.shot_selection == "similar" and self.shots and self.calibrate:
-            raise ValueError(
-                "--calibrate with --shot-selection similar: every text has its own prompt, so calibration would "
-                "score the content-free inputs once per text (4x the work); drop one of them"
             )
         if self.calibrate and (self.base_url or self.provider in ("openai", "together")):
             raise ValueError(CALIBRATE_NEEDS_SCORING)

@@ -32,7 +32,7 @@ from .distill_models import (
     resolve_student,
     score_lm,
 )
-from .errors import InputError, require
+from .errors import InputError, PromptclfError, require
 
 
 def _base_path(spec: StudentSpec) -> str:
@@ -78,22 +78,31 @@ class Student:
             raise InputError(f"{folder}: not a student run folder, no student.json{hint}")
         spec = StudentSpec(**json.loads(meta.read_text()))
         device, _ = device_and_dtype()
-        with quiet_transformers():  # the fresh head is replaced by the saved one right after
-            if spec.method == "full":
-                tok = load_tokenizer(str(folder), causal=spec.head == "lm")
-                auto = AutoModelForCausalLM if spec.head == "lm" else AutoModelForSequenceClassification
-                model = auto.from_pretrained(str(folder))
-            else:
-                require("peft", "distill", "loading a LoRA student")
-                from peft import PeftModel
+        try:
+            with quiet_transformers():  # the fresh head is replaced by the saved one right after
+                if spec.method == "full":
+                    tok = load_tokenizer(str(folder), causal=spec.head == "lm")
+                    auto = AutoModelForCausalLM if spec.head == "lm" else AutoModelForSequenceClassification
+                    model = auto.from_pretrained(str(folder))
+                else:
+                    require("peft", "distill", "loading a LoRA student")
+                    from peft import PeftModel
 
-                base_path = _base_path(spec)
-                config = load_config(base_path)
-                tok = load_tokenizer(str(folder), causal=is_causal(config))
-                base = load_base(spec, base_path, config, tok)
-                model = PeftModel.from_pretrained(base, str(folder))
-                if merge:
-                    model = model.merge_and_unload()
+                    base_path = _base_path(spec)
+                    config = load_config(base_path)
+                    tok = load_tokenizer(str(folder), causal=is_causal(config))
+                    base = load_base(spec, base_path, config, tok)
+                    model = PeftModel.from_pretrained(base, str(folder))
+                    if merge:
+                        model = model.merge_and_unload()
+        except PromptclfError:
+            raise
+        except Exception as exc:  # transformers, peft, safetensors, torch: a damaged or incomplete run folder
+            reason = " ".join(str(exc).split())[:300]
+            raise InputError(
+                f"{folder}: cannot load the student: {reason} ({type(exc).__name__}); the run folder is incomplete "
+                "or damaged (a file missing or cut short): rerun `promptclf distill` into a new folder"
+            ) from exc
         if spec.method != "qlora":  # 4-bit models are placed by device_map already
             model.to(device)  # type: ignore[arg-type]
         model.eval()

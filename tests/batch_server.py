@@ -66,11 +66,47 @@ class _Batch:
     faults: Faults
 
 
-class BatchServer:
-    """The batch API on 127.0.0.1, as a context manager; ``base_url`` ends in ``/v1``."""
+_ITEM = re.compile(r"^\[(\d+)\] (.+)$", re.M)
 
-    def __init__(self, upstream_root: str, dialect: str = "openai", seed: int = 0) -> None:
-        self.upstream = urlsplit(upstream_root)
+
+class Oracle:
+    """A deterministic answerer for when a real model is too slow for a test (2 loaded cores).
+
+    It answers a batched prompt the way a perfect annotator would: each numbered item
+    ``[k] text`` gets the gold label of the known text it starts like (the first 40
+    characters), in the response shape the prompt asks for; usage counts ~4 characters a
+    token. The real-model path (``upstream_root``) is the default and the one the happy-path
+    test uses.
+    """
+
+    def __init__(self, gold: dict[str, str]) -> None:
+        self.gold = {t[:40]: lab for t, lab in gold.items()}
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        user = body["messages"][-1]["content"]
+        items = [{"id": int(k), "label": self.gold.get(text[:40], "unknown")} for k, text in _ITEM.findall(user)]
+        content = json.dumps({"items": items})
+        prompt = sum(len(m["content"]) for m in body["messages"]) // 4
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(content) // 4, "total_tokens": prompt + len(content) // 4},
+        }  # fmt: skip
+
+
+class BatchServer:
+    """The batch API on 127.0.0.1, as a context manager; ``base_url`` ends in ``/v1``.
+
+    Lines are answered by the real server at ``upstream_root`` or, when it is None, by
+    ``oracle`` (:class:`Oracle`)."""
+
+    def __init__(
+        self, upstream_root: str | None, dialect: str = "openai", seed: int = 0, oracle: Oracle | None = None
+    ) -> None:
+        if upstream_root is None and oracle is None:
+            raise ValueError("give an upstream server or an oracle")
+        self.upstream = urlsplit(upstream_root) if upstream_root else None
+        self.oracle = oracle
         self.dialect = dialect
         self.faults = Faults()
         self.rng = random.Random(seed)
@@ -125,6 +161,11 @@ class BatchServer:
 
     # -- upstream ---------------------------------------------------------------------------
     def _upstream(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        if self.upstream is None:
+            assert self.oracle is not None
+            if method == "GET":
+                return 200, json.dumps({"object": "list", "data": [{"id": "oracle", "object": "model"}]}).encode()
+            return 200, json.dumps(self.oracle(json.loads(body or b"{}"))).encode()
         conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=600)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -171,6 +212,14 @@ class BatchServer:
         return {"id": fid, "object": "file", "bytes": len(data), "purpose": purpose, "filename": name}
 
     def _run_batch(self, b: _Batch) -> None:
+        try:
+            self._process(b)
+        except Exception as exc:  # a bug here must fail the batch (and the test), not leave it running
+            with self.lock:
+                b.obj["status"] = "failed"
+                b.obj["errors"] = {"data": [{"code": "server_bug", "message": f"{type(exc).__name__}: {exc}"}]}
+
+    def _process(self, b: _Batch) -> None:
         f, obj = b.faults, b.obj
         if f.fail:
             time.sleep(0.2)

@@ -161,9 +161,7 @@ def test_unexpected_exception_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     res = _label(tmp_path, "smollm2")
     line = _one_line(res)
     assert res.exit_code == 1
-    assert line == (
-        "promptclf: error: something unexpected broke (RuntimeError); rerun with --debug for the traceback"
-    )
+    assert line == ("promptclf: error: something unexpected broke (RuntimeError); rerun with --debug for the traceback")
     res = _label(tmp_path, "smollm2", "--debug")
     assert isinstance(res.exception, RuntimeError)  # --debug lets it through
 
@@ -180,9 +178,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     (folder / "config.json").write_text("{}")
     env = {**os.environ, "PROMPTCLF_HOME": str(tmp_path / "home")}
     env.pop("PROMPTCLF_DEBUG", None)
-    args = ["label", "--provider", "local", "--model", str(folder), str(_input(tmp_path)), "-o", str(tmp_path / "o.csv")]
+    args = [
+        "label",
+        "--provider",
+        "local",
+        "--model",
+        str(folder),
+        str(_input(tmp_path)),
+        "-o",
+        str(tmp_path / "o.csv"),
+    ]
     plain = subprocess.run([sys.executable, "-m", "promptclf", *args], capture_output=True, text=True, env=env)
     assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
-    debug = subprocess.run([sys.executable, "-m", "promptclf", "--debug", *args], capture_output=True, text=True, env=env)
+    debug = subprocess.run(
+        [sys.executable, "-m", "promptclf", "--debug", *args], capture_output=True, text=True, env=env
+    )
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr and "InputError" in debug.stderr

@@ -79,7 +79,7 @@ def test_token_straddling_the_label_start_and_split_utf8_bytes():
     text = '{"items": [{"id": 1, "label": "café"}]}'
     toks = [
         _tok('{"items": [{"id": 1, "label":', 1.0),
-        _tok(' "caf', 0.5, [(' "caf', 0.5), (' "tech', 0.3), (' tech', 0.1)]),  # the last lacks the quote: skipped
+        _tok(' "caf', 0.5, [(' "caf', 0.5), (' "tech', 0.3), (" tech", 0.1)]),  # the last lacks the quote: skipped
         {"token": "\\xc3", "bytes": [e[0]], "logprob": math.log(0.8), "top_logprobs": []},
         {"token": "\\xa9", "bytes": [e[1]], "logprob": 0.0, "top_logprobs": []},
         _tok('"}]}', 1.0),
@@ -266,7 +266,10 @@ def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault
     assert body.get("logprobs") is True and body.get("top_logprobs") == 5
     assert body["response_format"]["type"] == "json_object"
     ok = plain[plain["pred_status"] == "ok"]
-    assert len(ok) >= 3 and ok["pred_prob"].between(0, 1).all() and (ok["pred_prob"] > 0).all()
+    # llama.cpp reports the model's logprobs before its grammar constrains the choice, so a
+    # forced label can have a tiny probability (0 after rounding to 6 decimals).
+    assert len(ok) >= 3 and ok["pred_prob"].notna().all() and ok["pred_prob"].between(0, 1).all()
+    assert (ok["pred_prob"] > 0.01).any()
     fault_proxy.rule = lambda req: Fault("reorder")
     moved = run("b.sqlite")
     assert any(r.fault == "reorder" and r.applied for r in fault_proxy.chat_records())

@@ -173,7 +173,9 @@ def test_scores_equal_the_uncached_reference(arch: str, models: dict[str, str]) 
         assert max_diff(got.probs, want) < 1e-4, arch
         again = provider.score(req)  # the reused prefix cache was not changed by the first call
         assert max_diff(again.probs, got.probs) < 1e-6
-        assert again.usage.prompt_tokens == got.usage.prompt_tokens - len(provider._layout(req.system, req.prefix, req.suffix)[0])
+        assert again.usage.prompt_tokens == got.usage.prompt_tokens - len(
+            provider._layout(req.system, req.prefix, req.suffix)[0]
+        )
         batched = LocalProvider(model=models[arch], items_per_pass=3).score(req)  # 3 + 1 rows, padded
         assert max_diff(batched.probs, got.probs) < 1e-5
         assert batched.usage.prompt_tokens == got.usage.prompt_tokens
@@ -266,4 +268,41 @@ def test_options_are_checked() -> None:
     assert cpu.items_per_pass == 1 and cpu.dtype == "float32"
     gpu = LocalProvider(device="cuda")  # nothing is loaded until scoring
     assert gpu.items_per_pass == 8 and gpu.dtype == "bfloat16"
-    assert Path(LocalProvider(device="cpu", items_per_pass=4).model) and LocalProvider(items_per_pass=4).items_per_pass == 4
+    assert (
+        Path(LocalProvider(device="cpu", items_per_pass=4).model)
+        and LocalProvider(items_per_pass=4).items_per_pass == 4
+    )
+
+
+def test_bfloat16_batched_path_runs_on_cpu(models: dict[str, str]) -> None:
+    """The CUDA defaults (bfloat16, 8 items per pass) on CPU: the same labels as float32, probabilities close."""
+    for arch in ("llama", "gemma3"):
+        full = LocalProvider(model=models[arch]).score(FEW)
+        half = LocalProvider(model=models[arch], dtype="bfloat16", items_per_pass=8)
+        got = half.score(FEW)
+        assert half.plan.mode == "shared" and half._lm.dtype == torch.bfloat16
+        assert max_diff(got.probs, full.probs) < 0.05
+        assert [max(range(len(LABELS)), key=r.__getitem__) for r in got.probs] == [
+            max(range(len(LABELS)), key=r.__getitem__) for r in full.probs
+        ]
+
+
+def test_labeler_passes_items_per_pass_through(models: dict[str, str]) -> None:
+    """``--items-per-pass`` reaches the provider; the labeled file is the same as with one item per pass."""
+    import pandas as pd
+
+    from promptclf.labeling import Labeler
+    from promptclf.options import LabelOptions
+
+    df = pd.DataFrame({"text": [*ITEMS, "one more text to label here"]})
+    out = {}
+    for n in (1, 3):
+        opts = LabelOptions(
+            provider="local", model=models["gemma3"], batch_size=5, items_per_pass=n, no_cache=True,
+            labels=[{"name": lab} for lab in LABELS],
+        )  # fmt: skip
+        labeler = Labeler(opts, progress=False)
+        out[n] = labeler.label(df)
+        assert labeler.provider.items_per_pass == n
+    assert list(out[1].pred_label) == list(out[3].pred_label)
+    assert max(abs(a - b) for a, b in zip(out[1].pred_prob, out[3].pred_prob, strict=True)) < 1e-5

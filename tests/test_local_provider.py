@@ -305,3 +305,20 @@ def test_dry_run_estimate_matches_the_tokens_a_local_run_uses(smollm2: LocalProv
     actual = labeler.stats.prompt_tokens
     print(f"dry-run estimate {est['est_prompt_tokens']} prompt tokens, run used {actual}")
     assert abs(est["est_prompt_tokens"] - actual) <= 0.1 * actual, (est["est_prompt_tokens"], actual)
+
+
+def test_batched_passes_equal_one_item_per_pass_on_smollm2(smollm2: LocalProvider) -> None:
+    """``items_per_pass`` > 1 (the CUDA default) gives the one-item path's scores: padded rows of different lengths."""
+    items = [
+        "Shares in Apple rose 5% after strong iPhone sales.",
+        "",
+        "Chelsea beat Arsenal 2-1 on Sunday after a late goal from the striker, who had missed three chances.",
+        "MPs vote today.",
+    ]
+    shots = "Examples:\n\nText: Chelsea won the cup.\nLabel: sport\n\nText: MPs vote on the budget.\nLabel: politics\n\n"
+    for prefix in (PREFIX, PREFIX.replace("Text: ", shots + "Text: ")):
+        req = ScoreRequest(SYSTEM, prefix, items, SUFFIX, LABELS)
+        one = smollm2.score(req)
+        batched = LocalProvider(items_per_pass=3).score(req)  # shares the loaded model; passes of 3 + 1
+        assert max_diff(batched.probs, one.probs) < 1e-4
+        assert batched.usage.prompt_tokens == one.usage.prompt_tokens

@@ -181,7 +181,9 @@ def test_label_cli_against_the_sim_teacher_cli(tmp_path: Path):
     labeled = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(labeled["id"]) == list(df["id"]) and set(labeled["pred_status"]) == {"ok"}
     oracle = SimTeacher(list(df["text"]), list(df["label"]), accuracy=0.85, seed=0)
-    for text, lab, p, dist in zip(labeled["text"], labeled["pred_label"], labeled["pred_prob"], labeled["pred_probs"]):
+    for text, lab, p, dist in zip(
+        labeled["text"], labeled["pred_label"], labeled["pred_prob"], labeled["pred_probs"], strict=True
+    ):
         a = oracle.answer_for(text)
         assert lab == a.label and float(p) == pytest.approx(a.probs[lab], abs=2e-6)
         probs = json.loads(dist)

@@ -154,8 +154,6 @@ def test_chat_batches_group_similar_texts_with_their_own_shots(news: pd.DataFram
 def test_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="--shot-pool 2 is smaller than --shots 3"):
         LabelOptions.build(shots=3, shot_selection="similar", shot_pool=2)
-    with pytest.raises(ConfigError, match="calibrate"):
-        LabelOptions.build(shots=2, shot_selection="similar", calibrate=True, provider="local")
     assert LabelOptions.build(shots=3, shot_pool=2).shot_selection == "random"  # the pool only matters for similar
 
 

@@ -38,7 +38,7 @@ def make_provider(opts: LabelOptions, announce: bool = True) -> Provider:
     if name == "local":
         from .local import LocalProvider
 
-        return LocalProvider(model=model, shot_attention=opts.shot_attention)
+        return LocalProvider(model=model, shot_attention=opts.shot_attention, items_per_pass=opts.items_per_pass)
     from .hosted import HostedProvider
 
     return HostedProvider(

@@ -30,6 +30,7 @@ measures both.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -37,11 +38,11 @@ from typing import Any, Literal
 
 from ..errors import InputError
 from .base import ScoreRequest, ScoreResult, Usage
-from .model_files import FOLDER_FIX, check_folder, check_gguf, load_error
-from .local_cache import CachePlan, PrefixMode, default_mask_item, encode_prefix, fork, packed_pass
+from .local_cache import CachePlan, PrefixMode, default_mask_item, encode_prefix, fork, mismatch, packed_pass
 from .local_cache import plan as cache_plan
 from .local_layout import Layout, encode, layout
 from .local_layout import answers as answers_of
+from .model_files import FOLDER_FIX, check_folder, check_gguf, load_error
 
 # "full": the exact prompt, every item token attends to the few-shot examples.
 # "answer": only the answer (tail + label tokens) attends to them; see LocalProvider._score_item.
@@ -170,17 +171,20 @@ def _quiet() -> None:
     hub_logging.set_verbosity_error()  # one "retrying" line per attempt without network: the error says it
 
 
-def _hub_notice(path: str) -> None:
+def _hub_notice(key: str, path: str) -> None:
     """Say, once per model, that a ``--model`` that is no local path is looked for on the hub (it may take a while)."""
-    if not Path(path).exists() and path not in _TOKENIZERS:
+    if key not in _TOKENIZERS and not Path(path).exists():
         import sys
 
-        print(f"promptclf: {path!r} is not a local folder or .gguf file: getting it from the Hugging Face hub", file=sys.stderr)
+        print(
+            f"promptclf: {path!r} is not a local folder or .gguf file: getting it from the Hugging Face hub",
+            file=sys.stderr,
+        )
 
 
 def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
     _quiet()
-    _hub_notice(path)
+    _hub_notice(key, path)
     path, kwargs = _float32_copy(path, kwargs)
     with _LOCK:
         if key not in _TOKENIZERS:
@@ -352,6 +356,14 @@ class LocalProvider:
             return held[1], 0
         self._caches.pop(slot, None)  # free the old cache before building the new one
         cache = encode_prefix(self._lm, self.plan, ids, positions)
+        why = mismatch(cache, self.plan) if self.plan.mode == "shared" else ""
+        if why:  # the model built a cache the custom masks do not fit: its own masks from now on
+            if self.prefix_mode == "shared":
+                raise InputError(f"prefix_mode='shared' is not possible for {self.model!r} ({why}); use 'auto'")
+            import sys
+
+            print(f"promptclf: {self.model}: {why}; copying the prefix cache per item instead", file=sys.stderr)
+            self._plan = dataclasses.replace(self.plan, mode="copy", reason=why)
         if self.reuse_prefix:
             self._caches[slot] = (key, cache)
         return cache, len(ids)

@@ -117,12 +117,30 @@ def fork(cache: Any, rows: int = 1) -> Any:
     return out
 
 
-def cached_length(cache: Any, sliding: bool) -> int:
-    """Keys held by the cache's full-attention (or sliding) layers."""
-    for layer in cache.layers:
-        if bool(getattr(layer, "is_sliding", False)) == sliding and getattr(layer, "keys", None) is not None:
-            return int(layer.keys.shape[-2]) if layer.keys.numel() else 0
-    return 0
+def _held(layer: Any) -> int | None:
+    keys = getattr(layer, "keys", None)
+    return None if keys is None else int(keys.shape[-2]) if keys.numel() else 0
+
+
+def mismatch(cache: Any, p: CachePlan) -> str:
+    """Why the masks of ``p`` do not fit ``cache`` (empty when they do).
+
+    Every layer of one attention type gets the same mask, so all of them must hold the same
+    number of keys (a shared-KV or recurrent layer holds none of its own).
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None or len(layers) != len(p.layer_types):
+        return f"a {type(cache).__name__} without one key/value layer per decoder layer"
+    for kind in set(p.layer_types):
+        held = {_held(layer) for layer, t in zip(layers, p.layer_types, strict=True) if t == kind}
+        if None in held or len(held) != 1:
+            return f"{kind} layers of the cache hold different numbers of keys"
+    return ""
+
+
+def cached_length(cache: Any, p: CachePlan, kind: str) -> int:
+    """Keys held by the cache's layers of attention type ``kind`` (the same for all of them, see :func:`mismatch`)."""
+    return _held(cache.layers[p.layer_types.index(kind)]) or 0
 
 
 def pass_masks(
@@ -142,7 +160,7 @@ def pass_masks(
     masks = {}
     for kind in sorted(set(p.layer_types)):
         sliding = kind == "sliding_attention"
-        n_c = cached_length(cache, sliding)
+        n_c = cached_length(cache, p, kind)
         if sliding:
             assert p.window is not None
             cpos = torch.arange(start - n_c, start, device=dev)
@@ -233,4 +251,4 @@ def default_mask_item(lm: Any, p: CachePlan, cache: Any, ctx: list[int], answers
     return torch.softmax(torch.stack(scores), dim=0).tolist()
 
 
-__all__ = ["CachePlan", "PrefixMode", "default_mask_item", "encode_prefix", "fork", "packed_pass", "plan"]
+__all__ = ["CachePlan", "PrefixMode", "default_mask_item", "encode_prefix", "fork", "mismatch", "packed_pass", "plan"]
