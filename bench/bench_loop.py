@@ -66,6 +66,17 @@ def _cli(args: list[str], env: dict[str, str]) -> str:
     return res.stdout
 
 
+def _cli_parallel(jobs: dict[str, list[str]], env: dict[str, str]) -> None:
+    """Run several ``promptclf`` commands at once (each with its own stderr log beside nothing else)."""
+    procs = {}
+    for name, args in jobs.items():
+        _say("promptclf " + " ".join(args) + "   [concurrently]")
+        procs[name] = subprocess.Popen([sys.executable, "-m", "promptclf", *args], env=env, stdout=subprocess.DEVNULL)
+    failed = [name for name, pr in procs.items() if pr.wait() != 0]
+    if failed:
+        raise SystemExit(f"promptclf distill failed for: {', '.join(failed)}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1500, help="BBC News articles sampled (stratified)")
@@ -76,6 +87,10 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--top", default="10%", help="review queue size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sequential", action="store_true", help="train the students one after another (default: all four at once)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads per student when training concurrently")
     p.add_argument("--work", help="folder for data, runs and the report (default: a temporary one)")
     a = p.parse_args()
 
@@ -135,15 +150,21 @@ def main() -> None:
             "flagged removed": ["--exclude", str(queue)],
             "flagged corrected": ["--corrections", str(checked)],
         }
-        results = {}
-        for name, extra in students.items():
-            out = runs / f"student-{name.replace(' ', '-')}"
-            t0 = time.perf_counter()
-            _cli(["distill", str(runs / "teacher-pool.csv"), "-o", str(out), "--name", f"student, {name}", "--restart"]
-                 + common + extra, env)  # fmt: skip
-            run = json.loads((out / "run.json").read_text())
-            run["_wall_s"] = time.perf_counter() - t0
-            results[name] = (out, run)
+        outs = {name: runs / f"student-{name.replace(' ', '-')}" for name in students}
+        jobs = {
+            name: ["distill", str(runs / "teacher-pool.csv"), "-o", str(outs[name]), "--name", f"student, {name}",
+                   "--restart", *common, *extra]
+            for name, extra in students.items()
+        }  # fmt: skip
+        t0 = time.perf_counter()
+        if a.sequential:
+            for args in jobs.values():
+                _cli(args, env)
+        else:
+            # On a shared 2-core machine four 1-thread trainings finish sooner than four 2-thread ones in a row.
+            _cli_parallel({n: [*args, "--threads", str(a.threads)] for n, args in jobs.items()}, env)
+        distill_s = time.perf_counter() - t0
+        results = {name: (out, json.loads((out / "run.json").read_text())) for name, out in outs.items()}
 
         report_dir = work / "report"
         _cli(["report", str(runs / "teacher-test.run"), *[str(o) for o, _ in results.values()], "-o", str(report_dir),
@@ -160,7 +181,13 @@ def main() -> None:
         print(
             f"settings: {a.n} articles (seed {a.seed}), {len(train_pos)} pool / {len(test_pos)} gold test rows; "
             f"{T} accuracy asked {a.accuracy}; students: MiniLM LoRA (recipe minilm-lora), epochs {a.epochs:g}, "
-            f"max_length {a.max_length}, soft T={a.temperature:g}; review: top {a.top}, 5 folds, 10 neighbours"
+            f"max_length {a.max_length}, soft T={a.temperature:g}; review: top {a.top}, 5 folds, 10 neighbours; "
+            + (
+                "students trained one after another"
+                if a.sequential
+                else f"4 students trained at once, {a.threads} torch thread(s) each"
+            )
+            + f", {distill_s:.0f}s for all four"
         )
         print(
             f"{T} labels: pool {int(ok_pool.sum())}/{len(pool_lab)} ok, error rate on the pool {pool_err:.4f}; "
@@ -199,7 +226,7 @@ def main() -> None:
             f"target 2 (review top 10% >= 3x the {T}'s error rate): {ratio:.2f}x -> {'MET' if ratio >= 3 else 'NOT MET'}"
         )
         print(f"report: {report_dir / 'index.html'} (every figure from the {T})")
-        print(f"load average (1/5/15 min) at the end: {os.getloadavg()}; torch threads per process: default")
+        print(f"load average (1/5/15 min) at the end: {os.getloadavg()} (machine shared with other work)")
         print(f"total wall {time.perf_counter() - t_all:.0f}s")
         sys.stdout.flush()
 

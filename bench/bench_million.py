@@ -185,7 +185,9 @@ def bench_resume(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.
     sent_first = sum(srv.counts.values())
     partial = pd.read_csv(out, dtype=str, keep_default_na=False) if out.exists() else pd.DataFrame()
     ids = [f"r{i}" for i in range(len(partial))]
-    prefix = list(partial.get("id", [])) == ids and bool((partial.get("pred_status", pd.Series([], dtype=str)) != "").all())
+    prefix = list(partial.get("id", [])) == ids and bool(
+        (partial.get("pred_status", pd.Series([], dtype=str)) != "").all()
+    )
     print(
         f"killed (rc {rc}) after {wall:.1f}s, {answered:,} items answered ({answered / n:.0%}), {sent_first:,} requests; "
         f"the partial file has {len(partial):,} whole rows, {'an in-order prefix of the input' if prefix else 'NOT a prefix'}"
@@ -250,11 +252,15 @@ def bench_predict(work: Path, src: Path, sents: dict[str, str], a: argparse.Name
     log = (work / "predict.log").read_text()
     rate = re.findall(r"\(([\d.]+) items/s\)", log)
     print(f"after:  {load()}")
-    print(f"predict: {n:,} rows in {wall:.1f}s (whole command) = {n / wall:,.0f} rows/s; predicting {rate[-1] if rate else '?'} items/s; peak RSS {peak:.0f} MB")
+    print(
+        f"predict: {n:,} rows in {wall:.1f}s (whole command) = {n / wall:,.0f} rows/s; predicting {rate[-1] if rate else '?'} items/s; peak RSS {peak:.0f} MB"
+    )
     print(f"predict: RSS as it went: {w.rss_points(n, marks=(0.05, 0.2, 0.4, 0.6, 0.8, 0.95))}")
     later = [s[2] for s in w.samples if s[1] >= 0.05 * n]
     if later:
-        print(f"predict: RSS after the first chunk: min {min(later):.0f} MB, max {max(later):.0f} MB (target flat, < 1,536 MB)")
+        print(
+            f"predict: RSS after the first chunk: min {min(later):.0f} MB, max {max(later):.0f} MB (target flat, < 1,536 MB)"
+        )
     if n:
         print(f"predict: at this rate 1,000,000 rows would take {1_000_000 / (n / wall) / 60:.0f} minutes")
 

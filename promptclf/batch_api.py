@@ -56,7 +56,9 @@ class BatchStatus:
     """A batch as the provider reports it, normalised across dialects."""
 
     id: str
-    status: str  # lower case: validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
+    status: (
+        str  # lower case: validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
+    )
     total: int = 0
     completed: int = 0
     failed: int = 0
@@ -195,7 +197,9 @@ class BatchClient:
             self.dialect = Dialect(self.dialect.upload_path, self.dialect.purpose, "max_tokens")
         key = os.environ.get(KEY_ENV[provider]) or ("not-needed" if self.custom_base else None)
         if not key:
-            raise ConfigError(f"--batch-api with --provider {provider} needs an API key: export {KEY_ENV[provider]}=...")
+            raise ConfigError(
+                f"--batch-api with --provider {provider} needs an API key: export {KEY_ENV[provider]}=..."
+            )
         self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout_s)  # type: ignore[attr-defined]
         self.max_retries, self.retry_max_wait_s = max_retries, retry_max_wait_s
         self.on_retry = on_retry

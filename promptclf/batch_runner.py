@@ -254,7 +254,10 @@ class BatchRunner:
             error_file_id=st.error_file_id, error=failure if st.status == "failed" else None,
         )  # fmt: skip
         if st.status != "completed":
-            self._say(f"batch {st.id} ended {st.status}: {len(leftover)} request(s) unanswered" + (f" ({failure})" if st.errors else ""))
+            self._say(
+                f"batch {st.id} ended {st.status}: {len(leftover)} request(s) unanswered"
+                + (f" ({failure})" if st.errors else "")
+            )
         return leftover
 
     def _say(self, msg: str) -> None:

@@ -102,7 +102,9 @@ class BatchLedger:
         if bad:
             raise KeyError(f"no batch_jobs column {sorted(bad)}")
         sets = ", ".join(f"{k}=?" for k in fields)
-        self.store.execute(f"UPDATE batch_jobs SET {sets}, updated=? WHERE sub_id=?", (*fields.values(), time.time(), sub_id))
+        self.store.execute(
+            f"UPDATE batch_jobs SET {sets}, updated=? WHERE sub_id=?", (*fields.values(), time.time(), sub_id)
+        )
         return self.get(sub_id)
 
     def requests(self, sub_id: str) -> dict[str, str]:

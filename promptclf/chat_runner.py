@@ -210,7 +210,9 @@ class ChatRunner:
             "temperature": o.temperature,
             "max_tokens": max_tokens,
         }
-        return ChatRequest(task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload))
+        return ChatRequest(
+            task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload)
+        )
 
     def cached_outcome(self, req: ChatRequest) -> dict[str, Any] | None:
         """The stored response for ``req``, counted and parsed; None when there is none (or --no-cache)."""

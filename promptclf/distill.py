@@ -20,9 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .data import cell_text, check_columns, read_table, stratified_split, write_table
 from .distill_options import DistillData, DistillOptions, estimate_steps, load_recipe, recipe_names
-from .errors import ConfigError, InputError, TrainingError
+from .errors import ConfigError, InputError, PromptclfError, TrainingError
 
 # Re-exported: the options and data records live in distill_options, which the trainer imports too.
 __all__ = [
@@ -46,7 +47,8 @@ _RESUME_NEUTRAL = {"threads", "hourly_price", "name", "eval_batch_size", "loggin
 
 
 def _log(msg: str) -> None:
-    print(f"[distill] {msg}", file=sys.stderr, flush=True)
+    if distributed.is_main():  # under torchrun, one copy of each message
+        print(f"[distill] {msg}", file=sys.stderr, flush=True)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -264,8 +266,78 @@ def distill(
 
     A finished run folder is returned as is (pass ``restart=True`` to train again); an
     unfinished one with the same options resumes from its last checkpoint.
+
+    Under ``torchrun`` every rank calls this: rank 0 checks and writes the run folder, every rank
+    prepares the same data and trains one DDP replica, rank 0 evaluates and writes ``run.json``
+    while the others wait, and every rank returns it.
     """
     out = Path(out_dir)
+    distributed.setup()
+    # Rank 0 alone looks at (and, with --restart, clears) the folder; the others follow its verdict,
+    # so that no rank reads a folder another is deleting, and an error stops every rank alike.
+    verdict = distributed.broadcast(_check_folder(out, options, restart) if distributed.is_main() else None)
+    if verdict is not None:
+        distributed.teardown()
+        if isinstance(verdict, PromptclfError):
+            raise verdict
+        return verdict
+
+    data = prepare_data(input_path, options)
+    _same_data_on_every_rank(data)
+    _log(
+        f"{len(data.train_texts)} train / {len(data.val_texts)} validation / {len(data.test_texts)} gold test rows, "
+        f"{len(data.labels)} labels; skipped: {data.counts.get('not_ok', 0)} not ok, "
+        f"{data.counts['no_label']} without label or text"
+    )
+    extra = {k: data.counts[k] for k in ("corrected", "excluded", "soft_rows") if k in data.counts}
+    if extra:
+        _log(
+            ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extra.items())
+            + (f" (T={options.temperature:g})" if options.soft else "")
+        )
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "options.json").write_text(json.dumps(options.model_dump(mode="json"), indent=2) + "\n")
+        (out / "labels.json").write_text(json.dumps(data.labels, indent=2) + "\n")
+    distributed.barrier()  # the folder exists before any rank trains into it
+
+    from .distill_train import train
+
+    result = train(data, options, out)
+    run = finish_run(out, data, options, result, str(input_path)) if distributed.is_main() else None
+    distributed.barrier()  # the other ranks wait for run.json, and leave together
+    if run is None:
+        run = json.loads((out / "run.json").read_text())
+    distributed.teardown()
+    return run
+
+
+def _same_data_on_every_rank(data: DistillData) -> None:
+    """Every rank must train on the same split; a different file or seed on one rank would silently mix runs."""
+    if not distributed.is_distributed():
+        return
+    import hashlib
+
+    h = hashlib.sha256(
+        json.dumps([data.labels, data.train_texts, data.train_y, data.val_texts, data.val_y, data.train_soft]).encode()
+    ).hexdigest()
+    seen = distributed.all_gather(h)
+    if len(set(seen)) > 1:
+        raise TrainingError(
+            f"the ranks prepared different training data (fingerprints {', '.join(x[:8] for x in seen)}): "
+            "every rank must read the same input file with the same options"
+        )
+
+
+def _check_folder(out: Path, options: DistillOptions, restart: bool) -> dict[str, Any] | PromptclfError | None:
+    """The finished run to return, the error to raise, or None to train (clearing the folder on restart)."""
+    try:
+        return _check_folder_or_raise(out, options, restart)
+    except PromptclfError as exc:
+        return exc
+
+
+def _check_folder_or_raise(out: Path, options: DistillOptions, restart: bool) -> dict[str, Any] | None:
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: exists and is not a folder")
     opts = options.model_dump(mode="json")
@@ -286,27 +358,7 @@ def distill(
         if (out / "run.json").exists():
             _log(f"{out} is already finished; returning its run.json (--restart trains again)")
             return json.loads((out / "run.json").read_text())
-
-    data = prepare_data(input_path, options)
-    _log(
-        f"{len(data.train_texts)} train / {len(data.val_texts)} validation / {len(data.test_texts)} gold test rows, "
-        f"{len(data.labels)} labels; skipped: {data.counts.get('not_ok', 0)} not ok, "
-        f"{data.counts['no_label']} without label or text"
-    )
-    extra = {k: data.counts[k] for k in ("corrected", "excluded", "soft_rows") if k in data.counts}
-    if extra:
-        _log(
-            ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extra.items())
-            + (f" (T={options.temperature:g})" if options.soft else "")
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    saved_path.write_text(json.dumps(opts, indent=2) + "\n")
-    (out / "labels.json").write_text(json.dumps(data.labels, indent=2) + "\n")
-
-    from .distill_train import train
-
-    result = train(data, options, out)
-    return finish_run(out, data, options, result, str(input_path))
+    return None
 
 
 def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:

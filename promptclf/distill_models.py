@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .distributed import local_rank
 from .errors import InputError, TrainingError, require
 from .packing import answer_logprobs, fed_tokens, packed_layout
 
@@ -210,7 +211,8 @@ def load_base(spec: StudentSpec, path: str, config: Any, tokenizer: Any) -> Any:
     kwargs: dict[str, Any] = {}
     if spec.method == "qlora":
         kwargs["quantization_config"] = bnb_config(spec.head)
-        kwargs["device_map"] = {"": device}
+        # Under torchrun each rank loads its own 4-bit copy onto its own GPU (LOCAL_RANK), not all onto GPU 0.
+        kwargs["device_map"] = {"": local_rank() if device == "cuda" else device}
         kwargs["dtype"] = dtype
     try:
         if spec.head == "lm":

@@ -171,7 +171,7 @@ class DistillData:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def estimate_steps(n_train: int, o: DistillOptions) -> int:
-    """Optimizer steps the run will take (for warmup and the ETA)."""
-    per_epoch = math.ceil(n_train / o.batch_size / o.grad_accum)
+def estimate_steps(n_train: int, o: DistillOptions, world_size: int = 1) -> int:
+    """Optimizer steps the run will take (for warmup and the ETA); ``world_size`` processes share each step."""
+    per_epoch = math.ceil(n_train / o.batch_size / o.grad_accum / max(1, world_size))
     return o.max_steps or max(1, math.ceil(per_epoch * o.epochs))

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, cast
 
+from . import distributed
 from .distill_models import (
     PromptParts,
     StudentSpec,
@@ -36,7 +37,8 @@ from .errors import Interrupted, TrainingError, require
 
 
 def _log(msg: str) -> None:
-    print(f"[distill] {msg}", file=sys.stderr, flush=True)
+    if distributed.is_main():  # under torchrun, one copy of each message
+        print(f"[distill] {msg}", file=sys.stderr, flush=True)
 
 
 def _fmt_s(s: float) -> str:
@@ -54,7 +56,10 @@ def _macro_f1(y_true: list[int], y_pred: list[int], n_labels: int) -> dict[str, 
 
 
 def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: dict[str, float]):
-    """Progress on stderr + train_log.jsonl, cumulative training time per checkpoint, Ctrl-C → save and stop."""
+    """Progress on stderr + train_log.jsonl, cumulative training time per checkpoint, Ctrl-C → save and stop.
+
+    Under torchrun only rank 0 writes and prints; Ctrl-C on any rank stops every rank at the same step.
+    """
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -68,6 +73,8 @@ def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: d
             return times["before"] + time.perf_counter() - self.t0
 
         def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
+            if not state.is_world_process_zero:
+                return
             logs = dict(logs or {})
             logs.update(step=state.global_step, epoch=round(state.epoch or 0.0, 3), elapsed_s=round(self.elapsed(), 1))
             with open(out / "train_log.jsonl", "a") as f:
@@ -87,13 +94,18 @@ def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: d
                 )
 
         def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
-            if stop_flag.is_set():
+            # Every rank must stop after the same step, or the others would wait forever in the next
+            # gradient all-reduce: one small all-reduce per step when there are several.
+            if distributed.any_rank(stop_flag.is_set()):
+                stop_flag.set()
                 control.should_save = True
                 control.should_training_stop = True
             return control
 
         def on_save(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
             # Remember cumulative training time per checkpoint, so a resumed run reports the total.
+            if not state.is_world_process_zero:
+                return
             path = out / "train_time.json"
             saved = json.loads(path.read_text()) if path.exists() else {}
             saved[str(state.global_step)] = round(self.elapsed(), 3)
@@ -108,6 +120,7 @@ class _SigintToFlag:
     def __init__(self, flag: threading.Event):
         self.flag = flag
         self.old: Any = None
+        self.first = 0.0
 
     def __enter__(self) -> _SigintToFlag:
         if threading.current_thread() is threading.main_thread():
@@ -115,8 +128,13 @@ class _SigintToFlag:
         return self
 
     def _handle(self, signum, frame):  # type: ignore[no-untyped-def]
-        if self.flag.is_set():
+        # Under torchrun a Ctrl-C reaches each worker twice (from the terminal, then forwarded by
+        # torchrun): a second one within a second is that echo, not a request to abort.
+        if self.flag.is_set() and time.monotonic() - self.first > 1.0:
             raise KeyboardInterrupt
+        if self.flag.is_set():
+            return
+        self.first = time.monotonic()
         self.flag.set()
         _log("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
 
@@ -261,7 +279,8 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
             train_ds = soft_dataset(enc["input_ids"], data.train_y, data.train_soft, len(data.labels))
             collator = SoftCollator(collator)  # type: ignore[assignment]
 
-    total = estimate_steps(len(train_ds), o)
+    world = distributed.world_size()
+    total = estimate_steps(len(train_ds), o, world)
     strategy = "steps" if o.eval_steps else "epoch"
     on_gpu = device == "cuda"
     args = TrainingArguments(
@@ -295,6 +314,10 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         dataloader_num_workers=0,
         save_only_model=False,
         remove_unused_columns=data.train_soft is None,  # keep soft_targets/soft_mask for the soft loss
+        # torchrun: gloo on CPU, NCCL on GPUs. Every trainable parameter (LoRA, head, pooler) takes part
+        # in each forward pass, so DDP need not search for unused ones (which breaks checkpointing).
+        ddp_backend=distributed.backend() if world > 1 else None,
+        ddp_find_unused_parameters=False if world > 1 else None,
     )
 
     def compute_metrics(ev: Any) -> dict[str, float]:
@@ -336,7 +359,12 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; Progress uses stderr
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    _log(f"training {spec.base} ({o.method}, {o.head} head) on {device}: {total} steps, lr {o.lr():g}")
+    ranks = (
+        f" x {world} processes (batch {o.batch_size}/process, {o.batch_size * o.grad_accum * world} per step)"
+        if world > 1
+        else ""
+    )
+    _log(f"training {spec.base} ({o.method}, {o.head} head) on {device}{ranks}: {total} steps, lr {o.lr():g}")
     t0 = time.perf_counter()
     step0 = 0
     with _SigintToFlag(stop), warnings.catch_warnings():
@@ -346,13 +374,17 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         trainer.train(resume_from_checkpoint=last)
     session_s = time.perf_counter() - t0
     state = trainer.state
+    distributed.barrier()  # every rank has loaded the best checkpoint before rank 0 saves and later deletes them
     if stop.is_set():
         raise Interrupted(
             f"training stopped at step {state.global_step}/{state.max_steps}; checkpoint saved in "
             f"{out / 'checkpoints'}; rerun the same command to resume"
         )
     peak = _peak_memory_mb(device)
-    examples = (state.global_step - step0) * o.batch_size * o.grad_accum
+    examples = (state.global_step - step0) * o.batch_size * o.grad_accum * world
+    if not distributed.is_main():  # rank 0 saves the student (every replica holds the same weights)
+        del trainer, model
+        return {}
     model = cast(Any, trainer.model)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
@@ -374,6 +406,8 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         "peak_memory_mb": round(peak, 1),
         "device": device,
         "threads": torch.get_num_threads(),
+        "processes": world,
+        "effective_batch_size": o.batch_size * o.grad_accum * world,
         "n_train": len(data.train_texts),
         "n_val": len(data.val_texts),
     }
@@ -409,10 +443,21 @@ def _lm_trainer_class() -> type:
             self.model.eval()
             preds: list[int] = []
             bs = max(1, self.args.per_device_eval_batch_size // max(1, len(parts.answers)))
+            # Under torchrun each rank scores every world-th text and all ranks gather the lot, so that
+            # every rank computes the same metric (and early stopping stops them all at the same step).
+            rank, world = distributed.rank(), distributed.world_size()
+            mine = list(range(rank, len(texts), world))
             with torch.inference_mode():
-                for i in range(0, len(texts), bs):
-                    scores = score_lm(self.model, self.processing_class, parts, texts[i : i + bs], spec.max_length)
+                for i in range(0, len(mine), bs):
+                    chunk = [texts[j] for j in mine[i : i + bs]]
+                    scores = score_lm(self.model, self.processing_class, parts, chunk, spec.max_length)
                     preds.extend(scores.argmax(-1).tolist())
+            if world > 1:
+                merged = [0] * len(texts)
+                for r, part in enumerate(distributed.all_gather(preds)):
+                    for j, pred in zip(range(r, len(texts), world), part, strict=True):
+                        merged[j] = pred
+                preds = merged
             if was_training:
                 self.model.train()
             m = _macro_f1(y, preds, len(spec.labels))

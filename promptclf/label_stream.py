@@ -9,7 +9,7 @@ holds the whole table and its results until the end:
    texts when the shots come from the input;
 2. **chunks** — each chunk of ``chunk_rows`` rows becomes a job (:func:`promptclf.jobs.chunk_job`)
    labeled through the engine's runner (:meth:`Labeler.run_job`), then appended to the output
-   in input order (:class:`promptclf.data.TableWriter`; rows used as shots are written with
+   in input order (:class:`promptclf.writers.TableWriter`; rows used as shots are written with
    status ``shot``) and counted in a :class:`~promptclf.jobs.Tally` for the summary.
 
 Every response is in the store before its chunk is written, so a run killed at any point
@@ -30,9 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from .data import DatasetWriter, TableWriter, cell_text, check_columns, iter_table
+from .data import cell_text, check_columns, iter_table
 from .errors import AuthenticationError, Interrupted
 from .jobs import StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
+from .writers import DatasetWriter, TableWriter
 
 # What a streamed run says of rows it did not get to label (the same words as Labeler.label).
 INTERRUPTED = "interrupted; finished requests are saved; rerun the same command to resume"

@@ -56,7 +56,7 @@ class LabelOptions(BaseModel):
     examples: str | None = None  # file of labeled examples; default = labeled rows of the input
     shot_max_chars: int = Field(400, ge=20)
     seed: int = 0
-    # Local model only: what attends to the few-shot examples (see LocalProvider._score_answer_only).
+    # Local model only: what attends to the few-shot examples (see PrefixScorer.answer_only in providers/local_scorer.py).
     shot_attention: Literal["full", "answer"] = "full"
     # local teacher on a GPU (issue 8): items scored per forward pass, padded, behind the shared
     # prefix; None = 8 on CUDA, 1 on CPU (LocalProvider.items_per_pass). Same scores either way.
@@ -95,9 +95,8 @@ class LabelOptions(BaseModel):
     # the batch price instead of one request at a time; validation re-asks go synchronously.
     batch_api: bool = False
     poll_interval_s: float = Field(30.0, gt=0, description="seconds between polls of a running batch")
-    batch_min_requests: int = Field(
-        100, ge=1, description="lines a batch left unanswered go to a follow-up batch if at least this many, else synchronously"
-    )
+    # Lines a batch left unanswered go to a follow-up batch if at least this many, else synchronously.
+    batch_min_requests: int = Field(100, ge=1)
 
     # label confidence from chat providers (issue 9; promptclf.confidence): ask for token
     # log-probabilities with this many alternatives per token (0: ask for none; pred_prob stays

@@ -185,7 +185,8 @@ def predict_file(
     row groups), so memory stays flat for any number of rows; the output keeps the input order.
     ``input_path`` may be a file, a ``save_to_disk`` folder or a dataset name (``split``).
     """
-    from .data import TableWriter, count_rows, iter_table
+    from .data import count_rows, iter_table
+    from .writers import TableWriter
 
     run = Path(run_dir)
     if text_col is None:

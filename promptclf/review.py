@@ -328,11 +328,15 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
     order = np.lexsort((rows, -score))  # highest score first; ties keep file order
 
     ranked = df.iloc[[keep[r] for r in order]].copy()
+    # Reviewing a file that went through a review before: its review columns are replaced, but a
+    # person's corrections in it are kept.
+    previous = ranked["corrected"].map(cell_text).tolist() if "corrected" in ranked.columns else None
+    ranked = ranked.drop(columns=[c for c in ranked.columns if c in QUEUE_COLUMNS or c.startswith("doubt_")])
     ranked.insert(0, "review_rank", np.arange(1, len(order) + 1))
     ranked.insert(1, "review_row", [keep[r] for r in order])
     ranked.insert(2, "review_score", np.round(score[order], 4))
     ranked.insert(3, "suggested_label", [suggested[r] for r in order])
-    ranked.insert(4, "corrected", "")
+    ranked.insert(4, "corrected", previous if previous is not None else "")
     reasons = [_reasons(labs[keep[r]], conf[r], stud[r], share[r], labels, o.folds, o.neighbours) for r in order]
     ranked.insert(5, "review_reasons", reasons)
     for name, col in zip(SIGNALS, doubts.T, strict=True):

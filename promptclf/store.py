@@ -69,7 +69,8 @@ def request_key(payload: dict[str, Any]) -> str:
 # Columns added after a store's first release: (table, column, declaration). ``_setup`` adds
 # the missing ones, so a store written by an older version still opens.
 _ADDED_COLUMNS = [
-    ("responses", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),  # prompt tokens served from the provider's cache
+    # prompt tokens served from the provider's prompt cache (Usage.cached_prompt_tokens)
+    ("responses", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("attempts", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
     # promptclf.confidence: the answer's token logprobs (JSON list, compacted), so a cached or
     # resumed run gets the same label probabilities; NULL when the provider gave none.

@@ -57,7 +57,8 @@ since() {
   echo "$((t / 10)).$((t % 10))"
 }
 set +e
-(cd "$work/clone" && "${run_env[@]}" bash -c "$cmd") 2>&1 |
+# CPU seconds as well as wall time: on a shared machine the wall time says more about the neighbours.
+(cd "$work/clone" && TIMEFORMAT="fresh run: CPU %U s user + %S s sys in %R s" && time "${run_env[@]}" bash -c "$cmd") 2>&1 |
   while IFS= read -r line; do printf '[%6ss] %s\n' "$(since)" "$line"; done
 rc=${PIPESTATUS[0]}
 set -e

@@ -73,18 +73,22 @@ class Oracle:
     """A deterministic answerer for when a real model is too slow for a test (2 loaded cores).
 
     It answers a batched prompt the way a perfect annotator would: each numbered item
-    ``[k] text`` gets the gold label of the known text it starts like (the first 40
-    characters), in the response shape the prompt asks for; usage counts ~4 characters a
+    ``[k] text`` gets the gold label of the known text its first line starts (30 characters,
+    whitespace normalised), in the response shape the prompt asks for; usage counts ~4 characters a
     token. The real-model path (``upstream_root``) is the default and the one the happy-path
     test uses.
     """
 
     def __init__(self, gold: dict[str, str]) -> None:
-        self.gold = {t[:40]: lab for t, lab in gold.items()}
+        self.gold = [(" ".join(t.split()), lab) for t, lab in gold.items()]
+
+    def label(self, first_line: str) -> str:
+        head = " ".join(first_line.split())[:30]
+        return next((lab for t, lab in self.gold if t.startswith(head)), "unknown")
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         user = body["messages"][-1]["content"]
-        items = [{"id": int(k), "label": self.gold.get(text[:40], "unknown")} for k, text in _ITEM.findall(user)]
+        items = [{"id": int(k), "label": self.label(text)} for k, text in _ITEM.findall(user)]
         content = json.dumps({"items": items})
         prompt = sum(len(m["content"]) for m in body["messages"]) // 4
         return {
@@ -110,7 +114,7 @@ class BatchServer:
         self.dialect = dialect
         self.faults = Faults()
         self.rng = random.Random(seed)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, _Batch] = {}
         self.uploads: list[str] = []
@@ -225,7 +229,10 @@ class BatchServer:
             time.sleep(0.2)
             with self.lock:
                 obj["status"] = "failed"
-                obj["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "enqueued token limit reached"}]}
+                obj["errors"] = {
+                    "object": "list",
+                    "data": [{"code": "invalid_request", "message": "enqueued token limit reached"}],
+                }
             return
         with self.lock:
             obj["status"] = "in_progress"
@@ -283,9 +290,7 @@ class BatchServer:
     def _handle(self, method: str, path: str, ctype: str, body: bytes) -> tuple[int, Any]:
         upload = "/v1/files/upload" if self.dialect == "together" else "/v1/files"
         if method == "POST" and path == upload:
-            msg = BytesParser(policy=default_policy).parsebytes(
-                b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body
-            )
+            msg = BytesParser(policy=default_policy).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
             fields: dict[str, bytes] = {}
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")

@@ -101,6 +101,7 @@ class Record:
     delivered: bool = False  # a complete response was written to a client that was still connected
     applied: bool = True  # content faults: False when the content could not be edited (not JSON)
     content: str | None = None  # the model's answer as sent back (after any edit)
+    upstream: dict[str, Any] | None = None  # chat 200s: the upstream's response body, before any edit
     started: float = 0.0
     finished: float = 0.0
     upstream_s: float = 0.0  # time the upstream took
@@ -525,6 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
                 payload = json.loads(data)
             except ValueError:
                 payload = None
+            rec.upstream = copy.deepcopy(payload) if isinstance(payload, dict) else None
             ref = _content_ref(payload) if isinstance(payload, dict) else None
             if ref is not None:
                 obj, key = ref

@@ -195,3 +195,16 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     )
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr and "InputError" in debug.stderr
+
+
+def test_student_folder_without_tokenizer(tmp_path: Path) -> None:
+    # `promptclf predict` on a run folder whose files are incomplete: the same one line, naming the fix.
+    import json
+
+    folder = _tiny_llama(tmp_path / "student")
+    spec = {"base": "x", "base_path": "x", "method": "full", "head": "lm", "labels": ["biz", "sport"], "max_length": 32}
+    (folder / "student.json").write_text(json.dumps(spec))
+    res = CliRunner().invoke(main, ["predict", str(folder), str(_input(tmp_path)), "-o", str(tmp_path / "p.csv")])
+    line = _one_line(res)
+    assert res.exit_code == 2
+    assert "cannot load its tokenizer" in line and "tokenizer.json" in line

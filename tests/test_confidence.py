@@ -240,6 +240,10 @@ def test_top_logprobs_zero_asks_for_none(proxy: FaultProxy, news, tmp_path):
 
 @pytest.mark.server
 def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault_proxy: FaultProxy, tmp_path):
+    """llama.cpp returns token logprobs with json_object mode; with every answer reversed by the
+    proxy, each row gets the probability its own item had in the server's original answer."""
+    from promptclf.schema import parse_response
+
     df = pd.DataFrame(
         {
             "text": [
@@ -247,32 +251,36 @@ def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault
                 "The striker scored twice in the cup final.",
                 "MPs voted on the new budget in parliament.",
                 "The new phone has a faster chip and better camera.",
-                "The film won three awards at the festival.",
-                "Oil prices fell as demand slowed.",
             ],
-            "label": ["business", "sport", "politics", "tech", "entertainment", "business"],
+            "label": ["business", "sport", "politics", "tech"],
         }
     )
-
-    def run(store: str) -> pd.DataFrame:
-        opts = LabelOptions(
-            provider="openai", base_url=fault_proxy.base_url, model="smollm2", batch_size=3, concurrency=1,
-            store=str(tmp_path / store), max_reasks=0,
-        )  # fmt: skip
-        return Labeler(opts, progress=False).label(df)
-
-    plain = run("a.sqlite")
-    body = fault_proxy.chat_records()[0].body or {}
-    assert body.get("logprobs") is True and body.get("top_logprobs") == 5
-    assert body["response_format"]["type"] == "json_object"
-    ok = plain[plain["pred_status"] == "ok"]
-    # llama.cpp reports the model's logprobs before its grammar constrains the choice, so a
-    # forced label can have a tiny probability (0 after rounding to 6 decimals).
-    assert len(ok) >= 3 and ok["pred_prob"].notna().all() and ok["pred_prob"].between(0, 1).all()
-    assert (ok["pred_prob"] > 0.01).any()
     fault_proxy.rule = lambda req: Fault("reorder")
-    moved = run("b.sqlite")
-    assert any(r.fault == "reorder" and r.applied for r in fault_proxy.chat_records())
-    assert list(moved["pred_label"]) == list(plain["pred_label"])
-    for a, b in zip(plain["pred_prob"], moved["pred_prob"], strict=True):
-        assert (pd.isna(a) and pd.isna(b)) or a == pytest.approx(b, rel=1e-3)
+    opts = LabelOptions(
+        provider="openai", base_url=fault_proxy.base_url, model="smollm2", batch_size=2, concurrency=1,
+        store=str(tmp_path / "s.sqlite"), max_reasks=0, timeout_s=600,
+    )  # fmt: skip
+    labeler = Labeler(opts, progress=False)
+    out = labeler.label(df)
+    labels = labeler.job.labels  # type: ignore[union-attr]
+    # Answers that reached the engine (a loaded machine may time a request out and retry it).
+    recs = [r for r in fault_proxy.chat_records() if r.status == 200 and r.delivered]
+    assert len(recs) == 2
+    checked = 0
+    for i, rec in enumerate(recs):  # concurrency 1, no re-asks: request i holds rows 2i, 2i+1
+        body = rec.body or {}
+        assert body.get("logprobs") is True and body.get("top_logprobs") == 5
+        assert body["response_format"]["type"] == "json_object"
+        choice = (rec.upstream or {})["choices"][0]
+        original, tokens = choice["message"]["content"], choice["logprobs"]["content"]
+        assert tokens and "".join(t["token"] for t in tokens).strip() == original.strip()
+        parsed = parse_response(original, [1, 2], labels)
+        expected = item_confidence(original, tokens, parsed.labels, labels)
+        if len(parsed.labels) == 2:
+            assert rec.applied and rec.content != original  # the answer the engine saw was reversed
+        for k, conf in expected.items():
+            row = 2 * i + k - 1
+            assert out["pred_label"][row] == parsed.labels[k]
+            assert out["pred_prob"][row] == pytest.approx(conf.prob, abs=1e-6)
+            checked += 1
+    assert checked >= 2, "llama.cpp gave too few labelled items to check"

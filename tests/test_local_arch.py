@@ -13,7 +13,6 @@ provider that got the window wrong would fail here.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -255,6 +254,14 @@ def test_copy_mode_is_chosen_where_masks_cannot_be_rebuilt(models: dict[str, str
     finally:
         config.layer_types = saved_types
     assert plan(lm).mode == "shared"
+    # A cache whose layers of one type hold different numbers of keys (shared-KV layers hold none) does not fit.
+    from promptclf.providers.local_cache import encode_prefix, mismatch
+
+    p = plan(lm)
+    cache = encode_prefix(lm, p, [1, 2, 3])
+    assert mismatch(cache, p) == ""
+    cache.layers[2].keys = None  # the second sliding layer
+    assert "sliding_attention layers" in mismatch(cache, p)
 
 
 def test_options_are_checked() -> None:
@@ -268,10 +275,8 @@ def test_options_are_checked() -> None:
     assert cpu.items_per_pass == 1 and cpu.dtype == "float32"
     gpu = LocalProvider(device="cuda")  # nothing is loaded until scoring
     assert gpu.items_per_pass == 8 and gpu.dtype == "bfloat16"
-    assert (
-        Path(LocalProvider(device="cpu", items_per_pass=4).model)
-        and LocalProvider(items_per_pass=4).items_per_pass == 4
-    )
+    assert LocalProvider(device="cuda", items_per_pass=1, dtype="float32").items_per_pass == 1
+    assert LocalProvider(device="cpu", items_per_pass=4).items_per_pass == 4
 
 
 def test_bfloat16_batched_path_runs_on_cpu(models: dict[str, str]) -> None:

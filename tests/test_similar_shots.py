@@ -157,6 +157,48 @@ def test_options_are_checked() -> None:
     assert LabelOptions.build(shots=3, shot_pool=2).shot_selection == "random"  # the pool only matters for similar
 
 
+def test_dry_run_shows_the_first_request_with_its_own_shots(
+    news: pd.DataFrame, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # nothing is sent
+    lab = Labeler(_opts(store_path, provider="openai"), progress=False)
+    est = lab.dry_run(news)
+    job, prompts = lab.job, lab.prompts
+    assert job is not None and prompts is not None and job.similar is not None
+    fmt = format_instructions(chat_mode(lab.options, lab.provider), job.labels)
+    batches = [job.todo[i : i + 5] for i in range(0, len(job.todo), 5)]
+    msgs = [
+        prompts.batch_messages(
+            [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)], format_instructions=fmt, shots=job.shots_for(rows)
+        )
+        for rows in batches
+    ]
+    assert est["prompt"] == "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs[0])
+    assert _shot_block(msgs[0][1]["content"]) == [(clip(s.text, 400), s.label) for s in job.shots_for(batches[0])]
+    count = lab.provider.count_tokens
+    assert est["est_prompt_tokens"] == sum(count(m["content"]) for ms in msgs for m in ms)
+    assert (est["requests"], est["shots"], est["items"]) == (len(batches), 20, 40)
+
+
+@pytest.mark.slow
+def test_local_dry_run_counts_a_prefix_per_text(news: pd.DataFrame, store_path: str) -> None:
+    def estimate(selection: str) -> tuple[dict, Labeler]:
+        lab = Labeler(_opts(store_path, provider="local", shot_selection=selection), progress=False)
+        return lab.dry_run(news), lab
+
+    rand, _ = estimate("random")
+    near, lab = estimate("similar")
+    job = lab.job
+    assert job is not None and job.similar is not None
+    first = job.similar.for_each(job.todo[:1])[0]
+    assert all(clip(s.text, 400) in near["prompt"] for s in first)
+    # random: 2 rows per class are shots, one prefix for the whole job; similar: a pool of 4 per class,
+    # one prefix per text (no two texts here have the same shots)
+    assert (near["items"], rand["items"]) == (40, 50)
+    assert near["requests"] == 40 and rand["requests"] == 10
+    assert near["est_prompt_tokens"] / 40 > 3 * rand["est_prompt_tokens"] / 50
+
+
 def _shot_block(user: str) -> list[tuple[str, str]]:
     """The (text, label) examples rendered in a batch prompt."""
     block = user.split("Examples of correctly labeled texts:", 1)[1].split("Texts to classify:", 1)[0]
@@ -167,7 +209,7 @@ def _shot_block(user: str) -> list[tuple[str, str]]:
 def test_chat_requests_through_a_server_carry_their_batch_shots(
     news: pd.DataFrame, store_path: str, fault_proxy, tmp_path: Path
 ) -> None:
-    df = news.groupby("label").head(6).reset_index(drop=True)  # 6 per class, 2 of them go to the pool
+    df = news.groupby("label").head(4).reset_index(drop=True)  # 4 per class, 2 of them go to the pool
     o = _opts(
         store_path,
         provider="openai",
@@ -175,12 +217,12 @@ def test_chat_requests_through_a_server_carry_their_batch_shots(
         base_url=fault_proxy.base_url,
         shots=1,
         shot_pool=2,
-        batch_size=4,
+        batch_size=5,
         concurrency=2,
-        max_reasks=1,
+        max_reasks=0,  # two requests, no re-asks: a 135M model on a busy CPU is slow
         max_chars=200,
         shot_max_chars=120,
-        max_tokens=96,
+        max_tokens=80,
         timeout_s=120.0,
         no_cache=True,
     )
@@ -197,8 +239,8 @@ def test_chat_requests_through_a_server_carry_their_batch_shots(
     sent_users = [next(m["content"] for m in msgs if m["role"] == "user") for msgs in sent]
     # each first-round request is the cluster batch with the shots nearest to it
     fmt = format_instructions(chat_mode(o, labeler.provider), job.labels)
-    for start in range(0, len(job.todo), 4):
-        rows = job.todo[start : start + 4]
+    for start in range(0, len(job.todo), 5):
+        rows = job.todo[start : start + 5]
         items = [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)]
         shots = job.shots_for(rows)
         expected = prompts.batch_messages(items, format_instructions=fmt, shots=shots)[1]["content"]

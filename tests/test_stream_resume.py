@@ -32,8 +32,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from promptclf.data import bbc_sample
 
     d = tmp_path_factory.mktemp("stream-resume")
-    df = bbc_sample(10, seed=21)[["id", "text", "label"]]
-    df["text"] = df["text"].str.slice(0, 100)
+    df = bbc_sample(6, seed=21)[["id", "text", "label"]]
+    df["text"] = df["text"].str.slice(0, 80)
     df.to_csv(d / "news.csv", index=False)
     return d
 
@@ -71,7 +71,9 @@ def test_killed_run_leaves_whole_chunks_and_rerun_completes_in_order(workdir: Pa
     proxy.reset()
     proxy.latency_s = 1.0
     try:
-        proc = subprocess.Popen(_cmd(workdir, proxy, out), env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            _cmd(workdir, proxy, out), env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         # Kill once two answers went back and the third request waits in the proxy: with one
         # request per chunk, at least the first chunk has been appended by then.
         deadline = time.monotonic() + 300

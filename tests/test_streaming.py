@@ -26,8 +26,9 @@ from click.testing import CliRunner
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from promptclf.cli import main  # noqa: E402
-from promptclf.data import TableWriter, count_rows, iter_table, read_table, write_table  # noqa: E402
+from promptclf.data import count_rows, iter_table, read_table, write_table  # noqa: E402
 from promptclf.errors import InputError  # noqa: E402
+from promptclf.writers import TableWriter  # noqa: E402
 
 datasets = pytest.importorskip("datasets")
 
@@ -212,11 +213,15 @@ def test_label_reads_a_saved_dataset_folder(news_csv: Path, tmp_path: Path) -> N
         }
     )
     codes = [feats["label"].names.index(g) if g else -1 for g in df["label"]]
-    ds = datasets.Dataset.from_dict({"id": df["id"].tolist(), "text": df["text"].tolist(), "label": codes}, features=feats)
+    ds = datasets.Dataset.from_dict(
+        {"id": df["id"].tolist(), "text": df["text"].tolist(), "label": codes}, features=feats
+    )
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "news_ds"))
     from_ds, run = _label(tmp_path / "news_ds", tmp_path / "from_ds.csv")
     from_csv, _ = _label(news_csv, tmp_path / "from_csv.csv")
-    pd.testing.assert_frame_equal(from_ds[["id", "label", "pred_label", "pred_status"]], from_csv[["id", "label", "pred_label", "pred_status"]])
+    pd.testing.assert_frame_equal(
+        from_ds[["id", "label", "pred_label", "pred_status"]], from_csv[["id", "label", "pred_label", "pred_status"]]
+    )
     assert run["input"] == str(tmp_path / "news_ds") and run["split"] is None
 
 

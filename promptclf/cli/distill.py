@@ -123,7 +123,8 @@ def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--name", help="Run name in reports. [default: folder name]")
 @click.option("--restart", is_flag=True, help="Discard checkpoints/results in the folder and train anew.")
 def distill(input: str, output: Path, recipe: str | None, restart: bool, **options: object) -> None:
-    """Fine-tune a small local student on the labels in INPUT (a `promptclf label` output).
+    """Fine-tune a small local student on the labels in INPUT (a `promptclf label` output: a table
+    file, a folder written by datasets' save_to_disk, or a Hugging Face dataset name, with --split).
 
     Trains on rows whose --status-col is `ok`, holds gold rows out for testing, and writes
     OUTPUT/ with the adapter/model, tokenizer, labels.json, options.json, run.json and
@@ -131,12 +132,19 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
 
     QLoRA needs a CUDA GPU: without one it stops with the reason, unless --allow-cpu, which
     runs it on CPU (bitsandbytes NF4 with float32 compute; fine for tiny models, slow otherwise).
+
+    Several processes or GPUs: `torchrun --standalone --nproc_per_node N -m promptclf distill ...`
+    (DDP; --batch-size is per process, so a step sees N x --batch-size x --grad-accum rows).
     """
     from ..distill import DistillOptions
     from ..distill import distill as run_distill
 
+    from ..distributed import is_main
+
     opts = DistillOptions.build(recipe=recipe, **options)
     run = run_distill(input, output, opts, restart=restart)
+    if not is_main():  # under torchrun, rank 0 prints the summary
+        return
     m = run.get("metrics") or {}
     tr = run["train"]
     if m:

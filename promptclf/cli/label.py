@@ -29,7 +29,8 @@ def _fmt_summary(rec: dict) -> str:
         f"  requests: {u['requests']:,} ({u['cached_requests']:,} from cache, {u['reasks']:,} items re-asked, "
         f"{u['transport_retries']:,} transport retries, {u['failed_requests']:,} failed)"
     )
-    cached = f" ({u['cached_prompt_tokens']:,} prompt tokens from the provider's cache)" if u.get("cached_prompt_tokens") else ""
+    n_cached = u.get("cached_prompt_tokens") or 0
+    cached = f" ({n_cached:,} prompt tokens from the provider's cache)" if n_cached else ""
     lines.append(f"  tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion{cached}")
     if u.get("batch_requests"):
         lines.append(f"  batch API: {u['batch_requests']:,} requests answered by provider batches, at the batch price")

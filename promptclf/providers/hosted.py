@@ -82,7 +82,8 @@ def structured_output(schema: dict[str, Any], mode: StructuredMode) -> dict[str,
     """The request fields that ask for structured output in ``mode`` (``response_format`` or
     ``tools``). The batch runner writes the same fields into each batch line."""
     if mode == "json_schema":
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": "labels", "schema": schema, "strict": True}}}
+        spec = {"name": "labels", "schema": schema, "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
     if mode == "json_object":
         return {"response_format": {"type": "json_object", "schema": schema}}
     if mode == "tools":

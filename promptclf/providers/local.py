@@ -13,7 +13,7 @@ instructions, few-shot examples: thousands of tokens) is encoded once per distin
 prefix and its key/value cache reused for every item and across ``score`` calls. Per
 item, a forward pass runs on a fork of it over the item, the short tail (suffix + assistant
 header) and all labels' tokens packed side by side under a mask that keeps labels apart
-(see :meth:`LocalProvider._score_shared`); the prefix cache itself is never modified, so
+(see :meth:`.local_scorer.PrefixScorer.shared`); the prefix cache itself is never modified, so
 sliding-window layers need no cropping (:mod:`.local_cache`). On CUDA the model loads in
 bfloat16 and 8 items share a pass (``items_per_pass``), padded, the prefix broadcast to them.
 
@@ -38,10 +38,11 @@ from typing import Any, Literal
 
 from ..errors import InputError
 from .base import ScoreRequest, ScoreResult, Usage
-from .local_cache import CachePlan, PrefixMode, default_mask_item, encode_prefix, fork, mismatch, packed_pass
+from .local_cache import CachePlan, PrefixMode, encode_prefix, mismatch
 from .local_cache import plan as cache_plan
-from .local_layout import Layout, encode, layout
 from .local_layout import answers as answers_of
+from .local_layout import encode, layout
+from .local_scorer import PrefixScorer
 from .model_files import FOLDER_FIX, check_folder, check_gguf, load_error
 
 # "full": the exact prompt, every item token attends to the few-shot examples.
@@ -268,9 +269,7 @@ class LocalProvider:
         self._lm: Any = None
         self._tok: Any = None
         self._plan: CachePlan | None = None
-        self._copy_fails = False  # "copy" mode: the cache could not be deep-copied, so the prefix is re-encoded
-        # Key/value caches of the last prefix, by slot: (token ids and positions, cache). Never modified.
-        self._caches: dict[str, tuple[Any, Any]] = {}
+        self._scorer: PrefixScorer | None = None  # holds the prefix caches (see local_scorer.py)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -315,8 +314,29 @@ class LocalProvider:
             t0 = time.perf_counter()
             _ = self.tokenizer
             self._lm = _load_model(self._key, self._path, self._kwargs, self.device, self.dtype)
-            self._plan = cache_plan(self._lm, self.prefix_mode)
+            self._plan = self._checked_plan()
+            self._scorer = PrefixScorer(self._lm, self._plan, self.reuse_prefix)
             self.load_s = time.perf_counter() - t0
+
+    def _checked_plan(self) -> CachePlan:
+        """The model's cache plan, after checking on a one-token cache that the shared path's masks fit it."""
+        p = cache_plan(self._lm, self.prefix_mode)
+        if p.mode != "shared":
+            return p
+        import torch
+
+        tok = self.tokenizer
+        first = next((t for t in (tok.bos_token_id, tok.eos_token_id) if t is not None), 0)
+        with torch.inference_mode():
+            why = mismatch(encode_prefix(self._lm, p, [int(first)]), p)
+        if not why:
+            return p
+        if self.prefix_mode == "shared":
+            raise InputError(f"prefix_mode='shared' is not possible for {self.model!r} ({why}); use 'auto'")
+        import sys
+
+        print(f"promptclf: {self.model}: {why}; the prefix cache is copied per item instead", file=sys.stderr)
+        return dataclasses.replace(p, mode="copy", reason=why)
 
     def count_tokens(self, text: str) -> int:
         """Exact number of tokens of ``text`` under the model's tokenizer (no special tokens)."""
@@ -342,31 +362,6 @@ class LocalProvider:
         return answers_of(self.tokenizer, layout(self.tokenizer, self.model, system, prefix, suffix), labels)
 
     # --- scoring -------------------------------------------------------------------------
-
-    def _prefix_cache(self, slot: str, ids: list[int], positions: list[int] | None = None) -> tuple[Any, int]:
-        """A cache holding exactly ``ids`` (at ``positions``, default 0..n-1) and the tokens encoded to get it.
-
-        Two slots are kept: ``"head"`` (the whole shared prefix) and ``"view"`` (the prefix
-        without its few-shot examples, for ``shot_attention="answer"``). The cache is never
-        modified: passes run on a :func:`~local_cache.fork` of it.
-        """
-        key = (tuple(ids), tuple(positions) if positions else None)
-        held = self._caches.get(slot)
-        if self.reuse_prefix and held is not None and held[0] == key:
-            return held[1], 0
-        self._caches.pop(slot, None)  # free the old cache before building the new one
-        cache = encode_prefix(self._lm, self.plan, ids, positions)
-        why = mismatch(cache, self.plan) if self.plan.mode == "shared" else ""
-        if why:  # the model built a cache the custom masks do not fit: its own masks from now on
-            if self.prefix_mode == "shared":
-                raise InputError(f"prefix_mode='shared' is not possible for {self.model!r} ({why}); use 'auto'")
-            import sys
-
-            print(f"promptclf: {self.model}: {why}; copying the prefix cache per item instead", file=sys.stderr)
-            self._plan = dataclasses.replace(self.plan, mode="copy", reason=why)
-        if self.reuse_prefix:
-            self._caches[slot] = (key, cache)
-        return cache, len(ids)
 
     def score(self, request: ScoreRequest) -> ScoreResult:
         """One probability per label for every item (rows sum to 1); see the module docstring."""
@@ -396,6 +391,9 @@ class LocalProvider:
         fed = sum(len(a) - 1 for a in answers)
         usage = Usage(prompt_tokens=sum(len(it) + len(lay.tail) + fed for it in items))
         probs: list[list[float]] = [[] for _ in items]
+        scorer = self._scorer
+        assert scorer is not None
+        scorer.reuse_prefix = self.reuse_prefix
         prev_threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -403,11 +401,11 @@ class LocalProvider:
             with torch.inference_mode():
                 if lay.span is not None:  # two passes per item (never batched)
                     for i, it in enumerate(items):
-                        probs[i], used = self._score_answer_only(it, lay, answers)
+                        probs[i], used = scorer.answer_only(it, lay, answers)
                         usage.prompt_tokens += used
                 elif self.plan.mode == "copy":
                     for i, it in enumerate(items):
-                        probs[i], used = self._score_copy(it, lay, answers)
+                        probs[i], used = scorer.copied(it, lay, answers)
                         usage.prompt_tokens += used
                 else:
                     # Similar lengths share a pass, so little is padded; results go back in input order.
@@ -415,7 +413,7 @@ class LocalProvider:
                     order = sorted(range(len(items)), key=lambda i: len(items[i])) if n > 1 else range(len(items))
                     chunks = [list(order)[k : k + n] for k in range(0, len(items), n)]
                     for chunk in chunks:
-                        rows, used = self._score_shared([items[i] for i in chunk], lay, answers)
+                        rows, used = scorer.shared([items[i] for i in chunk], lay, answers)
                         usage.prompt_tokens += used
                         for i, row in zip(chunk, rows, strict=True):
                             probs[i] = row
@@ -437,73 +435,6 @@ class LocalProvider:
                 f"prompt, which is exact only for models whose every layer attends to the whole prompt; {why}. "
                 "Use shot_attention='full' (--shot-attention full)"
             )
-
-    def _score_shared(self, items: list[list[int]], lay: Layout, answers: list[list[int]]) -> tuple[Any, int]:
-        """Several items in one pass on a fork of the prefix cache; the rows and the prefix tokens encoded.
-
-        One forward pass runs over each item, the tail and every label's answer tokens (all but
-        the last) packed side by side, under a mask that lets each label see the prefix, item and
-        tail and its own earlier tokens only, with positions that restart after the tail for
-        every label: each label is scored exactly as if it were the only answer (the
-        alternative, copying the cache to n_labels rows, copied ~1 GB per item with a 10-shot
-        prefix). With several items the prefix cache is broadcast to the rows and the rows are
-        left-padded; padding is masked out.
-        """
-        head, encoded = self._prefix_cache("head", lay.head)
-        cache = fork(head, len(items))
-        ctxs = [it + lay.tail for it in items]
-        return packed_pass(self._lm, self.plan, cache, len(lay.head), ctxs, answers), encoded
-
-    def _score_answer_only(self, item: list[int], lay: Layout, answers: list[list[int]]) -> tuple[Any, int]:
-        """``shot_attention="answer"``: the item encoded without the examples, the answer with them.
-
-        The item runs on a fork of the "view" cache (the head without the examples, at the same
-        positions), so its tokens never attend to the examples, the part of the work that grows
-        with their length. Its keys and values are then appended to a fork of the head cache and
-        the tail and labels run on top of that: the answer sees instructions, examples and item.
-        """
-        import torch
-
-        assert lay.span is not None
-        s, e = lay.span
-        past = len(lay.head)
-        head, encoded = self._prefix_cache("head", lay.head)
-        if not item:  # no item tokens to hide from the examples: the exact prompt
-            return packed_pass(self._lm, self.plan, fork(head), past, [lay.tail], answers)[0], encoded
-        view, enc_view = self._prefix_cache("view", lay.head[:s] + lay.head[e:], [*range(s), *range(e, past)])
-        n = len(item)
-        view = fork(view)
-        self._lm(
-            input_ids=torch.tensor([item], device=self.device),
-            position_ids=torch.arange(past, past + n, device=self.device)[None],
-            use_cache=True,
-            logits_to_keep=1,
-            **{self.plan.cache_kw: view},
-        )
-        ext = fork(head)
-        for i, layer in enumerate(view.layers):
-            ext.update(layer.keys[:, :, -n:], layer.values[:, :, -n:], i)
-        row = packed_pass(self._lm, self.plan, ext, past + n, [lay.tail], answers)[0]
-        return row, encoded + enc_view
-
-    def _score_copy(self, item: list[int], lay: Layout, answers: list[list[int]]) -> tuple[list[float], int]:
-        """One item with the model's default masks on a deep copy of the prefix cache (or a fresh one)."""
-        import copy
-        import sys
-
-        encoded = 0
-        if self.reuse_prefix and not self._copy_fails:
-            head, encoded = self._prefix_cache("head", lay.head)
-            try:
-                cache = copy.deepcopy(head)
-            except Exception as exc:  # a cache holding something that cannot be copied: re-encode from now on
-                print(f"promptclf: cannot copy the prefix cache ({exc}); re-encoding it per item", file=sys.stderr)
-                self._copy_fails = True
-                self._caches.clear()
-        if not self.reuse_prefix or self._copy_fails:
-            cache = encode_prefix(self._lm, self.plan, lay.head)
-            encoded += len(lay.head)
-        return default_mask_item(self._lm, self.plan, cache, item + lay.tail, answers), encoded
 
 
 __all__ = ["DEFAULT_MODEL", "LocalProvider"]

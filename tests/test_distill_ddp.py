@@ -1,0 +1,140 @@
+"""``torchrun --nproc_per_node 2 -m promptclf distill``: real MiniLM LoRA on BBC News in 2 CPU processes (gloo).
+
+Checks that the DDP student loads and predicts like a single-process one trained with the same
+effective batch (2 processes x 8 = 1 x 16) and seed, that only rank 0 writes and prints, and that
+a run whose whole torchrun process group is SIGKILLed after a checkpoint resumes from it.
+
+"Like a single-process one" means: the same run-folder files, the same label set, every test row
+predicted, and on the gold test rows the same label on at least 85% of rows and accuracy within
+0.1. Not bit-identical: each rank draws its own dropout masks and pads its own half-batch.
+
+Runtime on 2 loaded CPU cores: about 5 minutes (three torchrun launches and one in-process run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("peft")
+
+from promptclf.data import bbc_sample, write_table  # noqa: E402
+from promptclf.distill import DistillOptions, distill  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--recipe", "minilm-lora", "--max-length", "64", "--patience", "0", "--test-fraction", "0.25"]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["OMP_NUM_THREADS"] = "1"  # one thread per rank: 2 ranks on 2 cores
+    env.pop("PROMPTCLF_DEBUG", None)
+    return env
+
+
+def _torchrun() -> list[str]:
+    # --standalone: a local rendezvous on a free port, so tests never collide on 29500
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "promptclf"]
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """160 BBC rows; the teacher label is the gold one (the runs are compared with each other, not with gold)."""
+    df = bbc_sample(160, seed=7)[["id", "text", "label"]].copy()
+    df["pred_label"], df["pred_status"] = df["label"], "ok"
+    return write_table(df, tmp_path_factory.mktemp("ddp") / "labeled.csv")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(labeled: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = labeled.parent / "ddp"
+    cmd = [*_torchrun(), "distill", str(labeled), "-o", str(out), *COMMON, "--epochs", "1", "--batch-size", "8"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+def test_ddp_student_loads_and_predicts_like_a_single_process_one(
+    labeled: Path, ddp_run: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    from promptclf.predict import Student
+
+    out2, res = ddp_run
+    run2 = json.loads((out2 / "run.json").read_text())
+    assert run2["train"]["processes"] == 2 and run2["train"]["effective_batch_size"] == 16
+    # rank 0 alone prints: one summary on stdout, one copy of each log line on stderr
+    assert res.stdout.count("gold test (") == 1, res.stdout
+    assert res.stderr.count("[distill] training minilm") == 1, res.stderr
+    assert "x 2 processes (batch 8/process, 16 per step)" in res.stderr
+    log = [json.loads(line) for line in (out2 / "train_log.jsonl").read_text().splitlines()]
+    assert sum("eval_macro_f1" in r for r in log) == 1  # one evaluation (1 epoch), logged once, not once per rank
+
+    out1 = labeled.parent / "single"
+    opts = DistillOptions.build(
+        recipe="minilm-lora", max_length=64, patience=0, test_fraction=0.25, epochs=1, batch_size=16
+    )
+    run1 = distill(labeled, out1, opts)
+    assert run1["train"]["processes"] == 1 and run1["train"]["effective_batch_size"] == 16
+    assert run1["train"]["steps"] == run2["train"]["steps"]  # the same number of optimizer steps
+
+    assert sorted(p.name for p in out1.iterdir()) == sorted(p.name for p in out2.iterdir())
+    assert run1["labels"] == run2["labels"] and run1["data"] == run2["data"]  # same split on every rank
+    p1 = pd.read_csv(out1 / "predictions.csv", keep_default_na=False)
+    p2 = pd.read_csv(out2 / "predictions.csv", keep_default_na=False)
+    assert p1["text"].tolist() == p2["text"].tolist() and len(p2) == run2["n_items"] > 30
+
+    student = Student.load(out2)
+    again = student.predict(p2["text"].tolist(), batch_size=5)
+    assert [lab for lab, _ in again] == p2["pred"].tolist()  # the saved DDP student reloads to its own predictions
+    same = (p1["pred"] == p2["pred"]).mean()
+    assert same >= 0.85, (same, run1["metrics"]["accuracy"], run2["metrics"]["accuracy"])
+    assert abs(run1["metrics"]["accuracy"] - run2["metrics"]["accuracy"]) <= 0.1
+    majority = p2["gold"].value_counts().iloc[0] / len(p2)
+    assert run2["metrics"]["accuracy"] > majority + 0.2  # it learned something, not a constant
+
+
+def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resume"
+    args = ["distill", str(labeled), "-o", str(out), *COMMON, "--max-steps", "12", "--eval-steps", "3"]
+    args += ["--batch-size", "8", "--logging-steps", "1"]
+    # its own session, so that one killpg reaches torchrun and both workers
+    proc = subprocess.Popen(
+        [*_torchrun(), *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    ckpt = out / "checkpoints" / "checkpoint-3"
+    deadline = time.time() + 600
+    try:
+        while not (ckpt / "trainer_state.json").exists():
+            assert proc.poll() is None, f"training exited early: {proc.stderr.read() if proc.stderr else ''}"
+            assert time.time() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a step or so past the checkpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "run.json").exists()  # killed mid-training
+    killed_log = (out / "train_log.jsonl").read_text().splitlines()
+    assert killed_log, "the killed run logged no step"
+
+    res = subprocess.run([*_torchrun(), *args], env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stderr and "checkpoint-" in res.stderr
+    assert "resumed at step" in res.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["resumed_from_step"] >= 3 and run["train"]["steps"] == 12
+    assert run["train"]["processes"] == 2
+    assert run["train"]["time_s"] > run["train"]["session_time_s"]  # includes the killed session's time
+    # the resumed session logged steps after the checkpoint only, not from step 1 again
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    resumed = steps[len(killed_log) :]
+    assert resumed and min(resumed) > run["train"]["resumed_from_step"], steps
