@@ -120,7 +120,6 @@ class _SigintToFlag:
     def __init__(self, flag: threading.Event):
         self.flag = flag
         self.old: Any = None
-        self.first = 0.0
 
     def __enter__(self) -> _SigintToFlag:
         if threading.current_thread() is threading.main_thread():
@@ -128,13 +127,11 @@ class _SigintToFlag:
         return self
 
     def _handle(self, signum, frame):  # type: ignore[no-untyped-def]
-        # Under torchrun a Ctrl-C reaches each worker twice (from the terminal, then forwarded by
-        # torchrun): a second one within a second is that echo, not a request to abort.
-        if self.flag.is_set() and time.monotonic() - self.first > 1.0:
-            raise KeyboardInterrupt
+        # Under torchrun the workers sit in sessions of their own: a Ctrl-C reaches torchrun, which
+        # forwards one SIGINT to each and waits 30 s before killing them; the ranks then agree on
+        # the step to stop after (see Progress.on_step_end).
         if self.flag.is_set():
-            return
-        self.first = time.monotonic()
+            raise KeyboardInterrupt
         self.flag.set()
         _log("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
 
@@ -326,7 +323,9 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
 
     stop = threading.Event()
     times_path = out / "train_time.json"
-    last = _last_complete_checkpoint(out / "checkpoints")
+    # Rank 0 picks the checkpoint, so that every rank resumes from the same step (another rank could
+    # otherwise see a checkpoint rank 0 was still writing when it was killed, or none at all).
+    last = distributed.broadcast(_last_complete_checkpoint(out / "checkpoints") if distributed.is_main() else None)
     before = 0.0
     if last:
         step = last.rsplit("-", 1)[-1]

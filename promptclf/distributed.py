@@ -13,6 +13,7 @@ imported only when a group is really set up.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -73,9 +74,33 @@ def setup() -> None:
 
     if dist.is_initialized():
         return
+    _die_with_launcher()
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=backend(), timeout=GROUP_TIMEOUT)
+
+
+def _die_with_launcher() -> None:
+    """Stop this rank when torchrun itself dies (Linux).
+
+    torchrun starts each worker in a session of its own, so a ``kill -9`` of torchrun (or of its
+    process group) leaves the workers training on as orphans; a rerun would then write into the
+    same folder as they do. With the parent-death signal the kernel kills them with it, as a
+    crash of the whole machine would, and the rerun resumes from the last checkpoint.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: orphans are then possible, as without this
+        return
+    if os.getppid() != parent:  # the launcher died before the call took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _group_ready() -> bool:

@@ -99,6 +99,11 @@ class Labeler:
         kind = self._provider.kind if self._provider is not None else ("scoring" if self.provider_name == "local" else "chat")
         if self.options.calibrate and kind != "scoring":
             raise ConfigError(f"{CALIBRATE_NEEDS_SCORING} (provider {self.provider_name} is a chat provider)")
+        if self.options.batch_api and self.provider_name not in ("openai", "together"):
+            raise ConfigError(
+                f"--batch-api needs a provider with a batch endpoint (openai or together), not {self.provider_name!r} "
+                "(with --provider auto: set TOGETHER_API_KEY or OPENAI_API_KEY, or pass --provider); or drop --batch-api"
+            )
 
     def load_provider(self) -> None:
         """Load a local model now, before any progress bar: a model that cannot load then fails with

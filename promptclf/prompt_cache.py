@@ -70,11 +70,12 @@ def estimate(
             f"(${full - saving:.4f} with the cache)"
         )
     elif prefix_tokens and requests > 1:
-        why = (
-            f"under the {price.cache_min_tokens:,}-token minimum"
-            if not cacheable
-            else "no cached-input price for this model in the price table"
-        )
+        if not cacheable:
+            why = f"under the {price.cache_min_tokens:,}-token minimum"
+        elif batch and price.batch_known:
+            why = "no batch_cached_input price for this model in the price table"
+        else:
+            why = "no cached_input price for this model in the price table"
         notes.append(f"prompt cache: static prefix {count_note(prefix_tokens)} tokens; no saving ({why})")
     return {
         "est_cost_usd": full,

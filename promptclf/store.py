@@ -117,7 +117,12 @@ class Store:
                 for table, column, decl in _ADDED_COLUMNS:
                     have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
                     if column not in have:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                        try:
+                            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                        except sqlite3.OperationalError as exc:
+                            # Another connection opening the same store added it a moment ago.
+                            if "duplicate column" not in str(exc):
+                                raise
                 self._db.commit()
                 return
             except sqlite3.OperationalError as exc:

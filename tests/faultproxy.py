@@ -197,9 +197,7 @@ def edit_content(text: str, fault: Fault) -> str | None:
 _ITEM_OBJ = re.compile(rb"\{[^{}]*\}")
 
 
-def reorder_answer(
-    text: str, logprobs: list[dict[str, Any]] | None
-) -> tuple[str, list[dict[str, Any]] | None] | None:
+def reorder_answer(text: str, logprobs: list[dict[str, Any]] | None) -> tuple[str, list[dict[str, Any]] | None] | None:
     """The answer with its item objects in reverse order, the separators between them kept.
 
     The text is edited byte for byte (never re-serialised), and the token logprobs move with

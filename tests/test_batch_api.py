@@ -239,6 +239,12 @@ def test_refused_where_there_is_no_batch_endpoint(workdir, tmp_path):
         main, ["label", str(workdir / "news.csv"), "--provider", "local", "--batch-api", "--labels", TOPICS]
     )
     assert res.exit_code == 2 and "the local model has none" in res.output
+    # --provider auto with no key resolves to the local model: refused before any work.
+    res = CliRunner().invoke(
+        main, ["label", str(workdir / "news.csv"), "--batch-api", "--labels", TOPICS, "-o", str(tmp_path / "a.csv")],
+        env={"OPENAI_API_KEY": None, "TOGETHER_API_KEY": None, "OPENAI_BASE_URL": None, "PROMPTCLF_STORE": str(tmp_path / "a.sqlite")},
+    )  # fmt: skip
+    assert res.exit_code == 2 and "needs a provider with a batch endpoint" in res.output, res.output
 
     # A server without batch endpoints (like llama.cpp, vLLM or Ollama): GET /v1/batches is a 404.
     class NotFound(BaseHTTPRequestHandler):

@@ -2,7 +2,7 @@
 
 Checks that the DDP student loads and predicts like a single-process one trained with the same
 effective batch (2 processes x 8 = 1 x 16) and seed, that only rank 0 writes and prints, and that
-a run whose whole torchrun process group is SIGKILLed after a checkpoint resumes from it.
+a run whose torchrun is SIGKILLed after a checkpoint takes its workers with it and resumes from it.
 
 "Like a single-process one" means: the same run-folder files, the same label set, every test row
 predicted, and on the gold test rows the same label on at least 85% of rows and accuracy within
@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("peft")
+psutil = pytest.importorskip("psutil")  # installed with accelerate
 
 from promptclf.data import bbc_sample, write_table  # noqa: E402
 from promptclf.distill import DistillOptions, distill  # noqa: E402
@@ -118,10 +119,18 @@ def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path
             assert time.time() < deadline, "no checkpoint within 10 minutes"
             time.sleep(0.05)
         time.sleep(1.0)  # a step or so past the checkpoint
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2, workers
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # torchrun puts each worker in a session of its own: they must die with it (parent-death signal),
+    # not train on as orphans beside the rerun
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    for w in alive:
+        w.kill()
+    assert not alive, f"workers outlived torchrun: {alive}"
     assert not (out / "run.json").exists()  # killed mid-training
     killed_log = (out / "train_log.jsonl").read_text().splitlines()
     assert killed_log, "the killed run logged no step"

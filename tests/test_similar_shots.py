@@ -180,6 +180,26 @@ def test_dry_run_shows_the_first_request_with_its_own_shots(
     assert (est["requests"], est["shots"], est["items"]) == (len(batches), 20, 40)
 
 
+def test_cli_dry_run_with_similar_shots(
+    news: pd.DataFrame, store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from promptclf.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # nothing is sent
+    src = tmp_path / "news.csv"
+    news.to_csv(src, index=False)
+    args = ["label", str(src), "--provider", "openai", "--shots", "2", "--shot-selection", "similar"]
+    res = CliRunner().invoke(main, [*args, "--shot-pool", "4", "--batch-size", "5", "--store", store_path, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "# rows 60: 40 to label, 20 pool examples (2 per class per prompt, the nearest)" in res.output
+    assert "8 requests" in res.output
+    assert res.output.count("Label: ") == 10  # the first request's 2 x 5 nearest examples
+    res = CliRunner().invoke(main, [*args, "--shot-pool", "1", "--dry-run"])
+    assert res.exit_code != 0 and "--shot-pool 1 is smaller than --shots 2" in res.output
+
+
 @pytest.mark.slow
 def test_local_dry_run_counts_a_prefix_per_text(news: pd.DataFrame, store_path: str) -> None:
     def estimate(selection: str) -> tuple[dict, Labeler]:

@@ -13,7 +13,7 @@ def _fmt_summary(rec: dict) -> str:
     st = rec["statuses"]
     lines = [
         f"labeled {rec['n_items']:,} rows with {rec['provider']}:{rec['model']}"
-        + (f" ({rec['n_shots']} shot rows not scored)" if rec["n_shots"] else ""),
+        + (f" ({st['shot']} shot rows not scored)" if st.get("shot") else ""),  # --examples rows are not input rows
         "  status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.items())),
         f"  coverage: {rec['coverage']:.1%}",
     ]

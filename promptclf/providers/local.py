@@ -226,8 +226,9 @@ class LocalProvider:
     OpenMP threads wait for each other at every op. ``shot_attention``: ``"full"`` (default) or
     ``"answer"``, for requests that mark their few-shot examples (:attr:`ScoreRequest.examples`);
     see the module docstring. ``items_per_pass``: items scored per forward pass, padded, behind
-    the shared prefix; None: 8 on CUDA, 1 on CPU (where one item per pass is as fast and pads
-    would only add work). ``dtype``: None loads bfloat16 on CUDA and float32 on CPU.
+    the shared prefix (same scores); None: 8 on CUDA, 1 on CPU (the measured CPU path stays the
+    default: 8 per pass was 1.0-1.2x on SmolLM2, bench/results/local_gpu.txt). ``dtype``: None
+    loads bfloat16 on CUDA and float32 on CPU.
     ``prefix_mode``: how the prefix cache is reused (:mod:`promptclf.providers.local_cache`);
     ``"auto"`` picks ``"shared"`` where the model's masks can be rebuilt exactly, else ``"copy"``.
     """
