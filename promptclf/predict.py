@@ -15,6 +15,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,11 @@ class Student:
             model = _reduce_precision(model, dtype, spec, device)
         return cls(model, tok, spec, device)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 32) -> Any:
-        """(n_texts, n_labels) numpy array of probabilities, rows in input order."""
+    def predict_proba(
+        self, texts: list[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None
+    ) -> Any:
+        """(n_texts, n_labels) numpy array of probabilities, rows in input order.
+        ``on_batch(n)`` is called after each batch of ``n`` texts (a progress bar)."""
         import numpy as np
         import torch
 
@@ -139,6 +143,8 @@ class Student:
                     scores = self.model(**enc).logits.float()
                 probs[idx] = torch.softmax(scores.float(), dim=-1).cpu().numpy()
                 self.last_batch_s.append(time.perf_counter() - t0)
+                if on_batch is not None:
+                    on_batch(len(idx))
         return probs
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[tuple[str, float]]:
@@ -211,7 +217,8 @@ def predict_file(
         with TableWriter(output) as writer:
             for chunk in itertools.chain([first], chunks):
                 check_columns(chunk, [text_col], input_path, "--text-col")
-                probs = student.predict_proba([cell_text(v) for v in chunk[text_col]], batch_size=batch_size)
+                texts = [cell_text(v) for v in chunk[text_col]]
+                probs = student.predict_proba(texts, batch_size=batch_size, on_batch=bar.update if bar else None)
                 best = probs.argmax(-1)
                 chunk["pred_label"] = [student.labels[j] for j in best]
                 chunk["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
@@ -220,8 +227,6 @@ def predict_file(
                         chunk[f"prob_{lab}"] = probs[:, j].round(6)
                 writer.write(chunk)
                 rows += len(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()

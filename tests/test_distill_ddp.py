@@ -147,3 +147,36 @@ def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     resumed = steps[len(killed_log) :]
     assert resumed and min(resumed) > run["train"]["resumed_from_step"], steps
+
+
+SCRIPT = """
+from promptclf import distributed
+from promptclf.distill import DistillData, _same_data_on_every_rank
+from promptclf.errors import TrainingError
+
+distributed.setup()
+r = distributed.rank()
+print(f"rank {r}: broadcast {distributed.broadcast(f'from {r}')}; gathered {distributed.all_gather(r)}; "
+      f"any {distributed.any_rank(r == 1)} {distributed.any_rank(False)}", flush=True)
+same = DistillData(labels=["a", "b"], train_texts=["x", "y"], train_y=[0, 1], val_texts=["v"], val_y=[0])
+_same_data_on_every_rank(same)
+other = DistillData(labels=["a", "b"], train_texts=["x", "y" if r == 0 else "z"], train_y=[0, 1], val_texts=["v"], val_y=[0])
+try:
+    _same_data_on_every_rank(other)
+except TrainingError as exc:
+    print(f"rank {r}: refused: {exc}", flush=True)
+distributed.teardown()
+"""
+
+
+def test_collectives_and_a_rank_with_other_data_is_refused(tmp_path: Path) -> None:
+    """Real gloo collectives in 2 processes; ranks that prepared different training data stop with the reason."""
+    script = tmp_path / "ranks.py"
+    script.write_text(SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for r in (0, 1):
+        assert f"rank {r}: broadcast from 0; gathered [0, 1]; any True False" in res.stdout, res.stdout
+        assert f"rank {r}: refused: the ranks prepared different training data" in res.stdout, res.stdout
+    assert "every rank must read the same input file" in res.stdout
