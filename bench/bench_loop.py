@@ -19,8 +19,8 @@ Steps, each through the ``promptclf`` CLI as a user runs it (subprocesses):
 Targets: (1) a student on the teacher's labels is at least as accurate as the teacher on the
 gold test rows; (2) the review queue's top 10% holds wrong labels at >= 3x the teacher's error rate.
 
-    python bench/bench_loop.py > bench/results/loop.txt      # ~15-25 min on 2 loaded cores
-    python bench/bench_loop.py --n 400 --epochs 1             # a quick look
+    OMP_NUM_THREADS=1 python bench/bench_loop.py > bench/results/loop.txt   # ~18 min on 2 cores at load ~17
+    python bench/bench_loop.py --n 250 --epochs 0.5                          # a quick look (plumbing only)
 
 Figures go to stdout; progress to stderr.
 """
@@ -79,10 +79,10 @@ def _cli_parallel(jobs: dict[str, list[str]], env: dict[str, str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1500, help="BBC News articles sampled (stratified)")
+    p.add_argument("--n", type=int, default=1000, help="BBC News articles sampled (stratified)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="gold test split, never trained on")
     p.add_argument("--accuracy", type=float, default=0.85, help="the simulated teacher's accuracy")
-    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--top", default="10%", help="review queue size")

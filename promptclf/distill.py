@@ -256,7 +256,9 @@ def _evaluate(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, 
 
 def _same_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     keys = (set(saved) | set(now)) - _RESUME_NEUTRAL
-    return sorted(k for k in keys if saved.get(k) != now.get(k))
+    # An option a folder's options.json predates (added to DistillOptions later) had its default then.
+    defaults = {k: f.default for k, f in DistillOptions.model_fields.items()}
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != now.get(k))
 
 
 def distill(

@@ -64,11 +64,13 @@ def _load(source: str) -> tuple[Any, Any]:
     """Tokenizer and model, loaded once per process (embed may be called from several stages)."""
     with _lock:
         if source not in _loaded:
+            import torch
             from transformers import AutoModel, AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(source)
             mdl = AutoModel.from_pretrained(source)
-            mdl.eval()
+            # A GPU when there is one: 100,000 texts take minutes there, an hour or more on a few CPU cores.
+            mdl.to("cuda" if torch.cuda.is_available() else "cpu").eval()
             _loaded[source] = (tok, mdl)
         return _loaded[source]
 
@@ -93,11 +95,12 @@ def _encode(texts: list[str], source: str, batch_size: int, progress: bool) -> n
             enc = tok(
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             )
+            enc = {k: v.to(mdl.device) for k, v in enc.items()}
             hidden = mdl(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            out[idx] = pooled.float().numpy()
+            out[idx] = pooled.float().cpu().numpy()
             if bar is not None:
                 bar.update(len(idx))
     if bar is not None:

@@ -38,14 +38,16 @@ class TableWriter:
         self._writer: Any = None
         self._schema: Any = None
         self._held: list[pd.DataFrame] = []
+        self._header = False  # CSV/TSV: written with the first chunk
         if self.fmt in ("csv", "tsv", "jsonl"):
             self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
 
     def write(self, df: pd.DataFrame) -> None:
         """Append ``df`` (same columns as the first chunk)."""
         if self.fmt in ("csv", "tsv"):
-            text = df.to_csv(index=False, header=self.rows == 0, sep="\t" if self.fmt == "tsv" else ",")
+            text = df.to_csv(index=False, header=not self._header, sep="\t" if self.fmt == "tsv" else ",")
             self._file.write(text)
+            self._header = True
         elif self.fmt == "jsonl":
             if len(df):
                 text = df.to_json(orient="records", lines=True, force_ascii=False)

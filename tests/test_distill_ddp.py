@@ -180,3 +180,50 @@ def test_collectives_and_a_rank_with_other_data_is_refused(tmp_path: Path) -> No
         assert f"rank {r}: broadcast from 0; gathered [0, 1]; any True False" in res.stdout, res.stdout
         assert f"rank {r}: refused: the ranks prepared different training data" in res.stdout, res.stdout
     assert "every rank must read the same input file" in res.stdout
+
+
+def test_qlora_lm_head_in_two_processes(tmp_path: Path) -> None:
+    """QLoRA (real bitsandbytes 4-bit layers on CPU) with the LM head under torchrun: each rank scores its share
+    of the validation texts and the gathered metric is the one a single process computes over all of them."""
+    pytest.importorskip("bitsandbytes")
+    import random
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from promptclf.resources import smollm2_gguf
+
+    model_dir = tmp_path / "tinyllama"
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cfg = LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tok), max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    rng = random.Random(0)
+    words = {"sport": "goal match team league cup final", "business": "shares profit market bank bond trade"}
+    rows = [
+        {"text": " ".join(rng.choices(words[lab].split(), k=rng.randint(4, 9))), "pred_label": lab}
+        for lab in ("sport", "business")
+        for _ in range(32)
+    ]
+    data = write_table(pd.DataFrame(rows), tmp_path / "two.csv")
+    out = tmp_path / "q"
+    cmd = [*_torchrun(), "distill", str(data), "-o", str(out), "--student", str(model_dir), "--method", "qlora"]
+    cmd += ["--head", "lm", "--allow-cpu", "--max-steps", "16", "--eval-steps", "8", "--lr", "1e-2"]
+    cmd += ["--batch-size", "4", "--max-length", "32", "--patience", "0", "--val-fraction", "0.25"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    tr = run["train"]
+    assert tr["processes"] == 2 and tr["effective_batch_size"] == 8 and tr["steps"] == 16
+    assert run["data"]["val_rows"] == 16  # an even share for each rank: 8 texts each
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "eval_macro_f1" in r]
+    assert [r["step"] for r in evals] == [8, 16]  # once per evaluation, not once per rank
+    if tr["reload_same_labels"]:  # the reloaded student gives the trained one's labels: metrics must agree
+        assert tr["best_val_macro_f1"] == pytest.approx(run["metrics_validation"]["macro_f1"], abs=1e-9)
