@@ -1,8 +1,9 @@
 """Distillation in one process against two (``torchrun --nproc_per_node 2``, gloo, CPU).
 
-The same MiniLM LoRA student (recipe ``minilm-lora``) on the same BBC News rows, once with one
-process at ``--batch-size 2B`` and once with two processes at ``--batch-size B`` each (the same
-effective batch, the same seed, so the same number of optimizer steps). Prints, for each: the
+The same MiniLM LoRA student (recipe ``minilm-lora``) on the same BBC News rows, with one
+process at ``--batch-size 2B`` (1 thread, then 2 threads) and with two 1-thread processes at
+``--batch-size B`` each (the same effective batch, the same seed, so the same number of optimizer
+steps). Prints, for each: the
 command's wall time, the training time and examples/s from ``run.json``, gold-test accuracy and
 macro-F1; then the share of test rows both students label the same and the largest difference
 in the predicted label's probability.
@@ -52,19 +53,17 @@ def main() -> None:
     )
     print(f"# cores {os.cpu_count()}, load average before {os.getloadavg()}")
     runs = {}
-    for name, launcher, batch in (
-        ("1 process", [sys.executable, "-m", "promptclf"], 2 * args.batch),
-        (
-            "2 processes",
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "promptclf"],
-            args.batch,
-        ),
+    one = [sys.executable, "-m", "promptclf"]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "promptclf"]
+    for name, launcher, batch, threads in (
+        ("1 process, 1 thread", one, 2 * args.batch, 1),
+        ("1 process, 2 threads", one, 2 * args.batch, 2),  # the same 2 cores as the two 1-thread ranks
+        ("2 processes", two, args.batch, 1),
     ):
-        out = work / name.replace(" ", "_")
+        out = work / name.replace(" ", "_").replace(",", "")
         t0 = time.perf_counter()
         cmd = [*launcher, "distill", str(data), "-o", str(out), *common, "--batch-size", str(batch)]
-        if name == "1 process":
-            cmd += ["--threads", "2"]  # the same 2 cores as the two 1-thread ranks
+        cmd += ["--threads", str(threads)]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if res.returncode:
@@ -73,16 +72,16 @@ def main() -> None:
         runs[name] = (out, run)
         tr, m = run["train"], run["metrics"]
         print(
-            f"{name:12s} batch {batch:2d}/process  steps {tr['steps']}  command {wall:6.1f} s  train {tr['time_s']:6.1f} s  "
+            f"{name:21s} batch {batch:2d}/process  steps {tr['steps']}  command {wall:6.1f} s  train {tr['time_s']:6.1f} s  "
             f"{tr['examples_per_s']:6.2f} examples/s  test accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
             f"(n={m['n_gold']})"
         )
-    p1 = pd.read_csv(runs["1 process"][0] / "predictions.csv", keep_default_na=False)
+    p1 = pd.read_csv(runs["1 process, 1 thread"][0] / "predictions.csv", keep_default_na=False)
     p2 = pd.read_csv(runs["2 processes"][0] / "predictions.csv", keep_default_na=False)
     assert p1["text"].tolist() == p2["text"].tolist()
     same = (p1["pred"] == p2["pred"]).mean()
     print(
-        f"same label on {same:.4f} of {len(p1)} test rows; max |prob difference| {(p1['prob'] - p2['prob']).abs().max():.4f}"
+        f"2 processes vs 1 process, 1 thread: same label on {same:.4f} of {len(p1)} test rows; max |prob difference| {(p1['prob'] - p2['prob']).abs().max():.4f}"
     )
     print(f"# load average after {os.getloadavg()}")
 

@@ -8,7 +8,7 @@ a run whose torchrun is SIGKILLed after a checkpoint takes its workers with it a
 predicted, and on the gold test rows the same label on at least 85% of rows and accuracy within
 0.1. Not bit-identical: each rank draws its own dropout masks and pads its own half-batch.
 
-Runtime on 2 loaded CPU cores: about 5 minutes (three torchrun launches and one in-process run).
+Runtime on 2 loaded CPU cores (load average ~15): about 8 minutes (five torchrun launches, one in-process run).
 """
 
 from __future__ import annotations

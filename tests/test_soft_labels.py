@@ -144,3 +144,14 @@ def test_soft_options_saved_and_described(soft_vs_hard: dict) -> None:
 
     assert "soft labels, T=2" in load_run(folder).describe()
     assert "soft" not in load_run(soft_vs_hard["hard"][0]).describe()
+
+
+def test_run_folders_from_before_these_options_still_resume() -> None:
+    """An options.json written before --soft/--exclude existed compares equal when they are at their defaults."""
+    from promptclf.distill import _same_options
+
+    now = DistillOptions.build().model_dump(mode="json")
+    new = ("soft", "temperature", "probs_col", "exclude", "corrections", "fallback_col")
+    old = {k: v for k, v in now.items() if k not in new}
+    assert _same_options(old, now) == []
+    assert _same_options(old, DistillOptions.build(soft=True).model_dump(mode="json")) == ["soft"]
