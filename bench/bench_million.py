@@ -234,7 +234,10 @@ def bench_predict(work: Path, src: Path, sents: dict[str, str], a: argparse.Name
     part = work / f"predict{n}.parquet"
     pd.read_csv(src, dtype=str, nrows=n).to_parquet(part, index=False, row_group_size=10_000)
     out = work / "predicted.csv"
-    print(f"## predict: {n:,} rows (Parquet, row groups of 10,000) with --dtype int8, {a.threads} threads")
+    print(
+        f"## predict: {n:,} rows (Parquet, row groups of 10,000) with --dtype int8, {a.threads} threads, "
+        f"--chunk-rows {a.predict_chunk_rows:,}"
+    )
     print(f"before: {load()}")
 
     def rows_done() -> int:
@@ -245,7 +248,7 @@ def bench_predict(work: Path, src: Path, sents: dict[str, str], a: argparse.Name
             return 0
 
     cmd = [sys.executable, "-m", "promptclf", "predict", str(student), str(part), "-o", str(out), "--dtype", "int8",
-           "--chunk-rows", "8192"]  # fmt: skip
+           "--chunk-rows", str(a.predict_chunk_rows)]  # fmt: skip
     w = Watch(cmd, env, work / "predict.log", rows_done, every=2.0)
     rc, wall, peak = w.wait()
     assert rc == 0, (work / "predict.log").read_text()[-3000:]
@@ -272,6 +275,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--chunk-rows", type=int, default=10_000)
     ap.add_argument("--predict-rows", type=int, default=50_000)
+    ap.add_argument("--predict-chunk-rows", type=int, default=8192, help="predict --chunk-rows")
     ap.add_argument("--student", help="an existing student run folder (default: train one here)")
     ap.add_argument("--train-steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)

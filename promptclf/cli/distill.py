@@ -138,7 +138,6 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
     """
     from ..distill import DistillOptions
     from ..distill import distill as run_distill
-
     from ..distributed import is_main
 
     opts = DistillOptions.build(recipe=recipe, **options)

@@ -31,6 +31,7 @@ measures both.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from pathlib import Path
@@ -98,8 +99,12 @@ def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "promptclf" / "models"
 
 
+# GGUF files above this size are not copied to float32 (see _float32_copy); PROMPTCLF_GGUF_COPY_MAX_MB overrides.
+_COPY_MAX_BYTES = int(float(os.environ.get("PROMPTCLF_GGUF_COPY_MAX_MB", "1024")) * 2**20)
+
+
 def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """For a GGUF model, a float32 safetensors copy in the cache folder, made on first use.
+    """For a GGUF model up to 1 GB, a float32 safetensors copy in the cache folder, made on first use.
 
     transformers dequantises GGUF in Python (about 30 s for SmolLM2-135M on 2 cores, tokenizer
     included) on every load; the copy loads in under a second. The copy is keyed by the GGUF's
@@ -115,6 +120,10 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
         st = src.stat()
     except OSError as exc:
         raise InputError(f"local model {str(src)!r} cannot be read: {exc.strerror or exc}") from exc
+    if st.st_size > _COPY_MAX_BYTES:
+        # A quantised GGUF grows ~4-8x when dequantised: an 8B model would write ~32 GB to the home
+        # cache. Big models are loaded from the GGUF each time (slower start, no disk blow-up).
+        return path, kwargs
     dest = _cache_root() / f"{src.stem}-{st.st_size}-{int(st.st_mtime)}"
     with _CONVERT_LOCK:
         if (dest / "model.safetensors").is_file():
