@@ -12,7 +12,6 @@ the :class:`Labeler` (setup, progress, accounting, dry run, summary) and :func:`
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 import threading
@@ -24,17 +23,17 @@ from typing import Any
 
 import pandas as pd
 
-from .chat_runner import ChatRunner, chat_mode, format_instructions
+from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .errors import AuthenticationError, ConfigError, InputError, Interrupted
-from .jobs import Job, RowResult, Stats, Tally, Task, clip_text, prepare_job, prompt_builder
+from .jobs import Job, RowResult, Stats, Tally, Task, prepare_job, prompt_builder
 from .label_stream import INTERRUPTED, INTERRUPTED_REASON, label_stream
 from .options import CALIBRATE_NEEDS_SCORING, LabelOptions
 from .pricing import Price, load_prices, price_for
-from .prompts import Item, PromptBuilder
+from .prompts import PromptBuilder
 from .providers import Provider, make_provider, resolve_provider
 from .providers.base import Usage
-from .scoring_runner import CONTENT_FREE, run_scoring, score_groups
+from .scoring_runner import run_scoring
 from .store import Store
 
 # Re-exported: these records lived here before the runners had their own modules.
@@ -96,7 +95,11 @@ class Labeler:
     def check_provider(self) -> None:
         """Refuse options the provider cannot honour, before any work (with --provider auto the
         provider is only known now)."""
-        kind = self._provider.kind if self._provider is not None else ("scoring" if self.provider_name == "local" else "chat")
+        kind = (
+            self._provider.kind
+            if self._provider is not None
+            else ("scoring" if self.provider_name == "local" else "chat")
+        )
         if self.options.calibrate and kind != "scoring":
             raise ConfigError(f"{CALIBRATE_NEEDS_SCORING} (provider {self.provider_name} is a chat provider)")
         if self.options.batch_api and self.provider_name not in ("openai", "together"):
@@ -211,84 +214,11 @@ class Labeler:
 
     # -- dry run ----------------------------------------------------------------------------
     def dry_run(self, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input") -> dict[str, Any]:
-        """Render the first prompt, count its tokens and estimate the whole job. Sends nothing."""
-        job = self.prepare(df, examples, source)
-        assert self.prompts is not None
-        o = self.options
-        n = len(job.todo)
-        if n == 0:
-            raise InputError(f"{source}: no row to label (every row is a shot or has an empty text)")
-        provider_kind = "scoring" if self.provider_name == "local" else "chat"
-        count = self.provider.count_tokens
-        if provider_kind == "scoring":
-            groups = score_groups(job, self.prompts, o.batch_size)
-            parts = groups[0][0]
-            system, prefix, suffix = parts.system, parts.prefix, parts.suffix
-            first = job.texts[groups[0][1][0]]
-            prompt = f"[system]\n{system}\n\n[user]\n{prefix}{clip_text(first, o.max_chars)}{suffix}"
-            cap = getattr(self.provider, "max_item_tokens", None) or math.inf  # the local model cuts long items
-            item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
-            # The shared prefix is encoded once and its cache reused for every batch; each item
-            # adds its own tokens, the suffix, and every label's tokens (scored side by side).
-            # Similar shots give texts their own prefixes: each distinct one is encoded once.
-            layout = getattr(self.provider, "layout_tokens", None)
-            heads: dict[str, int] = {}
-            for p, _ in groups:
-                if p.prefix not in heads:
-                    heads[p.prefix] = layout(system, p.prefix, suffix)[0] if layout else count(system + p.prefix)
-            tail = layout(system, prefix, suffix)[1] if layout else count(suffix)
-            per_item = tail + sum(count(name) for name in job.labels.names)
-            prompt_tokens = sum(heads.values()) + item_tokens + n * per_item
-            completion_tokens = 0
-            requests = len(groups)
-            if o.calibrate:  # one more request: the content-free inputs through the same prompt
-                prompt_tokens += sum(count(cf) + per_item for cf in CONTENT_FREE)
-                requests += 1
-        else:
-            fmt = format_instructions(chat_mode(o, self.provider), job.labels)
-            batches = [job.todo[i : i + o.batch_size] for i in range(0, n, o.batch_size)]
-            prompt_tokens = 0
-            prompt = ""
-            firsts = []  # the first requests' messages: their common head is the cacheable prefix
-            for b, rows in enumerate(batches):
-                msgs = self.prompts.batch_messages(
-                    [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)],
-                    format_instructions=fmt,
-                    shots=job.shots_for(rows) if job.similar is not None else None,
-                )
-                prompt_tokens += sum(count(m["content"]) for m in msgs)
-                if b < 3:
-                    firsts.append(msgs)
-                if b == 0:
-                    prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
-            completion_tokens = n * 12
-            requests = len(batches)
-        from .prompt_cache import estimate, static_prefix
+        """Render the first prompt, count its tokens and estimate the whole job. Sends nothing
+        (:func:`promptclf.dry_run.dry_run`)."""
+        from .dry_run import dry_run
 
-        prefix = static_prefix(firsts) if provider_kind == "chat" else ""
-        approx = "" if provider_kind == "scoring" else "≈"
-        price_est = estimate(
-            self.price, Usage(prompt_tokens, completion_tokens), requests, count(prefix) if prefix else 0,
-            batch=o.batch_api, count_note=lambda t: f"{approx}{t:,}",
-        )  # fmt: skip
-        cost = price_est.pop("est_cost_usd")
-        return {
-            **price_est,  # prefix_tokens, est_cached_prompt_tokens, est_cache_saving_usd, notes
-            "provider": self.provider_name,
-            "model": self.model,
-            "rows": len(job.results),
-            "items": n,
-            "shots": len(job.shots),
-            "skipped": sum(1 for r in job.results if r.status == "error"),
-            "requests": requests,
-            "prompt": prompt,
-            "first_prompt_tokens": count(prompt),
-            "est_prompt_tokens": prompt_tokens,
-            "est_completion_tokens": completion_tokens,
-            "est_cost_usd": cost,
-            "price_known": self.price.known,
-            "tokens_exact": provider_kind == "scoring",
-        }
+        return dry_run(self, df, examples, source)
 
     # -- summary ----------------------------------------------------------------------------
     def _items_per_s(self, n_items: int) -> float:
