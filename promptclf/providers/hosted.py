@@ -127,6 +127,7 @@ class HostedProvider:
         # the first time the server rejects the parameter and accepts the request without it.
         self.top_logprobs = top_logprobs or None
         self.logprobs_rejected: str | None = None
+        self._hung: set[int] = set()  # requests a server timed out on while asked for logprobs
         env = KEY_ENV[name]
         key = os.environ.get(env)
         if not key:
@@ -169,15 +170,25 @@ class HostedProvider:
             kwargs = {"max_tokens": max_tokens}
         kwargs.update(structured_output(schema, mode))
         # OpenAI's form (Together and vLLM/llama.cpp take it too). Tool calls carry no logprobs.
-        asked = self.top_logprobs is not None and self.logprobs_rejected is None and mode != "tools"
+        chat = [(m["role"], m["content"]) for m in messages]
+        fingerprint = hash((tuple(chat), max_tokens))
+        asked = (
+            self.top_logprobs is not None
+            and self.logprobs_rejected is None
+            and mode != "tools"
+            and fingerprint not in self._hung
+        )
         if asked:
             kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
-        chat = [(m["role"], m["content"]) for m in messages]
         start = time.perf_counter()
         try:
             try:
                 msg = llm.bind(**kwargs).invoke(chat)
             except Exception as exc:
+                if asked and self.base_url and type(exc).__name__ == "APITimeoutError":
+                    # llama-cpp-python's server never answers a request that asks for logprobs once the
+                    # answer reaches max_tokens: the transport retry of this request goes without them.
+                    self._hung.add(fingerprint)
                 if not (asked and getattr(exc, "status_code", None) in (400, 422)):
                     raise
                 # Maybe the parameter it rejects is logprobs: ask again without it, and if that
