@@ -252,7 +252,11 @@ class ChatRunner:
             key, eng.run_id, eng.provider_name, eng.model, "ok", None,
             u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
         )  # fmt: skip
-        return {"key": key, "parsed": parsed, "conf": item_confidence(result.text, logprobs, parsed.labels, self.job.labels)}
+        return {
+            "key": key,
+            "parsed": parsed,
+            "conf": item_confidence(result.text, logprobs, parsed.labels, self.job.labels),
+        }
 
     def _apply_outcome(self, task: Task, outcome: dict[str, Any]) -> int:
         """Write final results for items that are done; return how many rows finished."""

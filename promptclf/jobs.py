@@ -163,9 +163,7 @@ def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source
 def _few_warnings(pool: list[Shot], labels: LabelSet, shots: int) -> list[str]:
     """A warning for every class with fewer pool examples than one prompt shows."""
     counts = {name: sum(1 for s in pool if s.label == name) for name in labels.names}
-    return [
-        f"label {name!r} has {n} example(s), fewer than --shots {shots}" for name, n in counts.items() if n < shots
-    ]
+    return [f"label {name!r} has {n} example(s), fewer than --shots {shots}" for name, n in counts.items() if n < shots]
 
 
 def _shot_pool(

@@ -67,7 +67,9 @@ class LabelOptions(BaseModel):
     # texts in the same request. Without --examples, --shot-pool labeled rows per class (seeded,
     # stratified) form the pool and are not scored; with --examples the whole file is the pool.
     shot_selection: Literal["random", "similar"] = "random"
-    shot_pool: int = Field(20, ge=1, le=100_000, description="similar shots: input rows per class set aside as the pool")
+    shot_pool: int = Field(
+        20, ge=1, le=100_000, description="similar shots: input rows per class set aside as the pool"
+    )
 
     # provider
     provider: ProviderName = "auto"

@@ -315,7 +315,9 @@ def test_batched_passes_equal_one_item_per_pass_on_smollm2(smollm2: LocalProvide
         "Chelsea beat Arsenal 2-1 on Sunday after a late goal from the striker, who had missed three chances.",
         "MPs vote today.",
     ]
-    shots = "Examples:\n\nText: Chelsea won the cup.\nLabel: sport\n\nText: MPs vote on the budget.\nLabel: politics\n\n"
+    shots = (
+        "Examples:\n\nText: Chelsea won the cup.\nLabel: sport\n\nText: MPs vote on the budget.\nLabel: politics\n\n"
+    )
     for prefix in (PREFIX, PREFIX.replace("Text: ", shots + "Text: ")):
         req = ScoreRequest(SYSTEM, prefix, items, SUFFIX, LABELS)
         one = smollm2.score(req)
