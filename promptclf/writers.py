@@ -39,11 +39,17 @@ class TableWriter:
         self._schema: Any = None
         self._held: list[pd.DataFrame] = []
         self._header = False  # CSV/TSV: written with the first chunk
-        if self.fmt in ("csv", "tsv", "jsonl"):
+
+    def _open_text(self) -> None:
+        # Opened (and so truncated) at the first chunk, not before: a run killed before it has
+        # anything to write leaves the previous run's partial file as it was, never an empty file.
+        if self._file is None:
             self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
 
     def write(self, df: pd.DataFrame) -> None:
         """Append ``df`` (same columns as the first chunk)."""
+        if self.fmt in ("csv", "tsv", "jsonl"):
+            self._open_text()
         if self.fmt in ("csv", "tsv"):
             text = df.to_csv(index=False, header=not self._header, sep="\t" if self.fmt == "tsv" else ",")
             self._file.write(text)
@@ -76,6 +82,8 @@ class TableWriter:
 
     def close(self) -> Path:
         """Finish the file; returns its path."""
+        if self.fmt in ("csv", "tsv", "jsonl"):
+            self._open_text()  # no chunk at all: still leave a (empty) file behind
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -61,6 +61,13 @@ def map_openai_error(exc: Exception, provider: str) -> Exception:
     return exc
 
 
+def _is_timeout(exc: Exception) -> bool:
+    """A client-side timeout (LangChain wraps openai's APITimeoutError in a subclass of its own)."""
+    import openai
+
+    return isinstance(exc, openai.APITimeoutError)
+
+
 def _length_limited(exc: Exception) -> ChatResult | None:
     """The partial completion inside openai's LengthFinishReasonError, as a ChatResult."""
     completion = getattr(exc, "completion", None)
@@ -185,7 +192,7 @@ class HostedProvider:
             try:
                 msg = llm.bind(**kwargs).invoke(chat)
             except Exception as exc:
-                if asked and self.base_url and type(exc).__name__ == "APITimeoutError":
+                if asked and self.base_url and _is_timeout(exc):
                     # llama-cpp-python's server never answers a request that asks for logprobs once the
                     # answer reaches max_tokens: the transport retry of this request goes without them.
                     self._hung.add(fingerprint)
