@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .data import cell_text
+from .errors import InputError
 from .labels import LabelSet
 
 # One answer object with its label's value as a group, in either key order (as schema.py parses).
@@ -55,6 +57,29 @@ def probs_cell(probs: dict[str, float] | None) -> str:
     if not probs:
         return ""
     return json.dumps({k: round(float(v), 6) for k, v in probs.items()}, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_pred_probs(cell: object, where: str) -> dict[str, float] | None:
+    """A ``pred_probs`` cell (JSON object ``{"label": prob}``) as a dict; None when empty.
+
+    Bad JSON is bad input: the error names the row rather than the row being silently ignored.
+    """
+    s = cell_text(cell).strip()
+    if not s:
+        return None
+    try:
+        d = json.loads(s)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: pred_probs is not a JSON object ({exc.msg}): {s[:80]!r}") from exc
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: pred_probs must be a JSON object {{label: probability}}, got {s[:80]!r}")
+    try:
+        out = {str(k): float(v) for k, v in d.items()}
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: pred_probs has a non-numeric probability: {s[:80]!r}") from exc
+    if any(not (0.0 <= v <= 1.0 + 1e-6) for v in out.values()):
+        raise InputError(f"{where}: pred_probs has a probability outside [0, 1]: {s[:80]!r}")
+    return out
 
 
 def normalize_logprobs(raw: Any) -> list[dict[str, Any]] | None:

@@ -228,7 +228,7 @@ def _soft_targets(
 
     Mass on labels with no training rows is dropped; labels a provider listed no mass for are 0.
     """
-    from .review import parse_pred_probs
+    from .confidence import parse_pred_probs
 
     check_columns(df, [o.probs_col], input_path, "--probs-col (label with a provider that gives pred_probs)")
     out: list[list[float] | None] = []

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .confidence import parse_pred_probs
 from .data import cell_text, check_columns, read_table, write_table
 from .errors import ConfigError, InputError
 
@@ -92,29 +93,6 @@ def top_count(top: str, n: int) -> int:
     if not 0 < frac <= 1:
         raise ConfigError(f"--top {top!r}: a fraction must be in (0, 1], a percentage in (0%, 100%]")
     return min(n, max(1, math.ceil(frac * n))) if n else 0
-
-
-def parse_pred_probs(cell: object, where: str) -> dict[str, float] | None:
-    """A ``pred_probs`` cell (JSON object ``{"label": prob}``) as a dict; None when empty.
-
-    Bad JSON is bad input: the error names the row rather than the row being silently ignored.
-    """
-    s = cell_text(cell).strip()
-    if not s:
-        return None
-    try:
-        d = json.loads(s)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: pred_probs is not a JSON object ({exc.msg}): {s[:80]!r}") from exc
-    if not isinstance(d, dict):
-        raise InputError(f"{where}: pred_probs must be a JSON object {{label: probability}}, got {s[:80]!r}")
-    try:
-        out = {str(k): float(v) for k, v in d.items()}
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: pred_probs has a non-numeric probability: {s[:80]!r}") from exc
-    if any(not (0.0 <= v <= 1.0 + 1e-6) for v in out.values()):
-        raise InputError(f"{where}: pred_probs has a probability outside [0, 1]: {s[:80]!r}")
-    return out
 
 
 # --- the three signals -------------------------------------------------------------------------
