@@ -18,6 +18,7 @@ from .errors import InputError
 from .jobs import Job, clip_text
 from .options import LabelOptions
 from .pricing import Price
+from .prompt_cache import estimate, static_prefix
 from .prompts import Item, PromptBuilder
 from .providers import Provider
 from .providers.base import Usage
@@ -94,8 +95,6 @@ def dry_run(
                 prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
         completion_tokens = n * 12
         requests = len(batches)
-    from .prompt_cache import estimate, static_prefix
-
     prefix = static_prefix(firsts) if provider_kind == "chat" else ""
     approx = "" if provider_kind == "scoring" else "≈"
     price_est = estimate(
