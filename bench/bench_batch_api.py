@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import pandas as pd  # noqa: E402
 from batch_server import BatchServer, Oracle  # noqa: E402
 
-from promptclf.data import BBC_TOPICS, bbc_sample  # noqa: E402
+from promptclf.data.tables import BBC_TOPICS, bbc_sample  # noqa: E402
 
 
 def _rows(n: int) -> pd.DataFrame:

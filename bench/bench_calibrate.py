@@ -28,10 +28,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from promptclf.data import load_bbc_news, write_table  # noqa: E402
-from promptclf.labeling import Labeler  # noqa: E402
-from promptclf.metrics import evaluate  # noqa: E402
-from promptclf.options import LabelOptions  # noqa: E402
+from promptclf.data.tables import load_bbc_news, write_table  # noqa: E402
+from promptclf.eval.metrics import evaluate  # noqa: E402
+from promptclf.label.labeler import Labeler  # noqa: E402
+from promptclf.label.options import LabelOptions  # noqa: E402
 
 
 def _split(df: pd.DataFrame, per_label: dict[str, int], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--sets", default="bbc5,biz-tech 9:1", help="comma-separated subset of the data sets")
     args = ap.parse_args()
 
-    from promptclf.providers.local import LocalProvider
+    from promptclf.providers.local.provider import LocalProvider
 
     print(
         f"# bench_calibrate: n={args.n} per set, shots={args.shots}/class, max_chars={args.max_chars}, seed={args.seed}"

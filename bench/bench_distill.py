@@ -26,8 +26,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from promptclf.data import load_bbc_news, write_table  # noqa: E402
-from promptclf.distill import DistillOptions, distill  # noqa: E402
+from promptclf.data.tables import load_bbc_news, write_table  # noqa: E402
+from promptclf.distill.run import DistillOptions, distill  # noqa: E402
 
 # Llama-3-8B's real shape (meta-llama/Meta-Llama-3-8B config.json); weights are random here.
 LLAMA3_8B = dict(
@@ -47,7 +47,7 @@ LLAMA3_8B = dict(
 
 def _throughput(run_dir: Path, texts: list[str], batch_size: int, dtype: str, repeats: int = 3):
     """(median texts/second of Student.predict over ``repeats`` passes after a warm-up batch, predicted labels)."""
-    from promptclf.predict import Student
+    from promptclf.predict.student import Student
 
     student = Student.load(run_dir, dtype=dtype)
     student.predict(texts[:batch_size], batch_size=batch_size)
@@ -119,7 +119,7 @@ def bench_cpu(a: argparse.Namespace, work: Path) -> None:
 
 
 def _bbc_file(work: Path, n: int) -> Path:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     return write_table(bbc_sample(n, seed=0)[["id", "text", "label"]], work / f"bbc{n}.csv")
 

@@ -39,7 +39,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from promptclf.data import bbc_sample, write_table
+    from promptclf.data.tables import bbc_sample, write_table
 
     work = Path(tempfile.mkdtemp(prefix="ddp-bench-"))
     df = bbc_sample(args.rows, seed=11)[["id", "text", "label"]].copy()

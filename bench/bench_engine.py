@@ -2,7 +2,7 @@
 
 Setup: llama.cpp's OpenAI-compatible server on SmolLM2 (started here) behind the test suite's
 fault proxy, which adds a fixed latency (default 1 s) to every request, like a distant hosted
-API. The engine (``promptclf.labeling.Labeler``, provider ``openai`` with ``base_url``, the
+API. The engine (``promptclf.label.labeler.Labeler``, provider ``openai`` with ``base_url``, the
 same ChatOpenAI path as a hosted run) labels N items, one item per request, 16 in flight.
 
 llama.cpp answers one request at a time, so a live run is bounded by the model server, not
@@ -40,10 +40,10 @@ def _run(
 ) -> dict[str, float]:
     import pandas as pd
 
-    from promptclf.data import BBC_TOPICS
-    from promptclf.labeling import Labeler
+    from promptclf.data.tables import BBC_TOPICS
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
     from promptclf.labels import parse_labels
-    from promptclf.options import LabelOptions
 
     opts = LabelOptions(
         provider="openai",
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--no-live", action="store_true", help="skip the live (no replay) pass")
     args = ap.parse_args()
 
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-key")
     texts = [t[:200] for t in bbc_sample(args.items, seed=5)["text"]]

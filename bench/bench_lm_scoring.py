@@ -1,6 +1,6 @@
 """Benchmark LM-head scoring for distilled causal students: all labels packed behind one prompt vs one sequence per label.
 
-``promptclf.distill_models.score_lm`` (used by ``predict`` and by evaluation during training for
+``promptclf.distill.models.score_lm`` (used by ``predict`` and by evaluation during training for
 ``--head lm`` students) runs each text's prompt once with every label's answer tokens packed
 after it under a 4-D mask. The reference, ``_score_lm_unpacked``, runs the prompt once per
 label. Both are timed on SmolLM2-135M-Instruct (real weights, CPU, float32) over BBC News
@@ -20,9 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from promptclf.data import BBC_TOPICS, bbc_sample  # noqa: E402
-from promptclf.distill_models import DEFAULT_LM_PROMPT, PromptParts, _score_lm_unpacked, score_lm  # noqa: E402
-from promptclf.providers.local import LocalProvider  # noqa: E402
+from promptclf.data.tables import BBC_TOPICS, bbc_sample  # noqa: E402
+from promptclf.distill.models import DEFAULT_LM_PROMPT, PromptParts, _score_lm_unpacked, score_lm  # noqa: E402
+from promptclf.providers.local.provider import LocalProvider  # noqa: E402
 
 
 def main() -> None:

@@ -31,9 +31,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from promptclf.data import BBC_TOPICS, load_bbc_news  # noqa: E402
+from promptclf.data.tables import BBC_TOPICS, load_bbc_news  # noqa: E402
 from promptclf.providers.base import ScoreRequest  # noqa: E402
-from promptclf.providers.local import LocalProvider  # noqa: E402
+from promptclf.providers.local.provider import LocalProvider  # noqa: E402
 
 SYSTEM = "You are a news editor who files every article under exactly one topic."
 LABELS = list(BBC_TOPICS)

@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from promptclf.data import BBC_TOPICS, bbc_sample  # noqa: E402
+from promptclf.data.tables import BBC_TOPICS, bbc_sample  # noqa: E402
 from promptclf.providers.base import ScoreRequest  # noqa: E402
-from promptclf.providers.local import LocalProvider  # noqa: E402
+from promptclf.providers.local.provider import LocalProvider  # noqa: E402
 
 LABELS = list(BBC_TOPICS)
 SYSTEM = "You are a news editor who files every article under exactly one topic."

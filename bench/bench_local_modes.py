@@ -33,9 +33,9 @@ def main() -> None:
 
     from servers import LlamaServer  # tests/servers.py: starts llama_cpp.server on a free port
 
-    from promptclf.data import bbc_sample
-    from promptclf.labeling import Labeler
-    from promptclf.options import LabelOptions
+    from promptclf.data.tables import bbc_sample
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
 
     n_pool = a.items + (5 * a.shots if a.shots else 0)
     df = bbc_sample(n_pool, seed=a.seed)[["text", "label"]]

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))  # sim_teacher
 
 from sim_teacher import SimTeacher  # noqa: E402
 
-from promptclf.data import bbc_sample, read_table, stratified_split, write_table  # noqa: E402
+from promptclf.data.tables import bbc_sample, read_table, stratified_split, write_table  # noqa: E402
 
 T = "simulated teacher"
 

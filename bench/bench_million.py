@@ -54,7 +54,7 @@ def load() -> str:
 
 def sentences() -> dict[str, str]:
     """BBC News sentences (40-220 characters) -> their article's topic."""
-    from promptclf.data import load_bbc_news
+    from promptclf.data.tables import load_bbc_news
 
     out: dict[str, str] = {}
     for text, topic in zip(*[load_bbc_news()[c].tolist() for c in ("text", "label")], strict=True):

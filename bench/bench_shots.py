@@ -61,10 +61,10 @@ def main() -> None:
 
     import numpy as np
 
-    from promptclf.data import bbc_sample, load_bbc_news
+    from promptclf.data.tables import bbc_sample, load_bbc_news
     from promptclf.embeddings import embed, knn
-    from promptclf.labeling import Labeler
-    from promptclf.options import LabelOptions
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
     from promptclf.store import Store
 
     load_start = os.getloadavg()
@@ -96,7 +96,7 @@ def main() -> None:
     rows = []
     paths = [p.strip() for p in a.paths.split(",") if p.strip()]
     if "local" in paths:
-        from promptclf.providers.local import LocalProvider
+        from promptclf.providers.local.provider import LocalProvider
 
         provider = LocalProvider(threads=a.threads)
         provider.load()

@@ -47,12 +47,12 @@ def main() -> int:
     ap.add_argument("--store", default=None)
     args = ap.parse_args()
 
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
     from promptclf.embeddings import embed
+    from promptclf.label.options import default_store
+    from promptclf.label.prompts import Item, PromptBuilder
+    from promptclf.label.schema import parse_response
     from promptclf.labels import LabelSet
-    from promptclf.options import default_store
-    from promptclf.prompts import Item, PromptBuilder
-    from promptclf.schema import parse_response
     from promptclf.store import Store
 
     df = bbc_sample(args.n, seed=args.seed)

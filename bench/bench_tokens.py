@@ -1,7 +1,7 @@
 """Prompt tokens per item: few-shot (10 shots per class) on BBC News, batch size 1 vs 10.
 
 Batching pays the instructions and the few-shot examples once per request instead of once
-per item. This renders the engine's real prompts (``promptclf.prompts.PromptBuilder`` with
+per item. This renders the engine's real prompts (``promptclf.label.prompts.PromptBuilder`` with
 the packaged templates and default options) for the same items at both batch sizes and
 counts their tokens with the SmolLM2 tokenizer, chat template included.
 Target: batch 10 costs <= 20% of batch 1's prompt tokens per item.
@@ -49,10 +49,10 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,10")
     args = ap.parse_args()
 
-    from promptclf.data import load_bbc_news
+    from promptclf.data.tables import load_bbc_news
+    from promptclf.label.options import LabelOptions
+    from promptclf.label.prompts import Item, PromptBuilder, select_shots
     from promptclf.labels import infer_labels
-    from promptclf.options import LabelOptions
-    from promptclf.prompts import Item, PromptBuilder, select_shots
 
     opts = LabelOptions()  # the engine's defaults: max_chars, shot_max_chars, templates
     df = load_bbc_news()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptclf.metrics import evaluate  # noqa: E402
-from promptclf.report import build_report, screenshot  # noqa: E402
+from promptclf.eval.metrics import evaluate  # noqa: E402
+from promptclf.report.build import build_report, screenshot  # noqa: E402
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 

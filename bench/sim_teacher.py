@@ -485,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from promptclf.data import cell_text, read_table
-    from promptclf.options import default_store
+    from promptclf.data.tables import cell_text, read_table
+    from promptclf.label.options import default_store
     from promptclf.store import Store
 
     df = read_table(args.gold)

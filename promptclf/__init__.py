@@ -18,11 +18,11 @@ __all__ = ["LabelOptions", "Labeler", "LabelSet", "label_file", "__version__"]
 def __getattr__(name: str) -> Any:
     # Lazy: `import promptclf` must not import pandas/torch/langchain.
     if name in ("Labeler", "label_file"):
-        from . import labeling
+        from .label import labeler
 
-        return getattr(labeling, name)
+        return getattr(labeler, name)
     if name == "LabelOptions":
-        from .options import LabelOptions
+        from .label.options import LabelOptions
 
         return LabelOptions
     if name == "LabelSet":

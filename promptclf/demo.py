@@ -47,7 +47,7 @@ def _trainable(labeled: Path) -> Path:
     train and validate on one example, and distill rightly refuses. The demo drops those
     rows and says so rather than stopping; both students train on the same rows.
     """
-    from .data import read_table, write_table
+    from .data.tables import read_table, write_table
 
     df = read_table(labeled)
     ok = df["pred_status"].str.lower() == "ok"
@@ -67,11 +67,11 @@ def run_demo(out_dir: str | Path = "demo", quick: bool = False, seed: int = 0, p
     LLM runs always run the model (no response cache), so their speed is measured; finished
     student folders are reused on a rerun.
     """
-    from .data import bbc_sample, stratified_split, write_table
-    from .distill import DistillOptions, distill
-    from .labeling import label_file
-    from .options import LabelOptions
-    from .report import build_report
+    from .data.tables import bbc_sample, stratified_split, write_table
+    from .distill.run import DistillOptions, distill
+    from .label.labeler import label_file
+    from .label.options import LabelOptions
+    from .report.build import build_report
 
     t0 = time.perf_counter()
     size = QUICK if quick else FULL

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .data import FORMATS
+from .data.tables import FORMATS
 from .errors import InputError
 
 

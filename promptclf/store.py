@@ -72,7 +72,7 @@ _ADDED_COLUMNS = [
     # prompt tokens served from the provider's prompt cache (Usage.cached_prompt_tokens)
     ("responses", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("attempts", "cached_prompt_tokens", "INTEGER NOT NULL DEFAULT 0"),
-    # promptclf.confidence: the answer's token logprobs (JSON list, compacted), so a cached or
+    # promptclf.label.confidence: the answer's token logprobs (JSON list, compacted), so a cached or
     # resumed run gets the same label probabilities; NULL when the provider gave none.
     ("responses", "logprobs", "TEXT"),
 ]
@@ -276,7 +276,7 @@ class Store:
     def execute(self, query: str, args: Sequence[Any] = (), many: bool = False) -> list[tuple[Any, ...]]:
         """Run one statement under the store's lock and commit; the rows it returns.
 
-        For modules that keep their own tables in the store (:mod:`promptclf.batch_store`);
+        For modules that keep their own tables in the store (:mod:`promptclf.label.batch_store`);
         ``many``: ``args`` is a sequence of parameter tuples (``executemany``).
         """
         with self._lock:

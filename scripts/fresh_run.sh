@@ -76,7 +76,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from promptclf.data import read_table
+from promptclf.data.tables import read_table
 
 cmd = sys.argv[1]
 label = next(s for s in cmd.split("&&") if s.split()[:2] == ["promptclf", "label"])

@@ -28,7 +28,7 @@ from batch_server import BatchServer, Faults, Oracle
 from click.testing import CliRunner
 
 from promptclf.cli import main
-from promptclf.data import BBC_TOPICS
+from promptclf.data.tables import BBC_TOPICS
 
 TOPICS = ",".join(BBC_TOPICS)
 COLS = ["id", "pred_label", "pred_status", "pred_request"]
@@ -39,7 +39,7 @@ PRICES = {
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     d = tmp_path_factory.mktemp("batch")
     df = bbc_sample(8, seed=11)[["id", "text", "label"]]

@@ -1,4 +1,4 @@
-"""Broken local models, and failures nobody anticipated, end in one line on stderr, never a traceback (issue 8).
+"""Broken local models, and failures nobody anticipated, end in one line on stderr, never a traceback.
 
 Each case runs the real CLI group (``promptclf label --provider local --model BROKEN``) in-process with
 click's runner, on a model broken the way a user's download or folder breaks: a path that does not exist,
@@ -165,12 +165,12 @@ def test_folder_with_weights_but_no_tokenizer(tmp_path: Path) -> None:
 
 def test_unexpected_exception_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A bug, or a library failing where no stage expected it: the CLI's last-resort handler.
-    import promptclf.labeling
+    import promptclf.label.labeler
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("something\nunexpected broke")
 
-    monkeypatch.setattr(promptclf.labeling, "label_file", boom)
+    monkeypatch.setattr(promptclf.label.labeler, "label_file", boom)
     res = _label(tmp_path, "smollm2")
     line = _one_line(res)
     assert res.exit_code == 1

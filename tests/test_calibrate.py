@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from promptclf.cli import main
-from promptclf.data import write_table
+from promptclf.data.tables import write_table
 from promptclf.errors import ConfigError
-from promptclf.labeling import Labeler, label_file
-from promptclf.options import LabelOptions
+from promptclf.label.labeler import Labeler, label_file
+from promptclf.label.options import LabelOptions
+from promptclf.label.scoring_runner import CONTENT_FREE, contextual_calibration
 from promptclf.providers.base import ScoreRequest, ScoreResult, Usage
-from promptclf.scoring_runner import CONTENT_FREE, contextual_calibration
 
 LABELS = ["a", "b", "c"]
 
@@ -118,7 +118,7 @@ def test_options_and_calibration_saved_in_the_run_folder(tmp_path: Path) -> None
     run = json.loads((run_dir / "run.json").read_text())
     assert run["options"]["calibrate"] is True
     assert run["calibration"]["probs"] == pytest.approx({"a": 0.6, "b": 0.3, "c": 0.1})
-    from promptclf.report import build_report
+    from promptclf.report.build import build_report
 
     doc = json.loads(build_report([run_dir], tmp_path / "report")["json"].read_text())
     assert doc["runs"][0]["description"] == "zero-shot, calibrated"
@@ -183,8 +183,8 @@ def test_content_free_inputs_go_through_the_real_prompt() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from promptclf.data import bbc_sample
-    from promptclf.providers.local import LocalProvider
+    from promptclf.data.tables import bbc_sample
+    from promptclf.providers.local.provider import LocalProvider
 
     df = bbc_sample(10, seed=1)[["text", "label"]]
     df["text"] = df["text"].str.slice(0, 300)  # short items: seconds on a busy CPU

@@ -1,6 +1,6 @@
 """The collapse warning: one label for (nearly) every item is said in plain words by `label`, `eval` and the report.
 
-:func:`promptclf.metrics.collapse_check` decides and words it; the three surfaces call it.
+:func:`promptclf.eval.metrics.collapse_check` decides and words it; the three surfaces call it.
 The `label` surface runs the real labeling engine on a scoring provider whose answer is
 fixed (a stand-in for a model that collapsed: which label SmolLM2 collapses to is not a
 property this test should depend on).
@@ -17,12 +17,12 @@ from click.testing import CliRunner
 
 from promptclf.cli import main
 from promptclf.cli.label import _fmt_summary
-from promptclf.data import write_table
-from promptclf.labeling import label_file
-from promptclf.metrics import collapse_check, evaluate, format_table
-from promptclf.options import LabelOptions
+from promptclf.data.tables import write_table
+from promptclf.eval.metrics import collapse_check, evaluate, format_table
+from promptclf.label.labeler import label_file
+from promptclf.label.options import LabelOptions
 from promptclf.providers.base import ScoreRequest, ScoreResult, Usage
-from promptclf.report import build_report
+from promptclf.report.build import build_report
 
 LABELS = ["acq", "earn", "grain"]
 

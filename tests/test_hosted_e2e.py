@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from faultproxy import FaultProxy
 
-from promptclf.data import BBC_TOPICS
+from promptclf.data.tables import BBC_TOPICS
 
 pytestmark = pytest.mark.server
 
@@ -28,7 +28,7 @@ TOPICS = ",".join(BBC_TOPICS)
 @pytest.fixture(scope="module")
 def news_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five short BBC News rows with gold labels, one of them with an empty text."""
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     df = bbc_sample(4, seed=7)[["id", "text", "label"]]
     df["text"] = df["text"].str.slice(0, 140)

@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from promptclf.cli import main
-from promptclf.data import read_table, write_table
+from promptclf.data.tables import read_table, write_table
 from promptclf.errors import InputError
-from promptclf.labeling import Labeler
-from promptclf.options import LabelOptions
+from promptclf.label.labeler import Labeler
+from promptclf.label.options import LabelOptions
 
 
 def run_cli(*args: str) -> tuple[int, str]:

@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 
 from promptclf.errors import InputError  # noqa: E402
 from promptclf.providers.base import ScoreRequest  # noqa: E402
-from promptclf.providers.local import LocalProvider  # noqa: E402
+from promptclf.providers.local.provider import LocalProvider  # noqa: E402
 
 WINDOW = 16
 LABELS = ["business", "sport", "tech", "technology", "entertainment"]
@@ -233,7 +233,7 @@ def test_answer_only_attention_runs_on_full_attention_models(models: dict[str, s
 
 def test_copy_mode_is_chosen_where_masks_cannot_be_rebuilt(models: dict[str, str]) -> None:
     """An attention implementation without custom masks, or a chunked layer type, falls back to the copied cache."""
-    from promptclf.providers.local_cache import plan
+    from promptclf.providers.local.cache import plan
 
     provider = LocalProvider(model=models["gemma3"])
     lm = provider._lm if provider._lm is not None else (provider.load(), provider._lm)[1]
@@ -255,7 +255,7 @@ def test_copy_mode_is_chosen_where_masks_cannot_be_rebuilt(models: dict[str, str
         config.layer_types = saved_types
     assert plan(lm).mode == "shared"
     # A cache whose layers of one type hold different numbers of keys (shared-KV layers hold none) does not fit.
-    from promptclf.providers.local_cache import encode_prefix, mismatch
+    from promptclf.providers.local.cache import encode_prefix, mismatch
 
     p = plan(lm)
     cache = encode_prefix(lm, p, [1, 2, 3])
@@ -296,8 +296,8 @@ def test_labeler_passes_items_per_pass_through(models: dict[str, str]) -> None:
     """``--items-per-pass`` reaches the provider; the labeled file is the same as with one item per pass."""
     import pandas as pd
 
-    from promptclf.labeling import Labeler
-    from promptclf.options import LabelOptions
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
 
     df = pd.DataFrame({"text": [*ITEMS, "one more text to label here"]})
     out = {}

@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 from promptclf.errors import InputError  # noqa: E402
 from promptclf.providers.base import ScoreRequest, ScoringProvider  # noqa: E402
-from promptclf.providers.local import LocalProvider  # noqa: E402
+from promptclf.providers.local.provider import LocalProvider  # noqa: E402
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 SYSTEM = "You are a news editor who files every article under exactly one topic."
@@ -231,7 +231,7 @@ def test_answer_only_shot_attention_matches_reference(smollm2: LocalProvider) ->
 
 def test_bbc_zero_shot_smoke(smollm2: LocalProvider) -> None:
     """20 real BBC articles, zero-shot: every item gets a valid label; accuracy printed (the model is weak)."""
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     df = bbc_sample(20, seed=1)
     provider = LocalProvider(max_item_tokens=128)  # shares the loaded model; short items keep CI fast
@@ -248,8 +248,8 @@ def test_labeler_keys_the_store_by_shot_attention(tiny_llama: str) -> None:
     """Both modes run through the engine; a cached answer of one mode is never served for the other."""
     import pandas as pd
 
-    from promptclf.labeling import Labeler
-    from promptclf.options import LabelOptions
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
 
     df = pd.DataFrame(
         {
@@ -283,8 +283,8 @@ def test_dry_run_estimate_matches_the_tokens_a_local_run_uses(smollm2: LocalProv
     """The local dry run counts the reused prefix once, as the provider does (exact tokenizer: within 10%)."""
     import pandas as pd
 
-    from promptclf.labeling import Labeler
-    from promptclf.options import LabelOptions
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
 
     texts = [
         "Shares in the bank fell sharply after the results.",

@@ -1,4 +1,4 @@
-"""promptclf.metrics and `promptclf eval` against hand-computed values on small fixtures."""
+"""promptclf.eval.metrics and `promptclf eval` against hand-computed values on small fixtures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from promptclf.cli import main
 from promptclf.errors import InputError
-from promptclf.metrics import NONE_COLUMN, _f1_from_confusion, evaluate, format_table
+from promptclf.eval.metrics import NONE_COLUMN, _f1_from_confusion, evaluate, format_table
 
 LABELS = ["a", "b", "c", "d"]  # "d" occurs nowhere: it must still get a per-class row
 # gold, pred, status

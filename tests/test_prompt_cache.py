@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from promptclf.chat_runner import ChatRunner
 from promptclf.cli import main
-from promptclf.data import BBC_TOPICS, bbc_sample
-from promptclf.jobs import Task
-from promptclf.labeling import Labeler
-from promptclf.options import LabelOptions
-from promptclf.pricing import load_prices, price_for
-from promptclf.prompt_cache import static_prefix
+from promptclf.data.tables import BBC_TOPICS, bbc_sample
+from promptclf.label.chat_runner import ChatRunner
+from promptclf.label.jobs import Task
+from promptclf.label.labeler import Labeler
+from promptclf.label.options import LabelOptions
+from promptclf.label.prompt_cache import static_prefix
+from promptclf.pricing.prices import load_prices, price_for
 from promptclf.providers.base import Usage
 from promptclf.providers.hosted import cached_tokens
 from promptclf.store import Store

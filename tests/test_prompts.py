@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from promptclf.label.prompts import PromptBuilder, Shot
 from promptclf.labels import LabelSet
-from promptclf.prompts import PromptBuilder, Shot
 
 LABELS = LabelSet.from_names(["sport", "politics"])
 SHOTS = [Shot("Chelsea won the cup final.", "sport", 0), Shot("MPs voted on the budget.", "politics", 1)]

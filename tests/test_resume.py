@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from faultproxy import FaultProxy
 
-from promptclf.data import BBC_TOPICS
+from promptclf.data.tables import BBC_TOPICS
 
 pytestmark = pytest.mark.server
 
@@ -32,7 +32,7 @@ COMPARE = ["id", "text", "pred_label", "pred_status", "pred_reason", "pred_reque
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     d = tmp_path_factory.mktemp("resume")
     df = bbc_sample(8, seed=11)[["id", "text", "label"]]

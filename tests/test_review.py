@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from promptclf.cli import main
-from promptclf.data import BBC_TOPICS, bbc_sample, read_table, write_table
-from promptclf.distill import DistillOptions, prepare_data
+from promptclf.data.tables import BBC_TOPICS, bbc_sample, read_table, write_table
+from promptclf.distill.run import DistillOptions, prepare_data
 from promptclf.errors import ConfigError, InputError
-from promptclf.review import (
+from promptclf.review.queue import (
     QUEUE_COLUMNS,
     ReviewOptions,
     fold_ids,

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from promptclf.errors import ResponseFormatError
+from promptclf.label.schema import parse_response, response_model, response_schema
 from promptclf.labels import Label, LabelSet
-from promptclf.schema import parse_response, response_model, response_schema
 
 LABELS = LabelSet((Label("business"), Label("science/technology", aliases=("sci/tech",)), Label("sport")))
 

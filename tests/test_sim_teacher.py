@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptclf.confidence import item_confidence
+from promptclf.label.confidence import item_confidence
+from promptclf.label.prompts import Item, PromptBuilder
+from promptclf.label.schema import parse_response, response_schema
 from promptclf.labels import LabelSet
-from promptclf.prompts import Item, PromptBuilder
-from promptclf.schema import parse_response, response_schema
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -32,7 +32,7 @@ from sim_teacher import SimTeacher  # noqa: E402
 
 @pytest.fixture(scope="module")
 def table() -> tuple[list[str], list[str], np.ndarray]:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
     from promptclf.embeddings import embed
 
     df = bbc_sample(100, seed=5)
@@ -159,7 +159,7 @@ def test_answers_do_not_depend_on_the_batch_or_the_process(teacher, table):
 
 def test_label_cli_against_the_sim_teacher_cli(tmp_path: Path):
     """``promptclf label --base-url`` against ``python bench/sim_teacher.py``, both as subprocesses."""
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     df = bbc_sample(24, seed=11)[["id", "text", "label"]]
     df["text"] = df["text"].str.slice(0, 300)

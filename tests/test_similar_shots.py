@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptclf.chat_runner import chat_mode, format_instructions
-from promptclf.data import bbc_sample
+from promptclf.data.tables import bbc_sample
 from promptclf.errors import ConfigError
-from promptclf.jobs import Job, clip_text, prepare_job, prompt_builder
-from promptclf.labeling import Labeler
-from promptclf.options import LabelOptions
-from promptclf.prompts import Item, Shot, clip, select_shots
+from promptclf.label.chat_runner import chat_mode, format_instructions
+from promptclf.label.jobs import Job, clip_text, prepare_job, prompt_builder
+from promptclf.label.labeler import Labeler
+from promptclf.label.options import LabelOptions
+from promptclf.label.prompts import Item, Shot, clip, select_shots
 from promptclf.store import Store
 
 
@@ -271,7 +271,7 @@ def test_chat_requests_through_a_server_carry_their_batch_shots(
 
 @pytest.mark.slow
 def test_local_model_gives_every_text_its_own_shots(news: pd.DataFrame, store_path: str) -> None:
-    from promptclf.providers.local import LocalProvider
+    from promptclf.providers.local.provider import LocalProvider
 
     class Recording(LocalProvider):
         def __init__(self) -> None:

@@ -17,11 +17,11 @@ pytest.importorskip("peft")
 
 import torch.nn.functional as F  # noqa: E402
 
-from promptclf.data import bbc_sample, write_table  # noqa: E402
-from promptclf.distill import DistillOptions, distill, prepare_data  # noqa: E402
-from promptclf.distill_soft import soft_loss  # noqa: E402
+from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
+from promptclf.distill.run import DistillOptions, distill, prepare_data  # noqa: E402
+from promptclf.distill.soft import soft_loss  # noqa: E402
 from promptclf.errors import ConfigError, InputError  # noqa: E402
-from promptclf.predict import Student  # noqa: E402
+from promptclf.predict.student import Student  # noqa: E402
 
 
 def test_soft_loss_mixes_kl_and_ce_per_row() -> None:
@@ -140,7 +140,7 @@ def test_soft_options_saved_and_described(soft_vs_hard: dict) -> None:
     assert json.loads((folder / "options.json").read_text())["soft"] is True
     assert run["data"]["soft_rows"] == run["data"]["train_rows"]
     assert "soft_rows" not in soft_vs_hard["hard"][1]["data"]
-    from promptclf.report import load_run
+    from promptclf.report.build import load_run
 
     assert "soft labels, T=2" in load_run(folder).describe()
     assert "soft" not in load_run(soft_vs_hard["hard"][0]).describe()
@@ -148,7 +148,7 @@ def test_soft_options_saved_and_described(soft_vs_hard: dict) -> None:
 
 def test_run_folders_from_before_these_options_still_resume() -> None:
     """An options.json written before --soft/--exclude existed compares equal when they are at their defaults."""
-    from promptclf.distill import _same_options
+    from promptclf.distill.run import _same_options
 
     now = DistillOptions.build().model_dump(mode="json")
     new = ("soft", "temperature", "probs_col", "exclude", "corrections", "fallback_col")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from promptclf.errors import AuthenticationError, TransientProviderError
-from promptclf.retry import call_with_retries
+from promptclf.providers.retry import call_with_retries
 from promptclf.store import Store, request_key
 
 

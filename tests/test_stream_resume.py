@@ -30,7 +30,7 @@ COMPARE = ["id", "text", "pred_label", "pred_status", "pred_reason", "pred_reque
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptclf.data import bbc_sample
+    from promptclf.data.tables import bbc_sample
 
     d = tmp_path_factory.mktemp("stream-resume")
     df = bbc_sample(24, seed=21)[["id", "text", "label"]]

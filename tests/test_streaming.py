@@ -26,9 +26,9 @@ from click.testing import CliRunner
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from promptclf.cli import main  # noqa: E402
-from promptclf.data import count_rows, iter_table, read_table, write_table  # noqa: E402
+from promptclf.data.tables import count_rows, iter_table, read_table, write_table  # noqa: E402
+from promptclf.data.writers import TableWriter  # noqa: E402
 from promptclf.errors import InputError  # noqa: E402
-from promptclf.writers import TableWriter  # noqa: E402
 
 datasets = pytest.importorskip("datasets")
 
@@ -231,8 +231,8 @@ def test_label_reads_a_saved_dataset_folder(news_csv: Path, tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("peft")
-    from promptclf.data import bbc_sample
-    from promptclf.distill import DistillOptions, distill
+    from promptclf.data.tables import bbc_sample
+    from promptclf.distill.run import DistillOptions, distill
 
     work = tmp_path_factory.mktemp("student")
     df = bbc_sample(40, seed=2)[["text", "label"]]
@@ -248,8 +248,8 @@ def test_predict_in_chunks_equals_one_pass(student: Path, tmp_path: Path) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from promptclf.data import bbc_sample
-    from promptclf.predict import Student, predict_file
+    from promptclf.data.tables import bbc_sample
+    from promptclf.predict.student import Student, predict_file
 
     df = bbc_sample(23, seed=9)[["id", "text"]]
     df["text"] = df["text"].str.slice(0, 150)
@@ -272,7 +272,7 @@ def test_predict_in_chunks_equals_one_pass(student: Path, tmp_path: Path) -> Non
 
 
 def test_predict_refuses_to_overwrite_its_input(student: Path, tmp_path: Path) -> None:
-    from promptclf.predict import predict_file
+    from promptclf.predict.student import predict_file
 
     src = write_table(FRAME, tmp_path / "in.csv")
     with pytest.raises(InputError, match="is the input file"):

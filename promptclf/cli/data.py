@@ -31,7 +31,7 @@ from .group import main
 )
 def sample(output: Path, rows: int, seed: int, unlabeled: float) -> None:
     """Write a stratified sample of BBC News (columns id, text, label) to OUTPUT."""
-    from ..data import bbc_sample, write_table
+    from ..data.tables import bbc_sample, write_table
 
     df = bbc_sample(rows or None, seed=seed)[["id", "text", "label"]]
     if unlabeled > 0:

@@ -136,9 +136,9 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
     Several processes or GPUs: `torchrun --standalone --nproc_per_node N -m promptclf distill ...`
     (DDP; --batch-size is per process, so a step sees N x --batch-size x --grad-accum rows).
     """
-    from ..distill import DistillOptions
-    from ..distill import distill as run_distill
-    from ..distributed import is_main
+    from ..distill.distributed import is_main
+    from ..distill.run import DistillOptions
+    from ..distill.run import distill as run_distill
 
     opts = DistillOptions.build(recipe=recipe, **options)
     run = run_distill(input, output, opts, restart=restart)
@@ -204,7 +204,7 @@ def predict(
 
     INPUT: a table file (CSV, TSV, XLSX, JSONL, Parquet, Arrow), a folder written by datasets'
     save_to_disk, or a Hugging Face dataset name (read from its cache when offline)."""
-    from ..predict import predict_file
+    from ..predict.student import predict_file
 
     res = predict_file(
         run_dir, input, output, text_col=text_col, batch_size=batch_size, merge=merge, class_probs=probs,

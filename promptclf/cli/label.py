@@ -1,4 +1,4 @@
-"""``promptclf label``: parse options, call :func:`promptclf.labeling.label_file`, print."""
+"""``promptclf label``: parse options, call :func:`promptclf.label.labeler.label_file`, print."""
 
 from __future__ import annotations
 
@@ -242,10 +242,10 @@ def label(
     INPUT: a table file (CSV, TSV, XLSX, JSONL, Parquet, Arrow), a folder written by datasets'
     save_to_disk, or a Hugging Face dataset name (read from its cache when offline; --split).
     The output is written chunk by chunk as the run goes."""
-    from ..data import read_table
-    from ..labeling import Labeler, label_file
+    from ..data.tables import read_table
+    from ..label.labeler import Labeler, label_file
+    from ..label.options import LabelOptions
     from ..labels import parse_labels
-    from ..options import LabelOptions
 
     kw["text_cols"] = list(kw["text_cols"])  # type: ignore[call-overload]
     if labels_spec:

@@ -38,9 +38,9 @@ def eval_cmd(
     Rows without gold are counted but not scored; rows that are not 'ok' count as wrong;
     few-shot example rows (status 'shot') are left out.
     """
-    from ..data import read_table
+    from ..data.tables import read_table
+    from ..eval.metrics import evaluate_table, format_table
     from ..labels import parse_labels
-    from ..metrics import evaluate_table, format_table
 
     df = read_table(labeled)
     labels = parse_labels(labels_spec) if labels_spec else None
@@ -81,7 +81,7 @@ def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, hourly_price: 
 
     Mix any runs: zero- and few-shot, providers and models, students on LLM labels or on gold.
     """
-    from ..report import build_report
+    from ..report.build import build_report
 
     paths = build_report(list(runs), out_dir, title=title, hourly_price=hourly_price)
     click.echo(str(paths["html"]))

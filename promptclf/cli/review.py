@@ -38,8 +38,8 @@ def review(input: Path, output: Path | None, **options: object) -> None:
     it with `promptclf distill INPUT --corrections OUTPUT`, or leave the rows out with
     `--exclude OUTPUT`.
     """
-    from ..review import ReviewOptions, default_output, summary_lines, write_review
-    from ..review import review as run_review
+    from ..review.queue import ReviewOptions, default_output, summary_lines, write_review
+    from ..review.queue import review as run_review
 
     opts = ReviewOptions.build(**options)
     result = run_review(input, opts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..options import DEFAULT_MODELS, LabelOptions
+from ..label.options import DEFAULT_MODELS, LabelOptions
 from .base import ChatProvider, Provider, ScoringProvider, Usage
 
 __all__ = ["ChatProvider", "Provider", "ScoringProvider", "Usage", "make_provider", "resolve_provider"]
@@ -36,7 +36,7 @@ def resolve_provider(opts: LabelOptions, announce: bool = True) -> tuple[str, st
 def make_provider(opts: LabelOptions, announce: bool = True) -> Provider:
     name, model = resolve_provider(opts, announce=announce)
     if name == "local":
-        from .local import LocalProvider
+        from .local.provider import LocalProvider
 
         return LocalProvider(model=model, shot_attention=opts.shot_attention, items_per_pass=opts.items_per_pass)
     from .hosted import HostedProvider

@@ -2,7 +2,7 @@
 OpenAI-compatible server (``ChatOpenAI`` with ``--base-url``: vLLM, llama.cpp, Ollama).
 
 The SDK's own retries are switched off (``max_retries=0``): transport retries are done
-once, in :mod:`promptclf.retry`, where Retry-After and bad keys are handled the same way
+once, in :mod:`promptclf.providers.retry`, where Retry-After and bad keys are handled the same way
 for every provider. SDK exceptions are mapped onto :mod:`promptclf.errors` here.
 """
 
@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any, Literal
 
-from ..confidence import normalize_logprobs
 from ..errors import AuthenticationError, ProviderError, ResponseFormatError, TransientProviderError, require
+from ..label.confidence import normalize_logprobs
 from .base import ChatResult, StructuredMode, Usage, estimate_tokens
 
 KEY_ENV = {"together": "TOGETHER_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -129,7 +129,7 @@ class HostedProvider:
         self.name = name
         self.model = model
         self.base_url = base_url or os.environ.get(BASE_ENV[name]) or None
-        # Token log-probabilities for label confidence (promptclf.confidence): asked for with
+        # Token log-probabilities for label confidence (promptclf.label.confidence): asked for with
         # ``top_logprobs`` alternatives (None or 0: not asked). Cleared, for the rest of the run,
         # the first time the server rejects the parameter and accepts the request without it.
         self.top_logprobs = top_logprobs or None

@@ -1,0 +1,460 @@
+"""Distillation: fine-tune a small local student on the labels an LLM produced.
+
+``distill(input, out_dir, options)`` reads a labeled file (``promptclf label`` output),
+trains on the teacher's ``ok`` labels (or the gold labels with ``train_on="gold"``, the
+ceiling), holds out gold rows for evaluation (never trained on), and writes a run folder:
+the adapter or model, tokenizer, ``labels.json``, ``options.json``, ``student.json``,
+``train_log.jsonl``, ``predictions.csv`` (gold test rows) and ``run.json``.
+
+Training is resumable: checkpoints go to ``OUT/checkpoints``; Ctrl-C saves one and stops,
+and rerunning the same command continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..data.tables import cell_text, check_columns, read_table, stratified_split, write_table
+from ..errors import ConfigError, InputError, PromptclfError, TrainingError
+from . import distributed
+from .options import DistillData, DistillOptions, estimate_steps, load_recipe, recipe_names
+
+# Re-exported: the options and data records live in distill_options, which the trainer imports too.
+__all__ = [
+    "DistillData",
+    "DistillOptions",
+    "distill",
+    "estimate_steps",
+    "finish_run",
+    "load_recipe",
+    "prepare_data",
+    "recipe_names",
+]
+
+# Dollars per hour used for train_cost_usd and inference cost_per_1k unless --hourly-price is given:
+# a small 2-vCPU cloud VM, and one rented 24-80 GB GPU.
+DEFAULT_CPU_HOURLY_USD = 0.10
+DEFAULT_GPU_HOURLY_USD = 2.50
+
+# Options that do not change what is trained; a rerun may change them and still resume.
+_RESUME_NEUTRAL = {"threads", "hourly_price", "name", "eval_batch_size", "logging_steps", "recipe"}
+
+
+def _log(msg: str) -> None:
+    if distributed.is_main():  # under torchrun, one copy of each message
+        print(f"[distill] {msg}", file=sys.stderr, flush=True)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def _clean(series: Any) -> list[str]:
+    return [cell_text(v).strip() for v in series]
+
+
+def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
+    """Read the labeled file, pick trainable rows, split train/validation/test (seeded, stratified)."""
+    df = read_table(input_path, split=o.split)
+    src_col, src_opt = (
+        (o.label_col, "--label-col") if o.train_on == "teacher" else (o.gold_col or "label", "--gold-col")
+    )
+    check_columns(df, [o.text_col], input_path, "--text-col")
+    check_columns(df, [src_col], input_path, src_opt)
+    teacher_col = o.fallback_col or o.label_col  # the LLM's own labels (with --fallback-col, label_col is a person's)
+    if o.train_on == "teacher" and o.fallback_col:
+        check_columns(df, [o.fallback_col], input_path, "--fallback-col")
+    texts = [cell_text(v) for v in df[o.text_col]]
+    y = _clean(df[src_col])
+    teacher = _clean(df[teacher_col]) if teacher_col in df.columns else None
+    status_ok = [True] * len(df)
+    if o.status_col in df.columns:
+        status_ok = [s.lower() == "ok" for s in _clean(df[o.status_col])]
+    if teacher is not None:
+        teacher = [t if ok else "" for t, ok in zip(teacher, status_ok, strict=True)]
+    human = [False] * len(df)  # rows whose label a person gave: trusted whatever the LLM's status
+    if o.train_on == "teacher":
+        y, human = _person_labels(df, texts, y, o, input_path)
+    has_text_label = [bool(t.strip()) and bool(lab) for t, lab in zip(texts, y, strict=True)]
+    counts = {"input_rows": len(df)}
+    if o.train_on == "teacher":
+        trusted = [ok or h for ok, h in zip(status_ok, human, strict=True)]
+        counts["not_ok"] = sum(1 for t in trusted if not t)
+        usable = [u and t for u, t in zip(has_text_label, trusted, strict=True)]
+        counts["no_label"] = sum(1 for u, t in zip(has_text_label, trusted, strict=True) if t and not u)
+        if o.fallback_col or o.corrections:
+            counts["corrected"] = sum(1 for u, h in zip(usable, human, strict=True) if u and h)
+    else:
+        usable = has_text_label
+        counts["no_label"] = sum(1 for u in usable if not u)
+
+    test_texts: list[str] = []
+    test_gold: list[str] = []
+    test_teacher: list[str] | None = None
+    in_test = [False] * len(df)
+    if o.eval_file:
+        ev = read_table(o.eval_file, split=o.eval_split)
+        check_columns(ev, [o.text_col], o.eval_file, "--text-col")
+        check_columns(ev, [o.gold_col or "label"], o.eval_file, "--gold-col")
+        ev_texts = [cell_text(v) for v in ev[o.text_col]]
+        ev_gold = _clean(ev[o.gold_col or "label"])
+        keep = [i for i, g in enumerate(ev_gold) if g and ev_texts[i].strip()]
+        test_texts = [ev_texts[i] for i in keep]
+        test_gold = [ev_gold[i] for i in keep]
+        if teacher_col in ev.columns:
+            ev_teacher = _clean(ev[teacher_col])
+            if o.status_col in ev.columns:
+                ev_status = _clean(ev[o.status_col])
+                ev_teacher = [t if s.lower() == "ok" else "" for t, s in zip(ev_teacher, ev_status, strict=True)]
+            test_teacher = [ev_teacher[i] for i in keep]
+        # The same text in the eval file and the training file would leak: drop it from training.
+        seen = set(test_texts)
+        in_test = [t in seen for t in texts]
+    elif o.gold_col and o.gold_col in df.columns and o.test_fraction > 0:
+        gold = _clean(df[o.gold_col])
+        cand = [i for i, g in enumerate(gold) if g and texts[i].strip()]
+        _, test_pos = stratified_split([gold[i] for i in cand], o.test_fraction, seed=o.seed)
+        test_idx = [cand[p] for p in test_pos]
+        for i in test_idx:
+            in_test[i] = True
+        test_texts = [texts[i] for i in test_idx]
+        test_gold = [gold[i] for i in test_idx]
+        if teacher is not None:
+            test_teacher = [teacher[i] for i in test_idx]
+    counts["held_out_for_test"] = sum(1 for u, t in zip(usable, in_test, strict=True) if u and t)
+    pool = [i for i, (u, t) in enumerate(zip(usable, in_test, strict=True)) if u and not t]
+    if o.exclude:
+        # Flagged rows (a review queue) are left out of training and validation; gold test rows stay.
+        ex = read_table(o.exclude)
+        check_columns(ex, [o.text_col], o.exclude, "--text-col")
+        drop = {cell_text(v) for v in ex[o.text_col]}
+        counts["excluded"] = sum(1 for i in pool if texts[i] in drop)
+        pool = [i for i in pool if texts[i] not in drop]
+
+    pool_y = [y[i] for i in pool]
+    freq: dict[str, int] = {}
+    for lab in pool_y:
+        freq[lab] = freq.get(lab, 0) + 1
+    where = (
+        f"{input_path} ({src_col!r}{', status ok' if o.train_on == 'teacher' and o.status_col in df.columns else ''})"
+    )
+    if not freq:
+        raise TrainingError(f"{where}: no rows to train on; {counts}")
+    if len(freq) < 2:
+        (only, n), *_ = freq.items()
+        raise TrainingError(f"{where}: only one class ({only!r}, {n} rows) to train on; a classifier needs two or more")
+    few = {lab: n for lab, n in freq.items() if n < 2}
+    if few:
+        raise TrainingError(
+            f"{where}: too few training rows for class(es) "
+            + ", ".join(f"{lab!r} ({n} row{'s' if n != 1 else ''})" for lab, n in sorted(few.items()))
+            + "; each class needs at least 2 (one to train, one to validate): add rows or drop the class"
+        )
+    labels = sorted(freq)
+    lab_id = {lab: i for i, lab in enumerate(labels)}
+    tr_pos, va_pos = stratified_split(pool_y, o.val_fraction, seed=o.seed + 1)
+    if not va_pos:
+        raise TrainingError(
+            f"{where}: {len(pool)} training rows are too few for a validation split at --val-fraction "
+            f"{o.val_fraction}; add rows or raise --val-fraction"
+        )
+    counts.update(train_rows=len(tr_pos), val_rows=len(va_pos), test_rows=len(test_texts))
+    train_soft = None
+    if o.soft:
+        soft = _soft_targets(df, [pool[p] for p in tr_pos], human, labels, o, input_path)
+        train_soft = soft
+        counts["soft_rows"] = sum(1 for v in soft if v is not None)
+    return DistillData(
+        labels=labels,
+        train_texts=[texts[pool[p]] for p in tr_pos],
+        train_y=[lab_id[pool_y[p]] for p in tr_pos],
+        val_texts=[texts[pool[p]] for p in va_pos],
+        val_y=[lab_id[pool_y[p]] for p in va_pos],
+        test_texts=test_texts,
+        test_gold=test_gold,
+        test_teacher=test_teacher,
+        train_soft=train_soft,
+        counts=counts,
+    )
+
+
+def _person_labels(
+    df: Any, texts: list[str], y: list[str], o: DistillOptions, input_path: str | Path
+) -> tuple[list[str], list[bool]]:
+    """Labels a person gave, over the LLM's: ``--label-col X --fallback-col pred_label`` and ``--corrections``.
+
+    Returns the labels to train on and, per row, whether it is a person's label.
+    """
+    human = [False] * len(y)
+    if o.fallback_col:
+        fallback = _clean(df[o.fallback_col])
+        human = [bool(v) for v in y]
+        y = [v or f for v, f in zip(y, fallback, strict=True)]
+    elif o.label_col != "pred_label" and "pred_label" in df.columns and sum(map(bool, y)) < len(y) / 2:
+        _log(
+            f"warning: --label-col {o.label_col} is empty on {sum(not v for v in y)} of {len(y)} rows, which are "
+            "not trained on; pass --fallback-col pred_label to use the LLM label there"
+        )
+    if o.corrections:
+        cf = read_table(o.corrections)
+        check_columns(cf, [o.text_col, "corrected"], o.corrections, "--text-col (a review queue has 'corrected')")
+        canonical = {lab.lower(): lab for lab in y if lab}  # "Sports" typed by a person → the label "sports"
+        fixes: dict[str, str] = {}
+        for t, c in zip(cf[o.text_col], cf["corrected"], strict=True):
+            c = cell_text(c).strip()
+            if c:
+                fixes[cell_text(t)] = canonical.get(c.lower(), c)
+        y = list(y)
+        matched: set[str] = set()
+        for i, t in enumerate(texts):
+            if t in fixes:
+                y[i], human[i] = fixes[t], True
+                matched.add(t)
+        _log(f"{o.corrections}: {len(fixes)} corrected labels, on {sum(human)} rows")
+        if len(matched) < len(fixes):
+            _log(f"warning: {len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
+    return y, human
+
+
+def _soft_targets(
+    df: Any, rows: list[int], human: list[bool], labels: list[str], o: DistillOptions, input_path: str | Path
+) -> list[list[float] | None]:
+    """The teacher's distribution over ``labels`` per row (renormalised), or None: no distribution, or a person's label.
+
+    Mass on labels with no training rows is dropped; labels a provider listed no mass for are 0.
+    """
+    from ..label.confidence import parse_pred_probs
+
+    check_columns(df, [o.probs_col], input_path, "--probs-col (label with a provider that gives pred_probs)")
+    out: list[list[float] | None] = []
+    for i in rows:
+        probs = None if human[i] else parse_pred_probs(df[o.probs_col].iat[i], f"{input_path} row {i + 2}")
+        vec = [probs.get(lab, 0.0) for lab in labels] if probs else None
+        total = sum(vec) if vec else 0.0
+        out.append([v / total for v in vec] if vec and total > 0 else None)
+    return out
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def _evaluate(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
+    """Metrics over the student's labels plus any gold label it never saw in training."""
+    from ..eval.metrics import evaluate
+
+    all_labels = list(labels) + sorted({g for g in gold if g and g not in labels})
+    return evaluate(gold, pred, all_labels, status=None)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def _same_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    keys = (set(saved) | set(now)) - _RESUME_NEUTRAL
+    # An option a folder's options.json predates (added to DistillOptions later) had its default then.
+    defaults = {k: f.default for k, f in DistillOptions.model_fields.items()}
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != now.get(k))
+
+
+def distill(
+    input_path: str | Path, out_dir: str | Path, options: DistillOptions, restart: bool = False
+) -> dict[str, Any]:
+    """Train a student on ``input_path`` into ``out_dir`` and return its ``run.json`` dict.
+
+    A finished run folder is returned as is (pass ``restart=True`` to train again); an
+    unfinished one with the same options resumes from its last checkpoint.
+
+    Under ``torchrun`` every rank calls this: rank 0 checks and writes the run folder, every rank
+    prepares the same data and trains one DDP replica, rank 0 evaluates and writes ``run.json``
+    while the others wait, and every rank returns it.
+    """
+    out = Path(out_dir)
+    distributed.setup()
+    # Rank 0 alone looks at (and, with --restart, clears) the folder; the others follow its verdict,
+    # so that no rank reads a folder another is deleting, and an error stops every rank alike.
+    verdict = distributed.broadcast(_check_folder(out, options, restart) if distributed.is_main() else None)
+    if verdict is not None:
+        distributed.teardown()
+        if isinstance(verdict, PromptclfError):
+            raise verdict
+        return verdict
+
+    data = prepare_data(input_path, options)
+    _same_data_on_every_rank(data)
+    _log(
+        f"{len(data.train_texts)} train / {len(data.val_texts)} validation / {len(data.test_texts)} gold test rows, "
+        f"{len(data.labels)} labels; skipped: {data.counts.get('not_ok', 0)} not ok, "
+        f"{data.counts['no_label']} without label or text"
+    )
+    extra = {k: data.counts[k] for k in ("corrected", "excluded", "soft_rows") if k in data.counts}
+    if extra:
+        _log(
+            ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extra.items())
+            + (f" (T={options.temperature:g})" if options.soft else "")
+        )
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "options.json").write_text(json.dumps(options.model_dump(mode="json"), indent=2) + "\n")
+        (out / "labels.json").write_text(json.dumps(data.labels, indent=2) + "\n")
+    distributed.barrier()  # the folder exists before any rank trains into it
+
+    from .train import train
+
+    result = train(data, options, out)
+    run = finish_run(out, data, options, result, str(input_path)) if distributed.is_main() else None
+    distributed.barrier()  # the other ranks wait for run.json, and leave together
+    if run is None:
+        run = json.loads((out / "run.json").read_text())
+    distributed.teardown()
+    return run
+
+
+def _same_data_on_every_rank(data: DistillData) -> None:
+    """Every rank must train on the same split; a different file or seed on one rank would silently mix runs."""
+    if not distributed.is_distributed():
+        return
+    import hashlib
+
+    h = hashlib.sha256(
+        json.dumps([data.labels, data.train_texts, data.train_y, data.val_texts, data.val_y, data.train_soft]).encode()
+    ).hexdigest()
+    seen = distributed.all_gather(h)
+    if len(set(seen)) > 1:
+        raise TrainingError(
+            f"the ranks prepared different training data (fingerprints {', '.join(x[:8] for x in seen)}): "
+            "every rank must read the same input file with the same options"
+        )
+
+
+def _check_folder(out: Path, options: DistillOptions, restart: bool) -> dict[str, Any] | PromptclfError | None:
+    """The finished run to return, the error to raise, or None to train (clearing the folder on restart)."""
+    try:
+        return _check_folder_or_raise(out, options, restart)
+    except PromptclfError as exc:
+        return exc
+
+
+def _check_folder_or_raise(out: Path, options: DistillOptions, restart: bool) -> dict[str, Any] | None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: exists and is not a folder")
+    opts = options.model_dump(mode="json")
+    saved_path = out / "options.json"
+    if restart and out.exists():
+        for name in ("checkpoints", "run.json", "train_time.json", "train_log.jsonl"):
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    elif saved_path.exists() and ((out / "checkpoints").is_dir() or (out / "run.json").exists()):
+        # Only a folder with training progress is protected; one that failed before its first
+        # checkpoint (say, QLoRA refused without a GPU) just takes the new options.
+        diff = _same_options(json.loads(saved_path.read_text()), opts)
+        if diff:
+            raise ConfigError(
+                f"{out} holds a run with different options ({', '.join(diff)}); "
+                "use another -o folder, or --restart to discard it and train anew"
+            )
+        if (out / "run.json").exists():
+            _log(f"{out} is already finished; returning its run.json (--restart trains again)")
+            return json.loads((out / "run.json").read_text())
+    return None
+
+
+def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:
+    """Reload the saved student, evaluate it, write predictions.csv and run.json."""
+    import statistics
+
+    import pandas as pd
+
+    from ..predict.student import Student
+
+    student = Student.load(out)
+    on_gpu = student.device.startswith("cuda")
+    price = (
+        o.hourly_price if o.hourly_price is not None else (DEFAULT_GPU_HOURLY_USD if on_gpu else DEFAULT_CPU_HOURLY_USD)
+    )
+
+    val_probs = student.predict_proba(data.val_texts, batch_size=o.eval_batch_size)
+    val_pred = [data.labels[j] for j in val_probs.argmax(-1)]
+    mem = tr.pop("val_probs_in_memory", None)
+    if mem is not None:
+        # Same inputs through the trained model and the reloaded one: a sanity check on saving.
+        tr["reload_max_abs_diff"] = float(abs(mem - val_probs).max()) if len(val_probs) else 0.0
+        tr["reload_same_labels"] = bool((mem.argmax(-1) == val_probs.argmax(-1)).all())
+    val_true = [data.labels[i] for i in data.val_y]
+    metrics_val = _evaluate(val_true, val_pred, data.labels)
+
+    timed = data.test_texts or data.val_texts
+    t0 = time.perf_counter()
+    preds = student.predict(timed, batch_size=o.eval_batch_size)
+    infer_s = time.perf_counter() - t0
+    items_per_s = len(timed) / infer_s if infer_s > 0 else float("inf")
+    cost_per_1k = price / 3600.0 / items_per_s * 1000.0
+
+    metrics = None
+    agreement: float | None = None
+    agreement_on = None
+    if data.test_texts:
+        test_pred = [lab for lab, _ in preds]
+        metrics = _evaluate(data.test_gold, test_pred, data.labels)
+        frame: dict[str, list[Any]] = {"text": data.test_texts, "gold": data.test_gold}
+        if data.test_teacher is not None:
+            frame["teacher"] = data.test_teacher
+            pairs = [(t, p) for t, p in zip(data.test_teacher, test_pred, strict=True) if t]
+            if pairs:
+                agreement = sum(t == p for t, p in pairs) / len(pairs)
+                agreement_on = "test"
+        frame["pred"] = test_pred
+        frame["prob"] = [round(p, 6) for _, p in preds]
+        write_table(pd.DataFrame(frame), out / "predictions.csv")
+    if agreement is None and o.train_on == "teacher":
+        agreement, agreement_on = metrics_val["accuracy"], "validation"
+
+    hours = tr["time_s"] / 3600.0
+    run = {
+        "kind": "distill",
+        "name": o.name or out.resolve().name,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options": o.model_dump(mode="json"),
+        "input": input_path,
+        "provider": "student",
+        "model": f"{Path(student.spec.base).name} ({o.method}, {o.head} head)",
+        "labels": data.labels,
+        "gold_col": o.gold_col if data.test_texts else None,
+        "output": "predictions.csv" if data.test_texts else None,
+        "n_items": len(data.test_texts),
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cached_requests": 0, "reasks": 0},
+        "cost_usd": round(price * hours, 6),
+        "cost_per_1k": round(cost_per_1k, 6),
+        "wall_s": round(infer_s, 3),
+        "items_per_s": round(items_per_s, 2),
+        "latency_s_median": round(statistics.median(student.last_batch_s) / o.eval_batch_size, 5)
+        if student.last_batch_s
+        else None,
+        "metrics": metrics,
+        "metrics_validation": metrics_val,
+        "teacher_agreement": agreement,
+        "teacher_agreement_on": agreement_on,
+        "data": data.counts,
+        "train": {
+            **tr,
+            "hourly_price_usd": price,
+            "train_cost_usd": round(price * hours, 6),
+        },
+        "inference": {
+            "items_per_s": round(items_per_s, 2),
+            "cost_per_1k": round(cost_per_1k, 6),
+            "measured_on": "test" if data.test_texts else "validation",
+            "n_items": len(timed),
+            "batch_size": o.eval_batch_size,
+            "device": student.device,
+        },
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    ckpt = out / "checkpoints"
+    if ckpt.exists():  # the finished student is saved at the top level; checkpoints are only for resuming
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return run

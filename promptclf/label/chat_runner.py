@@ -1,0 +1,324 @@
+"""The chat runner: numbered batches sent to a chat provider, parsed, and re-asked.
+
+Items are packed into numbered batches and sent concurrently, within rate limits, through
+the transport-retry layer (:mod:`promptclf.providers.retry`); each response is parsed and validated
+(:mod:`promptclf.label.schema`); the items a response left out, duplicated or mislabelled are
+re-asked in smaller batches (the second, separate retry layer). Every successful response is
+cached in the store first, so an interrupted run resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AuthenticationError, ProviderError, ResponseFormatError
+from ..labels import LabelSet
+from ..providers import Provider
+from ..providers.base import ChatResult, Usage
+from ..providers.retry import call_with_retries
+from ..store import request_key
+from .confidence import compact_logprobs, item_confidence
+from .jobs import Engine, Job, RowResult, Task
+from .options import LabelOptions
+from .prompts import Item, PromptBuilder
+from .schema import FORMAT_INSTRUCTIONS, parse_response, response_schema, schema_for_batch
+
+
+class RateLimiter:
+    """Requests-per-minute and tokens-per-minute limits shared by all worker threads."""
+
+    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self._lock = threading.Lock()
+        self._req_free_at = 0.0
+        self._tok_free_at = 0.0
+
+    def acquire(self, tokens: int) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = now
+            if self.rpm:
+                start = max(start, self._req_free_at)
+                self._req_free_at = start + 60.0 / self.rpm
+            if self.tpm:
+                start = max(start, self._tok_free_at)
+                self._tok_free_at = start + 60.0 * tokens / self.tpm
+        delay = start - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+@dataclass
+class ChatRequest:
+    """One request, built: what is sent for ``task`` and the store key it is cached under."""
+
+    task: Task
+    ids: list[int]  # item ids in the prompt, 1..n
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    mode: str
+    max_tokens: int
+    payload: dict[str, Any]  # what the key hashes (no secret)
+    key: str
+
+
+def chat_mode(options: LabelOptions, provider: Provider) -> str:
+    """The structured-output mode: the one asked for, else the provider's default."""
+    if options.structured != "auto":
+        return options.structured
+    return getattr(provider, "default_mode", lambda: "json_object")()
+
+
+def format_instructions(mode: str, labels: LabelSet) -> str | None:
+    """The JSON shape spelled out in the prompt, for servers with no structured-output mode."""
+    return FORMAT_INSTRUCTIONS.format(labels=", ".join(labels.names)) if mode == "prompt" else None
+
+
+class ChatRunner:
+    """Labels ``job``'s rows through the engine's chat provider, writing ``job.results``."""
+
+    def __init__(self, engine: Engine, job: Job, prompts: PromptBuilder) -> None:
+        self.engine = engine
+        self.job = job
+        self.prompts = prompts
+        self.options = engine.options
+        self.mode = chat_mode(self.options, engine.provider)
+        self.schema = response_schema(job.labels)
+        self.limiter = RateLimiter(self.options.rpm, self.options.tpm)
+
+    def first_tasks(self) -> list[Task]:
+        """The job's rows to label, in batches of ``batch_size``."""
+        o, job = self.options, self.job
+        return [Task(job.todo[i : i + o.batch_size]) for i in range(0, len(job.todo), o.batch_size)]
+
+    def run(self, bar: Any, tasks: list[Task] | None = None) -> None:
+        """Send ``tasks`` (default: the whole job) and their re-asks, writing ``job.results``."""
+        o = self.options
+        tasks = self.first_tasks() if tasks is None else tasks
+        executor = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="promptclf")
+        pending: dict[Future[Any], Task] = {}
+        # Set on a rejected key or an interrupt. Workers check it before sending, because a
+        # worker that just failed picks the next queued task before the main thread can cancel it.
+        stop = threading.Event()
+
+        def run_task(task: Task) -> dict[str, Any] | None:
+            if stop.is_set():
+                return None  # never sent; the run is ending
+            try:
+                return self._do_task(task)
+            except AuthenticationError:
+                stop.set()
+                raise
+
+        def submit(task: Task) -> None:
+            pending[executor.submit(run_task, task)] = task
+
+        try:
+            for t in tasks:
+                submit(t)
+            while pending:
+                done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = pending.pop(fut)
+                    outcome = fut.result()  # AuthenticationError propagates: no point going on
+                    if outcome is None:
+                        continue  # skipped after a stop; the error that stopped the run follows
+                    finished = self._apply_outcome(task, outcome)
+                    self.engine.tick(bar, finished)
+                    for follow in self._reask_tasks(task, outcome):
+                        submit(follow)
+        finally:
+            stop.set()
+            for fut in pending:
+                fut.cancel()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _do_task(self, task: Task) -> dict[str, Any]:
+        """Runs in a worker thread: one request (from cache or the provider), parsed."""
+        o, eng = self.options, self.engine
+        req = self.build_request(task)
+        outcome = self.cached_outcome(req)
+        if outcome is not None:
+            return outcome
+        key, messages, schema, mode, max_tokens = req.key, req.messages, req.schema, req.mode, req.max_tokens
+        store = eng.store
+        provider = eng.provider
+        self.limiter.acquire(sum(provider.count_tokens(m["content"]) for m in messages) + max_tokens)
+
+        def on_retry(exc: BaseException, attempt: int, sleep: float) -> None:
+            with eng.stats.lock:
+                eng.stats.transport_retries += 1
+            store.log(key, eng.run_id, eng.provider_name, eng.model, "error", f"{exc} (retrying in {sleep:.1f}s)")
+
+        try:
+            result = call_with_retries(
+                lambda: provider.complete(messages, schema, mode, max_tokens),  # type: ignore[attr-defined]
+                o.max_retries,
+                o.retry_max_wait_s,
+                on_retry,
+            )
+        except AuthenticationError:
+            raise
+        except ProviderError as exc:
+            with eng.stats.lock:
+                eng.stats.failed_requests += 1
+            store.log(key, eng.run_id, eng.provider_name, eng.model, "error", str(exc))
+            return {"key": key, "error": f"request failed after {o.max_retries} retries: {exc}"}
+        return self.record_result(req, result)
+
+    def build_request(self, task: Task) -> ChatRequest:
+        """The request for ``task``: messages, schema, token cap, and the store key.
+
+        Shared with the batch runner (:mod:`promptclf.label.batch_runner`), so a batch line is the
+        same request, with the same key, as the synchronous one. The system message and the
+        user message up to the first item are the same bytes for every request of a job
+        (re-asks put their note after the items), so providers can cache that prefix.
+        """
+        o, job, eng = self.options, self.job, self.engine
+        items = [Item(k + 1, job.texts[row]) for k, row in enumerate(task.rows)]
+        feedback = None
+        if task.round:
+            # A re-ask must not be the same prompt as before (it would get the same answer,
+            # or the cached one): say what went wrong and which attempt this is.
+            feedback = f"attempt {task.round + 1}: an earlier answer left texts out or used a label not in the list."
+            bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
+            if bad:
+                feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
+            feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
+        mode = self.mode
+        fmt = format_instructions(mode, job.labels)
+        # Similar-example shots: this request's own examples (nearest to its rows), so they are
+        # part of the messages and of the store key.
+        shots = job.shots_for(task.rows) if job.similar is not None else None
+        messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt, shots=shots)
+        schema = schema_for_batch(self.schema, len(items), strict=mode == "json_schema")
+        longest = max(len(n) for n in job.labels.names)
+        max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
+        payload = {
+            "provider": eng.provider_name,
+            "model": eng.model,
+            "base_url": getattr(eng.provider, "base_url", None),
+            "messages": messages,
+            "schema": schema,
+            "mode": mode,
+            "temperature": o.temperature,
+            "max_tokens": max_tokens,
+        }
+        return ChatRequest(
+            task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload)
+        )
+
+    def cached_outcome(self, req: ChatRequest) -> dict[str, Any] | None:
+        """The stored response for ``req``, counted and parsed; None when there is none (or --no-cache)."""
+        eng = self.engine
+        cached = None if self.options.no_cache else eng.store.get(req.key)
+        if cached is None:
+            return None
+        usage = Usage(cached.prompt_tokens, cached.completion_tokens, cached.cached_prompt_tokens)
+        eng.account(usage, cached.latency_s, True)
+        eng.store.log(req.key, eng.run_id, eng.provider_name, eng.model, "cached")
+        parsed = parse_response(cached.response, req.ids, self.job.labels)
+        # The stored logprobs give the same label probabilities the fresh answer gave.
+        conf = item_confidence(cached.response, cached.logprobs, parsed.labels, self.job.labels)
+        return {"key": req.key, "parsed": parsed, "conf": conf}
+
+    def record_result(self, req: ChatRequest, result: ChatResult, batch: bool = False) -> dict[str, Any]:
+        """Count, parse and store a response the provider just sent (``batch``: through its batch API)."""
+        eng, key = self.engine, req.key
+        store = eng.store
+        u = result.usage
+        cost, latency = eng.account(u, result.latency_s, False, batch=batch)
+        try:
+            parsed = parse_response(result.text, req.ids, self.job.labels)
+        except ResponseFormatError as exc:
+            # Paid for but unusable: logged with its cost, never cached, items re-asked.
+            store.log(
+                key, eng.run_id, eng.provider_name, eng.model, "error", str(exc)[:500],
+                u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
+            )  # fmt: skip
+            return {"key": key, "format_error": str(exc)}
+        logprobs = compact_logprobs(result.text, result.logprobs)
+        store.put(
+            key, eng.provider_name, eng.model, req.payload, result.text,
+            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens, logprobs,
+        )  # fmt: skip
+        store.log(
+            key, eng.run_id, eng.provider_name, eng.model, "ok", None,
+            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
+        )  # fmt: skip
+        return {
+            "key": key,
+            "parsed": parsed,
+            "conf": item_confidence(result.text, logprobs, parsed.labels, self.job.labels),
+        }
+
+    def _apply_outcome(self, task: Task, outcome: dict[str, Any]) -> int:
+        """Write final results for items that are done; return how many rows finished."""
+        job = self.job
+        key = outcome["key"][:16]
+        finished = 0
+        last_round = task.round >= self.options.max_reasks
+        if "error" in outcome:
+            for row in task.rows:
+                job.results[row] = RowResult(status="error", reason=outcome["error"], request=key)
+            return len(task.rows)
+        if "format_error" in outcome:
+            if last_round:
+                for row in task.rows:
+                    job.results[row] = RowResult(
+                        status="empty", reason=f"no usable answer after {task.round} re-asks: {outcome['format_error'][:200]}",
+                        request=key,
+                    )  # fmt: skip
+                return len(task.rows)
+            return 0
+        parsed = outcome["parsed"]
+        conf = outcome.get("conf") or {}
+        for k, row in enumerate(task.rows, start=1):
+            if k in parsed.labels:
+                c = conf.get(k)  # matched by item id, so reordered answers keep each row's own
+                job.results[row] = RowResult(
+                    parsed.labels[k], c.prob if c else None, "ok", "", key, c.probs if c else None
+                )
+                finished += 1
+            elif last_round:
+                if k in parsed.invalid:
+                    reason = f"answer {parsed.invalid[k]!r} is not in the label set (after {task.round} re-asks)"
+                    job.results[row] = RowResult("", None, "invalid", reason, key)
+                elif k in parsed.conflicting:
+                    reason = f"the response gave this item two different labels (after {task.round} re-asks)"
+                    job.results[row] = RowResult("", None, "empty", reason, key)
+                else:
+                    reason = f"the response left this item out (after {task.round} re-asks)"
+                    job.results[row] = RowResult("", None, "empty", reason, key)
+                finished += 1
+        return finished
+
+    def _reask_tasks(self, task: Task, outcome: dict[str, Any]) -> list[Task]:
+        """Validation re-asks: the items still unanswered, in batches half the size of the last."""
+        o = self.options
+        if "error" in outcome or task.round >= o.max_reasks:
+            return []
+        if "format_error" in outcome:
+            retry_rows = list(task.rows)
+            previous: dict[int, str] = {}
+        else:
+            parsed = outcome["parsed"]
+            retry_rows = [row for k, row in enumerate(task.rows, start=1) if k in parsed.retry_ids]
+            previous = {row: parsed.invalid[k] for k, row in enumerate(task.rows, start=1) if k in parsed.invalid}
+        if not retry_rows:
+            return []
+        nxt = task.round + 1
+        size = 1 if nxt >= o.max_reasks else max(1, min(len(task.rows) // 2, len(retry_rows)))
+        size = min(size, max(1, o.batch_size >> nxt))
+        with self.engine.stats.lock:
+            self.engine.stats.reasks += len(retry_rows)
+        return [
+            Task(retry_rows[i : i + size], nxt, {r: previous[r] for r in retry_rows[i : i + size] if r in previous})
+            for i in range(0, len(retry_rows), size)
+        ]

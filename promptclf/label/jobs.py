@@ -1,0 +1,385 @@
+"""Job preparation: what a labeling run will send, decided before any request.
+
+:func:`prepare_job` validates the input frame against the options, settles the label set,
+picks the few-shot examples (rows used as shots are never scored), and lists the rows to
+label. It also holds the small records the runners share with the engine (:class:`RowResult`,
+:class:`Task`, :class:`Stats`) and the :class:`Engine` protocol: what a runner
+(:mod:`promptclf.label.chat_runner`, :mod:`promptclf.label.scoring_runner`) needs from the
+:class:`~promptclf.label.labeler.Labeler` that drives it, so the runners never import the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from ..data.tables import cell_text, check_columns
+from ..errors import InputError
+from ..labels import LabelSet, infer_labels
+from ..providers import Provider
+from ..providers.base import Usage
+from ..store import Store
+from .options import LabelOptions
+from .prompts import PromptBuilder, Shot, select_shots
+from .shots import SimilarShots, build_similar, cluster_order
+
+
+@dataclass
+class RowResult:
+    """One row's outcome: what becomes its ``pred_*`` columns."""
+
+    label: str = ""
+    prob: float | None = None
+    status: str = ""  # ok | empty | invalid | error | shot
+    reason: str = ""
+    request: str = ""
+    probs: dict[str, float] | None = None  # distribution over labels (``pred_probs``), when known
+
+
+@dataclass
+class Task:
+    """One request's worth of rows (a batch, or a smaller re-ask batch)."""
+
+    rows: list[int]  # row positions in the input frame, in item-id order
+    round: int = 0
+    previous: dict[int, str] = field(default_factory=dict)  # row -> off-list answer from the last round
+
+
+@dataclass
+class Job:
+    """A validated labeling job: what will be sent, decided before any request."""
+
+    texts: list[str]
+    results: list[RowResult]
+    todo: list[int]  # rows to label
+    gold: list[str] | None
+    labels: LabelSet
+    shots: list[Shot]  # the shots of every prompt; with similar shots, the pool they are picked from
+    warnings: list[str]
+    similar: SimilarShots | None = None  # --shot-selection similar: picks each request's shots
+
+    def shots_for(self, rows: Sequence[int]) -> list[Shot]:
+        """The few-shot examples of one request holding ``rows``: the job's shots, or the nearest to them."""
+        return self.similar.for_rows(rows) if self.similar is not None else self.shots
+
+
+@dataclass
+class Stats:
+    """What a run sent, received and spent. ``cost_usd`` is money spent now; ``list_cost_usd``
+    also prices cached responses, which is what the job costs per item at list price."""
+
+    requests: int = 0
+    cached_requests: int = 0
+    failed_requests: int = 0
+    reasks: int = 0
+    transport_retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # part of prompt_tokens served from the provider's prompt cache
+    batch_requests: int = 0  # responses fetched now through the provider's batch API (--batch-api)
+    cost_usd: float = 0.0
+    list_cost_usd: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # every response's own latency, cached ones included
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "cached_requests": self.cached_requests,
+            "failed_requests": self.failed_requests,
+            "reasks": self.reasks,
+            "transport_retries": self.transport_retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "batch_requests": self.batch_requests,
+        }
+
+
+class Engine(Protocol):
+    """What a runner uses of the engine driving it (implemented by ``Labeler``)."""
+
+    options: LabelOptions
+    provider_name: str
+    model: str
+    run_id: str
+    stats: Stats
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def account(self, usage: Usage, latency: float, cached: bool, batch: bool = False) -> tuple[float, float]:
+        """Count one response (fetched now or from the store; ``batch``: fetched through the
+        provider's batch API, at its batch price); returns (list cost, latency)."""
+        ...
+
+    def tick(self, bar: Any, n: int) -> None:
+        """Advance the progress bar by ``n`` finished rows."""
+        ...
+
+
+def clip_text(text: str, limit: int) -> str:
+    """An item's text as the prompt shows it: cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit]
+
+
+def row_text(df: pd.DataFrame, i: int, cols: list[str]) -> str:
+    """Row ``i``'s text: the one text column, or ``col: value`` lines for several."""
+    if len(cols) == 1:
+        return cell_text(df[cols[0]].iat[i])
+    parts = [(c, cell_text(df[c].iat[i]).strip()) for c in cols]
+    return "\n".join(f"{c}: {v}" for c, v in parts if v)
+
+
+def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source: str) -> LabelSet:
+    if o.labels:
+        labels = LabelSet.from_dict(o.labels)
+    elif gold is not None and any(gold):
+        labels = infer_labels(gold)
+    else:
+        hint = f"column {o.label_col!r} is absent" if gold is None else f"column {o.label_col!r} is empty"
+        raise InputError(
+            f"{source}: no label set: pass --labels (e.g. --labels 'a,b,c' or a file), or --label-col naming a "
+            f"column with example labels ({hint}; the file has: {', '.join(map(repr, df.columns))})"
+        )
+    if gold is not None and o.labels:
+        unknown = sorted({g for g in gold if g and labels.normalize(g) is None})
+        if unknown:
+            raise InputError(
+                f"{source}: column {o.label_col!r} has labels that are not in --labels: {', '.join(map(repr, unknown[:10]))}; "
+                f"add them to --labels (or as aliases), or point --label-col elsewhere"
+            )
+    return labels
+
+
+def _few_warnings(pool: list[Shot], labels: LabelSet, shots: int) -> list[str]:
+    """A warning for every class with fewer pool examples than one prompt shows."""
+    counts = {name: sum(1 for s in pool if s.label == name) for name in labels.names}
+    return [f"label {name!r} has {n} example(s), fewer than --shots {shots}" for name, n in counts.items() if n < shots]
+
+
+def _shot_pool(
+    o: LabelOptions, texts: list[str], gold: list[str], labels: LabelSet, results: list[RowResult]
+) -> tuple[list[Shot], list[str]]:
+    """Similar shots without --examples: a seeded stratified pool of ``--shot-pool`` labeled rows per
+    class, marked ``shot`` (never scored), so a fully labeled file still leaves rows to score."""
+    pool, _ = select_shots(texts, gold, o.shot_pool, labels, o.seed)
+    warnings = _few_warnings(pool, labels, o.shots)
+    counts = {name: sum(1 for s in pool if s.label == name) for name in labels.names}
+    left = {name: 0 for name in labels.names}
+    for t, g in zip(texts, gold, strict=True):
+        name = labels.normalize(g) if g else None
+        if name is not None and t.strip():
+            left[name] += 1
+    for name in labels.names:
+        if o.shots <= counts[name] == left[name]:
+            warnings.append(
+                f"label {name!r}: all its {counts[name]} labeled rows are in the similar-shot pool (--shot-pool "
+                f"{o.shot_pool}), so none of them is scored"
+            )
+    for s in pool:
+        results[s.row].status = "shot"  # type: ignore[index]
+        results[s.row].reason = "in the similar-shot pool, not scored"  # type: ignore[index]
+    return pool, warnings
+
+
+def _shots(
+    o: LabelOptions,
+    df: pd.DataFrame,
+    examples: pd.DataFrame | None,
+    texts: list[str],
+    gold: list[str] | None,
+    labels: LabelSet,
+    results: list[RowResult],
+    source: str,
+) -> tuple[list[Shot], list[str]]:
+    """Few-shot examples from ``examples`` or from the input's own gold rows (marked ``shot``)."""
+    if not o.shots:
+        return [], []
+    if examples is not None:
+        label_col = o.label_col or "label"
+        check_columns(examples, [*o.text_cols, label_col], "--examples", "--text-col/--label-col")
+        ex_texts = [row_text(examples, i, o.text_cols) for i in range(len(examples))]
+        ex_labels = [cell_text(v) for v in examples[label_col]]
+        # Similar shots: the whole file is the pool (every labeled example, in file order).
+        per_class = len(examples) if o.shot_selection == "similar" else o.shots
+        shots, warnings = select_shots(ex_texts, ex_labels, per_class, labels, o.seed)
+        if o.shot_selection == "similar":
+            shots = sorted(shots, key=lambda s: s.row or 0)
+            warnings = _few_warnings(shots, labels, o.shots)
+        shots = [Shot(s.text, s.label, None) for s in shots]
+    elif gold is not None and o.shot_selection == "similar":
+        shots, warnings = _shot_pool(o, texts, gold, labels, results)
+    elif gold is not None:
+        shots, warnings = select_shots(texts, gold, o.shots, labels, o.seed)
+        for s in shots:
+            results[s.row].status = "shot"  # type: ignore[index]
+            results[s.row].reason = "used as a few-shot example, not scored"  # type: ignore[index]
+    else:
+        raise InputError(
+            f"--shots {o.shots} needs labeled examples: pass --examples FILE or a --label-col in {source} "
+            f"(the file has: {', '.join(map(repr, df.columns))})"
+        )
+    if not shots:
+        raise InputError(f"--shots {o.shots}: no labeled example matches the label set {labels.names}")
+    return shots, warnings
+
+
+def prepare_job(
+    o: LabelOptions,
+    df: pd.DataFrame,
+    examples: pd.DataFrame | None = None,
+    source: str = "input",
+    store: Store | None = None,
+    progress: bool = False,
+) -> Job:
+    """Validate ``df`` against the options and decide shots and items. No request is sent.
+
+    With ``--shot-selection similar`` the pool and the texts to label are embedded (cached in
+    ``store``) and the rows to label are put in an order where similar texts are next to each
+    other, cut into batches of ``batch_size`` (results still go back to their own rows).
+    """
+    check_columns(df, o.text_cols, source, "--text-col")
+    has_gold = o.label_col is not None and o.label_col in df.columns
+    gold = [cell_text(v).strip() for v in df[o.label_col]] if has_gold and o.label_col else None
+    labels = _label_set(o, df, gold, source)
+
+    texts = [row_text(df, i, o.text_cols) for i in range(len(df))]
+    results = [RowResult() for _ in range(len(df))]
+    shots, warnings = _shots(o, df, examples, texts, gold, labels, results, source)
+
+    todo = _mark_todo(o, texts, results)
+    similar = None
+    if o.shot_selection == "similar" and shots and todo:
+        similar = build_similar(shots, texts, todo, o.shots, labels.names, store=store, progress=progress)
+        todo = [todo[k] for k in cluster_order(similar.vectors(todo), o.batch_size)]
+    return Job(texts, results, todo, gold, labels, shots, warnings, similar)
+
+
+def _mark_todo(o: LabelOptions, texts: list[str], results: list[RowResult]) -> list[int]:
+    """The rows to label; rows with an empty or too long text get status ``error`` instead."""
+    todo = []
+    for i, text in enumerate(texts):
+        if results[i].status == "shot":
+            continue
+        if not text.strip():
+            results[i] = RowResult(status="error", reason=f"empty text in {', '.join(o.text_cols)}")
+        elif len(text) > o.max_item_chars:
+            results[i] = RowResult(
+                status="error",
+                reason=f"text has {len(text):,} characters, over --max-item-chars {o.max_item_chars:,}",
+            )
+        else:
+            todo.append(i)
+    return todo
+
+
+def prompt_builder(o: LabelOptions, job: Job) -> PromptBuilder:
+    """The prompts for ``job``: its labels and shots, rendered with the options' templates."""
+    return PromptBuilder(
+        job.labels,
+        job.shots if job.similar is None else [],  # similar shots: each request passes its own
+        template=o.template,
+        system_template=o.system_template,
+        max_chars=o.max_chars,
+        shot_max_chars=o.shot_max_chars,
+    )
+
+
+# --- a job too large for memory, labeled chunk by chunk (promptclf.label.stream) -------------
+
+
+def chunk_texts(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Every row's text (as :func:`row_text` gives it), column-wise: fast on large chunks."""
+    if len(cols) == 1:
+        return [cell_text(v) for v in df[cols[0]].tolist()]
+    columns = [[cell_text(v).strip() for v in df[c].tolist()] for c in cols]
+    return ["\n".join(f"{c}: {v}" for c, v in zip(cols, vals, strict=True) if v) for vals in zip(*columns, strict=True)]
+
+
+@dataclass
+class StreamPlan:
+    """What a chunked run decides once, from the whole file, before its first request: the label
+    set, the shots (the same for every chunk) and which input rows are shots (never scored)."""
+
+    labels: LabelSet
+    shots: list[Shot]
+    shot_rows: dict[int, RowResult]  # input row -> its ``shot`` result
+    warnings: list[str]
+
+
+def plan_stream(
+    o: LabelOptions,
+    columns: list[str],
+    gold: list[str] | None,
+    has_text: list[bool],
+    examples: pd.DataFrame | None,
+    source: str,
+) -> StreamPlan:
+    """Label set and shots for a whole file from its label column and which rows have text.
+
+    The same seeded selection as :func:`prepare_job` (it only looks at whether a candidate has
+    text), so a file labeled in chunks gets the shots it would get in one piece. The shots'
+    texts are placeholders until the caller fills them in from those rows.
+    """
+    stub = pd.DataFrame(columns=columns)  # error messages list the columns
+    labels = _label_set(o, stub, gold, source)
+    marks: dict[int, RowResult] = defaultdict(RowResult)
+    shots, warnings = _shots(o, stub, examples, ["x" if t else "" for t in has_text], gold, labels, marks, source)  # type: ignore[arg-type]
+    return StreamPlan(labels, shots, dict(marks), warnings)
+
+
+def chunk_job(
+    o: LabelOptions,
+    df: pd.DataFrame,
+    offset: int,
+    plan: StreamPlan,
+    gold: list[str] | None,
+    store: Store | None = None,
+    progress: bool = False,
+    embed: bool = True,
+) -> Job:
+    """The job for one chunk (input rows ``offset`` .. ``offset + len(df)``) under ``plan``.
+    ``embed=False``: no similar-shot embeddings (a chunk that will not be sent)."""
+    check_columns(df, o.text_cols, "input", "--text-col")
+    texts = chunk_texts(df, o.text_cols)
+    results = []
+    for i in range(len(df)):
+        mark = plan.shot_rows.get(offset + i)
+        results.append(RowResult(status=mark.status, reason=mark.reason) if mark else RowResult())
+    todo = _mark_todo(o, texts, results)
+    similar = None
+    if embed and o.shot_selection == "similar" and plan.shots and todo:
+        similar = build_similar(plan.shots, texts, todo, o.shots, plan.labels.names, store=store, progress=progress)
+        todo = [todo[k] for k in cluster_order(similar.vectors(todo), o.batch_size)]
+    part = gold[offset : offset + len(df)] if gold is not None else None
+    return Job(texts, results, todo, part, plan.labels, plan.shots, [], similar)
+
+
+@dataclass
+class Tally:
+    """What a run's summary needs of its rows (label, status, gold), kept across chunks."""
+
+    labels: LabelSet
+    n_shots: int
+    gold: list[str] | None
+    pred: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+
+    def add(self, job: Job) -> None:
+        self.pred.extend(r.label for r in job.results)
+        self.status.extend(r.status for r in job.results)
+
+    @classmethod
+    def of_job(cls, job: Job) -> Tally:
+        t = cls(job.labels, len(job.shots), job.gold)
+        t.add(job)
+        return t

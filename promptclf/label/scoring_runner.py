@@ -1,0 +1,143 @@
+"""The scoring runner: batches of items scored by a scoring provider (the local model).
+
+Each batch asks the provider for one probability per label per item; the argmax is the label
+and its probability is ``pred_prob``. Scores are cached in the store like chat responses.
+
+With ``calibrate`` (contextual calibration, Zhao et al. 2021, "Calibrate before use"), the
+same prompt is first scored on content-free inputs (:data:`CONTENT_FREE`), once per job and
+cached like any batch; every item's probabilities are then divided by their mean and
+renormalised (:func:`contextual_calibration`). The store keeps the raw scores, so a run with
+and one without calibration share one scoring pass.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..providers.base import ScoreRequest, Usage
+from ..store import request_key
+from .jobs import Engine, Job, RowResult, clip_text
+from .prompts import PromptBuilder, ScoreParts, Shot
+
+# The content-free inputs of Zhao et al. (2021): texts that carry no evidence for any label.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def contextual_calibration(probs: list[list[float]], content_free: list[list[float]]) -> list[list[float]]:
+    """Each row of ``probs`` divided by the mean of ``content_free`` rows, then renormalised to sum to 1.
+
+    The mean is the prompt's bias: what it gives each label when the text says nothing.
+    Dividing by it makes a content-free input uniform. A label the content-free inputs give
+    (numerically) no mass is floored at 1e-12 rather than divided by zero.
+    """
+    import numpy as np
+
+    bias = np.maximum(np.asarray(content_free, dtype=float).mean(axis=0), 1e-12)
+    p = np.asarray(probs, dtype=float) / bias
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.asarray(probs, dtype=float), where=total > 0).tolist()
+
+
+def _scores(engine: Engine, parts: ScoreParts, items: list[str], names: list[str]) -> tuple[list[list[float]], str]:
+    """Raw probabilities for ``items`` (from the store when cached, else from the provider) and the request key."""
+    o = engine.options
+    provider = engine.provider
+    # Scores differ when only the answer attends to the examples, so that is part of the key.
+    answer_only = parts.examples if getattr(provider, "shot_attention", "full") == "answer" else None
+    payload = {
+        "provider": engine.provider_name,
+        "model": engine.model,
+        "system": parts.system,
+        "prefix": parts.prefix,
+        "suffix": parts.suffix,
+        "items": items,
+        "labels": names,
+        "answer_only_examples": answer_only,
+    }
+    key = request_key(payload)
+    cached = None if o.no_cache else engine.store.get(key)
+    if cached is not None:
+        engine.account(Usage(cached.prompt_tokens, cached.completion_tokens), cached.latency_s, True)
+        engine.store.log(key, engine.run_id, engine.provider_name, engine.model, "cached")
+        return json.loads(cached.response), key
+    request = ScoreRequest(parts.system, parts.prefix, items, parts.suffix, names, parts.examples)
+    result = provider.score(request)  # type: ignore[attr-defined]
+    cost, _ = engine.account(result.usage, result.latency_s, False)
+    engine.store.put(
+        key,
+        engine.provider_name,
+        engine.model,
+        {"items": len(items), "labels": names},
+        json.dumps(result.probs),
+        result.usage.prompt_tokens,
+        result.usage.completion_tokens,
+        result.latency_s,
+        cost,
+    )
+    engine.store.log(
+        key, engine.run_id, engine.provider_name, engine.model, "ok", None,
+        result.usage.prompt_tokens, result.usage.completion_tokens, result.latency_s, cost,
+    )  # fmt: skip
+    return result.probs, key
+
+
+def score_groups(job: Job, prompts: PromptBuilder, size: int) -> list[tuple[ScoreParts, list[int]]]:
+    """The requests of a scoring job: (prompt parts, rows) in batches of at most ``size`` rows.
+
+    One shared prompt for all rows, or, with similar-example shots, every row its own nearest
+    examples, so its own prompt: rows whose shots are identical share a request (and the
+    provider's prefix cache), in the job's order; the rest pay for their prefix each.
+    """
+    if job.similar is None:
+        parts = prompts.score_parts()
+        return [(parts, job.todo[s : s + size]) for s in range(0, len(job.todo), size)]
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    shots_of: dict[tuple[tuple[str, str], ...], list[Shot]] = {}
+    for row, shots in zip(job.todo, job.similar.for_each(job.todo), strict=True):
+        sig = tuple((s.text, s.label) for s in shots)
+        groups.setdefault(sig, []).append(row)
+        shots_of.setdefault(sig, shots)
+    out: list[tuple[ScoreParts, list[int]]] = []
+    for sig, rows in groups.items():
+        parts = prompts.score_parts(shots_of[sig])
+        out.extend((parts, rows[s : s + size]) for s in range(0, len(rows), size))
+    return out
+
+
+def run_scoring(engine: Engine, job: Job, prompts: PromptBuilder, bar: Any) -> dict[str, Any] | None:
+    """Label ``job``'s rows through the engine's scoring provider, writing ``job.results``.
+
+    Returns the calibration record with ``calibrate`` (the content-free inputs and the mean
+    distribution they got, which every item was divided by), else None.
+    """
+    o = engine.options
+    names = job.labels.names
+    size = o.batch_size
+    # Content-free scores per distinct prompt, scored once (one prompt per job, unless every row
+    # has its own similar shots): they must see exactly the prompt the items see.
+    content_free: dict[tuple[str, str, str], list[list[float]]] = {}
+    for parts, rows in score_groups(job, prompts, size):
+        items = [clip_text(job.texts[i], o.max_chars) for i in rows]
+        if o.calibrate and (parts.system, parts.prefix, parts.suffix) not in content_free:
+            cf, _ = _scores(engine, parts, list(CONTENT_FREE), names)
+            content_free[(parts.system, parts.prefix, parts.suffix)] = cf
+        probs, key = _scores(engine, parts, items, names)
+        if o.calibrate:
+            probs = contextual_calibration(probs, content_free[(parts.system, parts.prefix, parts.suffix)])
+        for row, p in zip(rows, probs, strict=True):
+            best = max(range(len(names)), key=lambda k: p[k])
+            # The full distribution over labels goes to pred_probs (calibrated when --calibrate).
+            dist = {name: float(v) for name, v in zip(names, p, strict=True)}
+            job.results[row] = RowResult(names[best], float(p[best]), "ok", "", key[:16], dist)
+        engine.tick(bar, len(rows))
+    if not content_free:
+        return None
+    means = [[sum(col) / len(cf) for col in zip(*cf, strict=True)] for cf in content_free.values()]
+    return {
+        "method": "contextual (Zhao et al. 2021)",
+        "content_free": list(CONTENT_FREE),
+        "prompts": len(means),
+        # what the items were divided by: the mean over content-free inputs (averaged over prompts when several)
+        "probs": {name: sum(m[k] for m in means) / len(means) for k, name in enumerate(names)},
+    }
