@@ -1,7 +1,15 @@
-"""Run folders: where a run's outputs, resolved options and metrics live (see docs/ARCHITECTURE.md).
+"""Run folders and their records: where a run's outputs, resolved options and metrics live.
 
 A labeling run ``-o labeled.csv`` writes ``labeled.csv`` and ``labeled.run/``; ``-o DIR``
-(no table extension) writes ``DIR/labeled.csv`` and uses ``DIR`` as the run folder.
+(no table extension) writes ``DIR/labeled.csv`` and uses ``DIR`` as the run folder. A distill
+run's folder is its ``-o``. Every run folder holds ``run.json``: a :class:`LabelRun` or a
+:class:`DistillRun` (docs/ARCHITECTURE.md, "Run folder"), written with :meth:`RunRecord.save`
+and read back with :func:`load_run`.
+
+The records are the contract between the stages that write runs (label, distill) and those
+that read them (eval, report). They read every ``run.json`` written so far: fields added
+later have defaults, a record without ``kind`` is a label run, and keys this version does not
+know are kept (and written back unchanged).
 """
 
 from __future__ import annotations
@@ -9,7 +17,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .data.tables import FORMATS
 from .errors import InputError
@@ -42,16 +52,218 @@ def resolve_run_dir(path: str | Path) -> Path:
     raise InputError(f"{p}: no such run folder or labeled file")
 
 
-def write_run(
-    run_dir: str | Path, record: dict[str, Any], options: dict[str, Any], files: dict[str, str] | None = None
-) -> Path:
-    """Write ``run.json``, ``options.json`` and extra text files into ``run_dir``."""
-    d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    record = {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **record, "options": options}
-    record.setdefault("name", d.name.removesuffix(".run"))
-    (d / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    (d / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
-    for name, text in (files or {}).items():
-        (d / name).write_text(text)
-    return d / "run.json"
+def utc_now() -> str:
+    """The ``created`` stamp of a run: UTC, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Part(BaseModel):
+    """A part of a run record: keys it does not declare are kept, so nothing in a file is lost."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RunUsage(_Part):
+    """What a run sent and received (a student's run sends nothing: all zeros)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cached_requests: int = 0  # responses read from the store, not paid now
+    failed_requests: int = 0
+    reasks: int = 0  # items sent again after a response left them out or mislabelled them
+    transport_retries: int = 0
+    cached_prompt_tokens: int = 0  # part of prompt_tokens the provider served from its prompt cache
+    batch_requests: int = 0  # responses fetched now through the provider's batch API
+
+
+class Collapse(_Part):
+    """:func:`promptclf.eval.metrics.collapse_check`: one label for over 90% of the answered items."""
+
+    label: str
+    share: float
+    n: int
+    gold_share: float | None = None
+    n_gold: int = 0
+    message: str
+
+
+class Calibration(_Part):
+    """What ``--calibrate`` divided every item's label probabilities by."""
+
+    method: str
+    content_free: list[str]
+    prompts: int  # distinct prompts the content-free inputs went through
+    probs: dict[str, float]  # the mean content-free distribution (averaged over prompts)
+
+
+class RunRecord(_Part):
+    """What every ``run.json`` holds, label run or student: what the report compares."""
+
+    kind: Literal["label", "distill"]
+    name: str = ""  # the folder name unless --name
+    created: str = Field(default_factory=utc_now)
+    options: dict[str, Any] = Field(default_factory=dict)  # resolved options, enough to reproduce the run
+    input: str | None = None
+    provider: str = ""
+    model: str = ""
+    labels: list[str] = Field(default_factory=list)
+    gold_col: str | None = None
+    output: str | None = None  # labeled file / predictions; relative paths are relative to the run folder
+    n_items: int = 0  # rows scored
+    usage: RunUsage = Field(default_factory=RunUsage)
+    cost_usd: float = 0.0  # measured spend of this run (cached requests cost 0 now)
+    cost_per_1k: float = 0.0  # dollars per 1,000 items at list price (cached included)
+    wall_s: float = 0.0
+    items_per_s: float = 0.0
+    latency_s_median: float | None = None
+    metrics: dict[str, Any] | None = None  # promptclf.eval.metrics.evaluate on rows with gold, shots excluded
+    # Where this record was read from or saved to; never written into run.json.
+    run_dir: Path | None = Field(default=None, exclude=True)
+
+    def save(self, run_dir: str | Path, files: dict[str, str] | None = None) -> Path:
+        """Write ``run.json``, ``options.json`` and extra text ``files`` into ``run_dir``; returns run.json."""
+        d = Path(run_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        if not self.name:
+            self.name = d.name.removesuffix(".run")
+        (d / "run.json").write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        (d / "options.json").write_text(json.dumps(self.options, indent=2, default=str) + "\n")
+        for name, text in (files or {}).items():
+            (d / name).write_text(text)
+        self.run_dir = d
+        return d / "run.json"
+
+    def output_path(self) -> Path | None:
+        """The labeled file / predictions, resolved against the run folder."""
+        if not self.output:
+            return None
+        p = Path(self.output)
+        return p if p.is_absolute() or self.run_dir is None else self.run_dir / p
+
+
+class LabelSummary(_Part):
+    """A labeling run's counts, coverage, accuracy, usage, cost and time (:meth:`Labeler.summary`)."""
+
+    provider: str = ""
+    model: str = ""
+    labels: list[str] = Field(default_factory=list)
+    n_rows: int = 0
+    n_items: int = 0  # rows scored (not shots)
+    n_shots: int = 0
+    statuses: dict[str, int] = Field(default_factory=dict)  # ok / empty / invalid / error / shot -> rows
+    coverage: float = 0.0  # share of the items labeled ok
+    usage: RunUsage = Field(default_factory=RunUsage)
+    cost_usd: float = 0.0
+    cost_per_1k: float = 0.0
+    price_known: bool = True  # False: the model is not in the price table, so the costs read 0
+    wall_s: float = 0.0
+    items_per_s: float = 0.0
+    latency_s_median: float | None = None
+    metrics: dict[str, Any] | None = None
+    collapse: Collapse | None = None
+    calibration: Calibration | None = None
+
+
+class LabelRun(RunRecord, LabelSummary):
+    """``run.json`` of ``promptclf label``: the summary plus where the rows came from and went."""
+
+    kind: Literal["label"] = "label"
+    split: str | None = None
+    dataset: str | None = None  # --save-dataset folder
+    run_id: str | None = None  # the store's run id of this run's requests
+    store: str | None = None
+
+
+class TrainStats(_Part):
+    """How a student was trained (``run.json["train"]``)."""
+
+    time_s: float = 0.0  # training time, resumed sessions included
+    session_time_s: float | None = None
+    resumed_from_step: int | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    best_checkpoint_step: int | None = None
+    best_val_macro_f1: float | None = None
+    first_loss: float | None = None
+    last_loss: float | None = None
+    examples_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    device: str | None = None
+    threads: int | None = None
+    processes: int = 1  # torchrun processes
+    effective_batch_size: int | None = None  # batch_size x grad_accum x processes
+    n_train: int | None = None
+    n_val: int | None = None
+    reload_max_abs_diff: float | None = None  # the saved student reloaded against the trained one
+    reload_same_labels: bool | None = None
+    hourly_price_usd: float | None = None
+    train_cost_usd: float | None = None
+
+
+class InferenceStats(_Part):
+    """The student's measured prediction speed and what it costs (``run.json["inference"]``)."""
+
+    items_per_s: float | None = None
+    cost_per_1k: float | None = None
+    measured_on: str | None = None  # "test" or "validation"
+    n_items: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+
+
+class DataCounts(_Part):
+    """The rows a student was trained on, and those left out and why (``run.json["data"]``)."""
+
+    input_rows: int | None = None
+    not_ok: int | None = None
+    no_label: int | None = None
+    corrected: int | None = None  # rows whose label a person corrected
+    excluded: int | None = None  # rows left out by --exclude
+    held_out_for_test: int | None = None
+    train_rows: int | None = None
+    val_rows: int | None = None
+    test_rows: int | None = None
+    soft_rows: int | None = None  # rows trained on the teacher's distribution (--soft)
+
+
+class DistillRun(RunRecord):
+    """``run.json`` of ``promptclf distill``: a student, how it was trained and what it costs to run."""
+
+    kind: Literal["distill"] = "distill"
+    provider: str = "student"
+    metrics_validation: dict[str, Any] | None = None
+    teacher_agreement: float | None = None
+    teacher_agreement_on: str | None = None  # "test" or "validation"
+    data: DataCounts = Field(default_factory=DataCounts)
+    train: TrainStats = Field(default_factory=TrainStats)
+    inference: InferenceStats = Field(default_factory=InferenceStats)
+
+
+Run = Annotated[LabelRun | DistillRun, Field(discriminator="kind")]
+_RUN: TypeAdapter[LabelRun | DistillRun] = TypeAdapter(Run)
+
+
+def parse_run(data: object, where: str = "run.json") -> LabelRun | DistillRun:
+    """A run record from ``run.json``'s parsed JSON (``where`` names it in errors)."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    try:
+        return _RUN.validate_python({"kind": "label", **data})  # records from before "kind" were label runs
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = ".".join(str(p) for p in first["loc"][1:]) or "record"
+        raise InputError(f"{where}: not a run record ({at}: {first['msg']})") from exc
+
+
+def load_run(path: str | Path) -> LabelRun | DistillRun:
+    """The record of a run folder (or of its ``run.json``, or of a labeled file beside its ``.run/``)."""
+    d = resolve_run_dir(path)
+    f = d / "run.json"
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{f}: not valid JSON ({exc})") from exc
+    run = parse_run(data, str(f))
+    run.run_dir = d
+    return run

@@ -88,7 +88,7 @@ def test_runner_calibrates_labels_and_pred_prob() -> None:
     assert out["pred_prob"].tolist() == [round(2 / (5 / 6 + 1 + 2), 6)] * 12
     assert labeler.calibration is not None
     assert labeler.calibration["probs"] == pytest.approx({"a": 0.6, "b": 0.3, "c": 0.1})
-    assert labeler.summary(out)["calibration"]["content_free"] == ["N/A", "", "[MASK]"]
+    assert labeler.summary(out).calibration.content_free == ["N/A", "", "[MASK]"]
 
 
 def test_store_keeps_raw_scores_and_the_content_free_request() -> None:
@@ -113,7 +113,7 @@ def test_options_and_calibration_saved_in_the_run_folder(tmp_path: Path) -> None
     write_table(_frame(), tmp_path / "in.csv")
     opts = LabelOptions(labels=[{"name": n} for n in LABELS], calibrate=True)
     rec = label_file(tmp_path / "in.csv", tmp_path / "out.csv", opts, progress=False, provider=KnownScores())
-    run_dir = Path(rec["run_dir"])
+    run_dir = Path(rec.run_dir)
     assert json.loads((run_dir / "options.json").read_text())["calibrate"] is True
     run = json.loads((run_dir / "run.json").read_text())
     assert run["options"]["calibrate"] is True

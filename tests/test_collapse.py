@@ -101,10 +101,10 @@ def _data(tmp_path: Path, gold: bool) -> Path:
 def test_label_summary_and_run_json_warn(tmp_path: Path, gold: bool) -> None:
     opts = LabelOptions(labels=[{"name": n} for n in LABELS])
     rec = label_file(_data(tmp_path, gold), tmp_path / "out.csv", opts, progress=False, provider=OneLabel())
-    assert rec["collapse"] is not None and rec["collapse"]["label"] == "acq"
-    assert rec["collapse"]["gold_share"] == (pytest.approx(1 / 3) if gold else None)
+    assert rec.collapse is not None and rec.collapse.label == "acq"
+    assert rec.collapse.gold_share == (pytest.approx(1 / 3) if gold else None)
     run = json.loads((tmp_path / "out.run" / "run.json").read_text())
-    assert run["collapse"]["message"] == rec["collapse"]["message"]
+    assert run["collapse"]["message"] == rec.collapse.message
     assert "the model answered 'acq' for 100% of the 24 items" in _fmt_summary(rec)
     assert "warning:" in _fmt_summary(rec)
 
@@ -120,8 +120,8 @@ def test_label_summary_is_quiet_when_answers_spread(tmp_path: Path) -> None:
 
     opts = LabelOptions(labels=[{"name": n} for n in LABELS])
     rec = label_file(_data(tmp_path, True), tmp_path / "out.csv", opts, progress=False, provider=Echo())
-    assert rec["metrics"]["accuracy"] == 1.0
-    assert rec["collapse"] is None
+    assert rec.metrics is not None and rec.metrics["accuracy"] == 1.0
+    assert rec.collapse is None
     assert "warning" not in _fmt_summary(rec)
 
 
@@ -154,8 +154,9 @@ def test_eval_warns_without_any_gold(tmp_path: Path) -> None:
 def test_report_says_so_in_html_markdown_and_json(tmp_path: Path) -> None:
     opts = LabelOptions(labels=[{"name": n} for n in LABELS])
     collapsed = label_file(_data(tmp_path, True), tmp_path / "zero.csv", opts, progress=False, provider=OneLabel())
-    paths = build_report([collapsed["run_dir"]], tmp_path / "report")
-    message = collapsed["collapse"]["message"]
+    paths = build_report([collapsed.run_dir], tmp_path / "report")
+    assert collapsed.collapse is not None
+    message = collapsed.collapse.message
     page = paths["html"].read_text()
     assert "the model answered &#x27;acq&#x27; for 100% of the 24 items" in page
     assert "probably not discriminating" in page
@@ -169,10 +170,10 @@ def test_report_computes_it_for_runs_that_predate_it(tmp_path: Path) -> None:
     """A run.json without a ``collapse`` key: the report reads the labeled file and still warns."""
     opts = LabelOptions(labels=[{"name": n} for n in LABELS])
     rec = label_file(_data(tmp_path, False), tmp_path / "old.csv", opts, progress=False, provider=OneLabel())
-    run_json = Path(rec["run_dir"]) / "run.json"
+    run_json = Path(rec.run_dir) / "run.json"
     data = json.loads(run_json.read_text())
     del data["collapse"]
     run_json.write_text(json.dumps(data))
-    doc = json.loads(build_report([rec["run_dir"]], tmp_path / "report")["json"].read_text())
+    doc = json.loads(build_report([rec.run_dir], tmp_path / "report")["json"].read_text())
     assert doc["runs"][0]["collapse"]["label"] == "acq"
     assert doc["verdict"][0].startswith("Warning, old: the model answered 'acq' for 100%")

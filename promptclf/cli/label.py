@@ -3,43 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .group import main
 
+if TYPE_CHECKING:
+    from ..runs import LabelRun
 
-def _fmt_summary(rec: dict) -> str:
-    st = rec["statuses"]
+
+def _fmt_summary(rec: LabelRun) -> str:
+    st = rec.statuses
     lines = [
-        f"labeled {rec['n_items']:,} rows with {rec['provider']}:{rec['model']}"
+        f"labeled {rec.n_items:,} rows with {rec.provider}:{rec.model}"
         + (f" ({st['shot']} shot rows not scored)" if st.get("shot") else ""),  # --examples rows are not input rows
         "  status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.items())),
-        f"  coverage: {rec['coverage']:.1%}",
+        f"  coverage: {rec.coverage:.1%}",
     ]
-    m = rec.get("metrics")
+    m = rec.metrics
     if m and m.get("n_scored"):
         lines.append(
             f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})"
         )
-    if rec.get("collapse"):
-        lines.append(f"  warning: {rec['collapse']['message']}")
-    u = rec["usage"]
+    if rec.collapse:
+        lines.append(f"  warning: {rec.collapse.message}")
+    u = rec.usage
     lines.append(
-        f"  requests: {u['requests']:,} ({u['cached_requests']:,} from cache, {u['reasks']:,} items re-asked, "
-        f"{u['transport_retries']:,} transport retries, {u['failed_requests']:,} failed)"
+        f"  requests: {u.requests:,} ({u.cached_requests:,} from cache, {u.reasks:,} items re-asked, "
+        f"{u.transport_retries:,} transport retries, {u.failed_requests:,} failed)"
     )
-    n_cached = u.get("cached_prompt_tokens") or 0
-    cached = f" ({n_cached:,} prompt tokens from the provider's cache)" if n_cached else ""
-    lines.append(f"  tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion{cached}")
-    if u.get("batch_requests"):
-        lines.append(f"  batch API: {u['batch_requests']:,} requests answered by provider batches, at the batch price")
-    price = "" if rec["price_known"] else " (model not in the price table: add it with --prices)"
-    lines.append(f"  cost: ${rec['cost_usd']:.4f} spent now; ${rec['cost_per_1k']:.4f} per 1,000 items{price}")
-    lines.append(f"  time: {rec['wall_s']:.1f}s ({rec['items_per_s']:.2f} items/s)")
-    lines.append(f"  output: {rec['output']}   run folder: {rec['run_dir']}")
-    if rec.get("dataset"):
-        lines.append(f"  dataset (save_to_disk): {rec['dataset']}")
+    cached = f" ({u.cached_prompt_tokens:,} prompt tokens from the provider's cache)" if u.cached_prompt_tokens else ""
+    lines.append(f"  tokens: {u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion{cached}")
+    if u.batch_requests:
+        lines.append(f"  batch API: {u.batch_requests:,} requests answered by provider batches, at the batch price")
+    price = "" if rec.price_known else " (model not in the price table: add it with --prices)"
+    lines.append(f"  cost: ${rec.cost_usd:.4f} spent now; ${rec.cost_per_1k:.4f} per 1,000 items{price}")
+    lines.append(f"  time: {rec.wall_s:.1f}s ({rec.items_per_s:.2f} items/s)")
+    lines.append(f"  output: {rec.output}   run folder: {rec.run_dir}")
+    if rec.dataset:
+        lines.append(f"  dataset (save_to_disk): {rec.dataset}")
     return "\n".join(lines)
 
 
@@ -277,4 +280,4 @@ def label(
     rec = label_file(input_path, output, opts, name=name, progress=not quiet, split=split, save_dataset=save_dataset)
     if not quiet:
         click.echo(_fmt_summary(rec), err=True)
-    click.echo(rec["output"])
+    click.echo(rec.output)

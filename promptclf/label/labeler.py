@@ -27,6 +27,7 @@ from ..errors import AuthenticationError, ConfigError, InputError, Interrupted
 from ..pricing.prices import Price, load_prices, price_for
 from ..providers import Provider, make_provider, resolve_provider
 from ..providers.base import Usage
+from ..runs import Calibration, Collapse, LabelRun, LabelSummary, RunUsage
 from ..store import Store
 from .chat_runner import ChatRunner
 from .confidence import probs_cell
@@ -230,7 +231,7 @@ class Labeler:
         busy = sum(self.stats.latencies) / conc
         return n_items / busy if busy else 0.0
 
-    def summary(self, labeled: pd.DataFrame | None = None, tally: Tally | None = None) -> dict[str, Any]:
+    def summary(self, labeled: pd.DataFrame | None = None, tally: Tally | None = None) -> LabelSummary:
         """Counts, coverage, accuracy on gold rows that were not shots, usage, cost, time.
 
         ``tally``: the rows' labels and statuses kept across the chunks of a streamed run
@@ -254,26 +255,26 @@ class Labeler:
         # Gold or not: one label for nearly every item is worth a warning either way.
         gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
         collapse = collapse_check(tally.pred, gold, tally.status)
-        return {
-            "provider": self.provider_name,
-            "model": self.model,
-            "labels": labels.names,
-            "n_rows": len(tally.status),
-            "n_items": n_items,
-            "n_shots": tally.n_shots,
-            "statuses": statuses,
-            "coverage": ok / n_items if n_items else 0.0,
-            "usage": self.stats.as_dict(),
-            "cost_usd": self.stats.cost_usd,
-            "cost_per_1k": 1000 * self.stats.list_cost_usd / n_items if n_items else 0.0,
-            "price_known": self.price.known,
-            "wall_s": self.wall_s,
-            "items_per_s": self._items_per_s(n_items),
-            "latency_s_median": statistics.median(lat) if lat else None,
-            "metrics": metrics,
-            "collapse": collapse,
-            "calibration": self.calibration,
-        }
+        return LabelSummary(
+            provider=self.provider_name,
+            model=self.model,
+            labels=labels.names,
+            n_rows=len(tally.status),
+            n_items=n_items,
+            n_shots=tally.n_shots,
+            statuses=statuses,
+            coverage=ok / n_items if n_items else 0.0,
+            usage=RunUsage(**self.stats.as_dict()),
+            cost_usd=self.stats.cost_usd,
+            cost_per_1k=1000 * self.stats.list_cost_usd / n_items if n_items else 0.0,
+            price_known=self.price.known,
+            wall_s=self.wall_s,
+            items_per_s=self._items_per_s(n_items),
+            latency_s_median=statistics.median(lat) if lat else None,
+            metrics=metrics,
+            collapse=Collapse(**collapse) if collapse else None,
+            calibration=Calibration(**self.calibration) if self.calibration else None,
+        )
 
 
 def default_output(source: str | Path, split: str | None = None) -> Path:
@@ -299,7 +300,7 @@ def label_file(
     provider: Provider | None = None,
     split: str | None = None,
     save_dataset: str | Path | None = None,
-) -> dict[str, Any]:
+) -> LabelRun:
     """Label a file end to end: read, label, write the labeled file and its run folder.
 
     ``input_path`` is a table file, a ``save_to_disk`` folder or a Hugging Face dataset name
@@ -308,12 +309,12 @@ def label_file(
     killed run leaves its finished chunks on disk. ``save_dataset``: also write the labeled
     rows as a dataset folder (``save_to_disk``) with ``pred_label`` as a ClassLabel.
 
-    Returns the run record (also saved as ``run.json``). If the run is interrupted or the
+    Returns the run record (also saved as ``run.json``; ``run_dir`` is its folder). If the run is interrupted or the
     key is rejected, every row is still written (the ones not labeled marked ``error``)
     before the exception propagates.
     """
     from ..data.tables import read_table
-    from ..runs import label_paths, write_run
+    from ..runs import label_paths
 
     opts = options or LabelOptions()
     examples = read_table(opts.examples) if opts.examples else None
@@ -332,23 +333,23 @@ def label_file(
         raise
     summary = labeler.summary(tally=tally)
     assert labeler.prompts is not None
-    record = {
-        "kind": "label",
-        "name": name or run_dir.name.removesuffix(".run"),
-        "input": str(input_path),
-        "split": split,
-        "output": str(out_file.resolve()),
-        "dataset": str(Path(save_dataset).resolve()) if save_dataset is not None else None,
-        "gold_col": opts.label_col if tally.gold is not None else None,
-        "run_id": labeler.run_id,
-        "store": str(opts.store_path()),
-        **summary,
-    }
+    run = LabelRun(
+        name=name or run_dir.name.removesuffix(".run"),
+        input=str(input_path),
+        split=split,
+        output=str(out_file.resolve()),
+        dataset=str(Path(save_dataset).resolve()) if save_dataset is not None else None,
+        gold_col=opts.label_col if tally.gold is not None else None,
+        run_id=labeler.run_id,
+        store=str(opts.store_path()),
+        options=opts.model_dump(mode="json"),
+        **summary.model_dump(),
+    )
     files = {
         "prompt.j2": labeler.prompts.sources["score" if labeler.provider.kind == "scoring" else "batch"],
         "system.j2": labeler.prompts.sources["system"],
         "labels.json": json.dumps(tally.labels.to_dict(), indent=2),
     }
-    write_run(run_dir, record, opts.model_dump(mode="json"), files)
-    record["run_dir"] = str(run_dir.resolve())
-    return record
+    run.save(run_dir, files)
+    run.run_dir = run_dir.resolve()
+    return run
