@@ -127,7 +127,7 @@ def test_gguf_transformers_cannot_read(tmp_path: Path) -> None:
 
 def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     # No float32 copy can be written (the cache root is a file): the GGUF is used as is, said once per model.
-    from promptclf.providers import local
+    from promptclf.providers.local import provider as local
 
     (tmp_path / "home").write_text("not a folder")
     gguf = tmp_path / "m.gguf"
