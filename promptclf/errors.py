@@ -57,6 +57,15 @@ class TransientProviderError(ProviderError):
         self.status = status
 
 
+class ProviderConnectionError(TransientProviderError):
+    """The connection to the provider failed (refused, reset, DNS): nothing answered."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The circuit breaker tripped: the provider kept failing with no success, so the run stopped
+    sending. The rows not labeled yet are left ``unsent``; rerun the same command to resume them."""
+
+
 class ResponseFormatError(ProviderError):
     """The response could not be parsed into the response model (truncated JSON, ...)."""
 
@@ -65,6 +74,18 @@ class TrainingError(PromptclfError):
     """Distillation cannot run as asked (one class only, no GPU for QLoRA, ...)."""
 
     exit_code = 6
+
+
+class NoLabelsError(PromptclfError):
+    """A labeling run finished with no row labeled ``ok``: a script must not take it for a success."""
+
+    exit_code = 7
+
+
+class CoverageError(PromptclfError):
+    """A labeling run labeled fewer rows than ``--min-coverage`` asks for."""
+
+    exit_code = 8
 
 
 class Interrupted(PromptclfError):

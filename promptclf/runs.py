@@ -153,6 +153,7 @@ class LabelSummary(_Part):
     n_shots: int = 0
     statuses: dict[str, int] = Field(default_factory=dict)  # ok / empty / invalid / error / shot -> rows
     coverage: float = 0.0  # share of the items labeled ok
+    rerun_rows: int = 0  # rows a rerun of the same command would send again (error or unsent)
     usage: RunUsage = Field(default_factory=RunUsage)
     cost_usd: float = 0.0
     cost_per_1k: float = 0.0

@@ -21,6 +21,8 @@ def _fmt_summary(rec: LabelRun) -> str:
         "  status: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.items())),
         f"  coverage: {rec.coverage:.1%}",
     ]
+    if rec.rerun_rows:
+        lines.append(f"  rerun: {rec.rerun_rows:,} rows (error or unsent) would be sent again by the same command")
     m = rec.metrics
     if m and m.get("n_scored"):
         lines.append(
@@ -114,6 +116,25 @@ def _fmt_summary(rec: LabelRun) -> str:
 @click.option("--tpm", type=float, help="Tokens-per-minute limit.")
 @click.option(
     "--max-retries", type=int, default=6, show_default=True, help="Transport retries per request (429/5xx/timeouts)."
+)
+@click.option(
+    "--breaker-failures",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Circuit breaker: connection failures or 5xx in a row, with no success, that stop the run.",
+)
+@click.option(
+    "--breaker-window-s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Circuit breaker: seconds those failures must span (unless a request runs out of retries first).",
+)
+@click.option(
+    "--min-coverage",
+    type=float,
+    help="Fail with exit code 8 when fewer than this share (0-1) of the rows is labeled ok.",
 )
 @click.option(
     "--max-reasks",
@@ -281,3 +302,6 @@ def label(
     if not quiet:
         click.echo(_fmt_summary(rec), err=True)
     click.echo(rec.output)
+    from ..label.outcome import check_outcome
+
+    check_outcome(rec, opts.min_coverage, rec.output)

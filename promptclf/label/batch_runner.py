@@ -75,6 +75,7 @@ class BatchRunner:
             max_retries=o.max_retries,
             retry_max_wait_s=o.retry_max_wait_s,
             on_retry=on_retry,
+            breaker=self.chat.breaker,  # one breaker for the batch endpoints and the synchronous re-asks
         )
         self.ledger = BatchLedger(engine.store)
 

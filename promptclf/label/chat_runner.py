@@ -15,12 +15,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AuthenticationError, ProviderError, ResponseFormatError
+from ..errors import AuthenticationError, ProviderError, ProviderUnavailableError, ResponseFormatError
 from ..labels import LabelSet
 from ..providers import Provider
 from ..providers.base import ChatResult, Usage
 from ..providers.retry import call_with_retries
 from ..store import request_key
+from .breaker import CircuitBreaker
 from .confidence import compact_logprobs, item_confidence
 from .jobs import Engine, Job, RowResult, Task
 from .options import LabelOptions
@@ -91,6 +92,7 @@ class ChatRunner:
         self.mode = chat_mode(self.options, engine.provider)
         self.schema = response_schema(job.labels)
         self.limiter = RateLimiter(self.options.rpm, self.options.tpm)
+        self.breaker = CircuitBreaker.for_provider(self.options, engine.provider)
 
     def first_tasks(self) -> list[Task]:
         """The job's rows to label, in batches of ``batch_size``."""
@@ -103,7 +105,7 @@ class ChatRunner:
         tasks = self.first_tasks() if tasks is None else tasks
         executor = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="promptclf")
         pending: dict[Future[Any], Task] = {}
-        # Set on a rejected key or an interrupt. Workers check it before sending, because a
+        # Set on a rejected key, a tripped breaker or an interrupt. Workers check it before sending, because a
         # worker that just failed picks the next queued task before the main thread can cancel it.
         stop = threading.Event()
 
@@ -112,7 +114,7 @@ class ChatRunner:
                 return None  # never sent; the run is ending
             try:
                 return self._do_task(task)
-            except AuthenticationError:
+            except (AuthenticationError, ProviderUnavailableError):
                 stop.set()
                 raise
 
@@ -126,7 +128,7 @@ class ChatRunner:
                 done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     task = pending.pop(fut)
-                    outcome = fut.result()  # AuthenticationError propagates: no point going on
+                    outcome = fut.result()  # a rejected key or a tripped breaker propagates: no point going on
                     if outcome is None:
                         continue  # skipped after a stop; the error that stopped the run follows
                     finished = self._apply_outcome(task, outcome)
@@ -156,16 +158,19 @@ class ChatRunner:
                 eng.stats.transport_retries += 1
             store.log(key, eng.run_id, eng.provider_name, eng.model, "error", f"{exc} (retrying in {sleep:.1f}s)")
 
+        breaker = self.breaker
         try:
             result = call_with_retries(
-                lambda: provider.complete(messages, schema, mode, max_tokens),  # type: ignore[attr-defined]
+                lambda: breaker.call(lambda: provider.complete(messages, schema, mode, max_tokens)),  # type: ignore[attr-defined]
                 o.max_retries,
                 o.retry_max_wait_s,
                 on_retry,
+                sleep=breaker.sleep,
             )
-        except AuthenticationError:
+        except (AuthenticationError, ProviderUnavailableError):
             raise
         except ProviderError as exc:
+            breaker.exhausted(exc, o.max_retries + 1)  # raises if the provider is down rather than this request failing
             with eng.stats.lock:
                 eng.stats.failed_requests += 1
             store.log(key, eng.run_id, eng.provider_name, eng.model, "error", str(exc))

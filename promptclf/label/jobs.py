@@ -35,7 +35,7 @@ class RowResult:
 
     label: str = ""
     prob: float | None = None
-    status: str = ""  # ok | empty | invalid | error | shot
+    status: str = ""  # ok | empty | invalid | error | unsent | shot
     reason: str = ""
     request: str = ""
     probs: dict[str, float] | None = None  # distribution over labels (``pred_probs``), when known
@@ -373,10 +373,13 @@ class Tally:
     gold: list[str] | None
     pred: list[str] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
+    rerun: int = 0  # rows a rerun of the same command sends again: failed requests, unsent rows
 
     def add(self, job: Job) -> None:
         self.pred.extend(r.label for r in job.results)
         self.status.extend(r.status for r in job.results)
+        # Rows with a bad text are not in todo: a rerun would fail them the same way.
+        self.rerun += sum(1 for i in job.todo if job.results[i].status in ("error", "unsent"))
 
     @classmethod
     def of_job(cls, job: Job) -> Tally:

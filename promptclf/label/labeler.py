@@ -23,12 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import AuthenticationError, ConfigError, InputError, Interrupted
+from ..errors import AuthenticationError, ConfigError, InputError, Interrupted, ProviderUnavailableError
 from ..pricing.prices import Price, load_prices, price_for
 from ..providers import Provider, make_provider, resolve_provider
 from ..providers.base import Usage
 from ..runs import Calibration, Collapse, LabelRun, LabelSummary, RunUsage
 from ..store import Store
+from .breaker import UNSENT, UNSENT_REASON
 from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .jobs import Job, RowResult, Stats, Tally, Task, prepare_job, prompt_builder
@@ -141,6 +142,11 @@ class Labeler:
             self._finish_unlabeled(job, f"not labeled: {err}")
             err.partial = self._frame(df, job)  # type: ignore[attr-defined]
             raise
+        except ProviderUnavailableError as err:
+            # Left unsent, not error: the provider was down, rerunning the same command resumes them.
+            self._finish_unlabeled(job, UNSENT_REASON, UNSENT)
+            err.partial = self._frame(df, job)  # type: ignore[attr-defined]
+            raise
         finally:
             self.wall_s = time.perf_counter() - start
             if bar is not None:
@@ -169,10 +175,10 @@ class Labeler:
         out["pred_request"] = [r.request for r in job.results]
         return out
 
-    def _finish_unlabeled(self, job: Job, reason: str) -> None:
+    def _finish_unlabeled(self, job: Job, reason: str, status: str = "error") -> None:
         for r in job.results:
             if not r.status:
-                r.status, r.reason = "error", reason
+                r.status, r.reason = status, reason
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -264,6 +270,7 @@ class Labeler:
             n_shots=tally.n_shots,
             statuses=statuses,
             coverage=ok / n_items if n_items else 0.0,
+            rerun_rows=tally.rerun,
             usage=RunUsage(**self.stats.as_dict()),
             cost_usd=self.stats.cost_usd,
             cost_per_1k=1000 * self.stats.list_cost_usd / n_items if n_items else 0.0,
@@ -327,7 +334,7 @@ def label_file(
     chunk_rows = opts.chunk_rows if not opts.batch_api else 1 << 62
     try:
         tally = label_stream(labeler, input_path, out_file, examples, split, chunk_rows, save_dataset)
-    except (Interrupted, AuthenticationError):
+    except (Interrupted, AuthenticationError, ProviderUnavailableError):
         if out_file.exists():
             print(f"promptclf: partial output written to {out_file}", file=sys.stderr)
         raise

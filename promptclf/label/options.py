@@ -88,6 +88,21 @@ class LabelOptions(BaseModel):
     max_retries: int = Field(6, ge=0, description="transport retries per request")
     max_reasks: int = Field(3, ge=0, description="validation re-ask rounds (each with smaller batches)")
     retry_max_wait_s: float = Field(60.0, gt=0)
+    # circuit breaker (promptclf.label.breaker): stop sending when the provider is down
+    breaker_failures: int = Field(
+        10,
+        ge=1,
+        description="circuit breaker: connection failures or 5xx in a row, with no success, that stop the run",
+    )
+    breaker_window_s: float = Field(
+        10.0,
+        ge=0,
+        description="circuit breaker: seconds the failures must span (unless a request runs out of retries first)",
+    )
+    # exit codes: a run that labels fewer rows than this share fails (exit code 8)
+    min_coverage: float | None = Field(
+        None, ge=0.0, le=1.0, description="fail (exit code 8) when fewer than this share of the rows is labeled ok"
+    )
 
     # calibration: contextual calibration of a scoring provider's label probabilities
     # (promptclf.label.scoring_runner); chat providers give no distribution to calibrate.

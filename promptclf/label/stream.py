@@ -15,7 +15,8 @@ holds the whole table and its results until the end:
 Every response is in the store before its chunk is written, so a run killed at any point
 leaves the finished chunks on disk and its rerun gets the finished requests from the store:
 nothing is paid twice. On Ctrl-C or a rejected key, the rest of the file is still written,
-with the unlabeled rows marked ``error`` (no row is ever dropped), before the error propagates.
+with the unlabeled rows marked ``error`` (no row is ever dropped), before the error propagates;
+when the circuit breaker trips (:mod:`promptclf.label.breaker`) they are marked ``unsent``.
 This module drives a :class:`~promptclf.label.labeler.Labeler` it is handed and never imports it.
 """
 
@@ -32,7 +33,8 @@ import pandas as pd
 
 from ..data.tables import cell_text, check_columns, iter_table
 from ..data.writers import DatasetWriter, TableWriter
-from ..errors import AuthenticationError, Interrupted
+from ..errors import AuthenticationError, Interrupted, ProviderUnavailableError
+from .breaker import UNSENT, UNSENT_REASON
 from .jobs import StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
 
 # What a streamed run says of rows it did not get to label (the same words as Labeler.label).
@@ -125,7 +127,7 @@ def label_stream(
     labeler.load_provider()
     bar = labeler._progress_bar(facts.n_rows - len(plan.shot_rows) - facts.n_bad)
     stopped: BaseException | None = None
-    reason = ""
+    reason, status = "", "error"
     try:
         for offset, chunk in _chunks(source, chunk_rows, split):
             job = chunk_job(o, chunk, offset, plan, facts.gold, labeler.store, labeler.progress, embed=stopped is None)
@@ -139,8 +141,11 @@ def label_stream(
                     stopped, reason = Interrupted(INTERRUPTED), INTERRUPTED_REASON
                 except AuthenticationError as err:
                     stopped, reason = err, f"not labeled: {err}"
+                except ProviderUnavailableError as err:
+                    # Unsent, not error: the provider was down; rerunning the same command resumes them.
+                    stopped, reason, status = err, UNSENT_REASON, UNSENT
             if stopped is not None:
-                labeler._finish_unlabeled(job, reason)
+                labeler._finish_unlabeled(job, reason, status)
             frame = labeler._frame(chunk, job)
             # Numbers (NaN where unknown) in every chunk, so Parquet/Arrow chunks share one type.
             frame["pred_prob"] = pd.to_numeric(frame["pred_prob"], errors="coerce").astype("float64")
@@ -164,6 +169,8 @@ def label_stream(
     if stopped is not None:
         if dataset is not None:
             dataset.abort()
+        if isinstance(stopped, ProviderUnavailableError):
+            stopped.args = (f"{stopped} ({tally.status.count(UNSENT):,} rows left {UNSENT})",)
         raise stopped
     if dataset is not None:
         dataset.close()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, ProviderError, require
+from ..errors import ConfigError, ProviderError, TransientProviderError, require
 from ..label.confidence import normalize_logprobs
 from .base import ChatResult, StructuredMode, Usage
 from .hosted import BASE_ENV, KEY_ENV, cached_tokens, map_openai_error, structured_output
@@ -184,7 +184,10 @@ class BatchClient:
         max_retries: int = 6,
         retry_max_wait_s: float = 60.0,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
+        breaker: Any = None,
     ) -> None:
+        """``breaker``: a :class:`promptclf.label.breaker.CircuitBreaker` every call goes through
+        (``call`` and ``sleep``), so a dead endpoint stops the run instead of being retried."""
         if provider not in DIALECTS:
             raise ConfigError(f"--batch-api works with --provider openai or together, not {provider!r}")
         openai = require("openai", "hosted", "--batch-api")
@@ -203,6 +206,7 @@ class BatchClient:
         self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout_s)  # type: ignore[attr-defined]
         self.max_retries, self.retry_max_wait_s = max_retries, retry_max_wait_s
         self.on_retry = on_retry
+        self.breaker = breaker
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         def mapped() -> Any:
@@ -216,7 +220,16 @@ class BatchClient:
                     raise ProviderError(f"{self.provider} batch API: {type(exc).__name__}: {exc}") from exc
                 raise err from exc
 
-        return call_with_retries(mapped, self.max_retries, self.retry_max_wait_s, self.on_retry)
+        b = self.breaker
+        if b is None:
+            return call_with_retries(mapped, self.max_retries, self.retry_max_wait_s, self.on_retry)
+        try:
+            return call_with_retries(
+                lambda: b.call(mapped), self.max_retries, self.retry_max_wait_s, self.on_retry, sleep=b.sleep
+            )
+        except TransientProviderError as exc:
+            b.exhausted(exc, self.max_retries + 1)  # raises if the endpoint is down
+            raise
 
     def check_supported(self) -> None:
         """Refuse a server with no batch endpoints (asked only of ``--base-url`` servers)."""

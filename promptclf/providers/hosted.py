@@ -14,7 +14,14 @@ import sys
 import time
 from typing import Any, Literal
 
-from ..errors import AuthenticationError, ProviderError, ResponseFormatError, TransientProviderError, require
+from ..errors import (
+    AuthenticationError,
+    ProviderConnectionError,
+    ProviderError,
+    ResponseFormatError,
+    TransientProviderError,
+    require,
+)
 from ..label.confidence import normalize_logprobs
 from .base import ChatResult, StructuredMode, Usage, estimate_tokens
 
@@ -51,7 +58,7 @@ def map_openai_error(exc: Exception, provider: str) -> Exception:
     if isinstance(exc, openai.APITimeoutError):
         return TransientProviderError("request timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return TransientProviderError(f"connection failed: {exc.__cause__ or exc}")
+        return ProviderConnectionError(f"connection failed: {exc.__cause__ or exc}")
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500 or exc.status_code in (408, 409):
             return TransientProviderError(f"server error (HTTP {exc.status_code})", _retry_after(exc), exc.status_code)

@@ -7,6 +7,7 @@ retries a bad key (``AuthenticationError``) or a request the server rejected as 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,8 +35,13 @@ def call_with_retries(
     max_retries: int,
     max_wait_s: float = 60.0,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
-    """Call ``fn``; on TransientProviderError retry up to ``max_retries`` times, then re-raise."""
+    """Call ``fn``; on TransientProviderError retry up to ``max_retries`` times, then re-raise.
+
+    ``sleep`` waits between attempts (default ``time.sleep``); a circuit breaker passes one that
+    ends, and raises, as soon as it trips (:mod:`promptclf.label.breaker`).
+    """
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry and state.outcome is not None and state.next_action is not None:
@@ -47,5 +53,6 @@ def call_with_retries(
         wait=_wait(max_wait_s),
         before_sleep=before_sleep,
         reraise=True,
+        sleep=sleep or time.sleep,
     )
     return retrying(fn)
