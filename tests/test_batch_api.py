@@ -136,7 +136,8 @@ def test_a_failed_batch_marks_its_rows_and_a_rerun_submits_a_new_one(workdir, or
     out, store = workdir / "failed.csv", workdir / "failed.sqlite"
     posts = oracle_server.chat_posts
     res = _run(workdir, oracle_server, out, store, faults=Faults(fail=True))
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 7, res.output  # no row labeled: a failure a script can see
+    assert "no row was labeled" in res.output and "would send 8 rows again" in res.output
     df = _read(out)
     assert set(df["pred_status"]) == {"error"} and len(df) == 8  # every row present, none silently lost
     assert df["pred_reason"].str.contains("failed: enqueued token limit reached").all()

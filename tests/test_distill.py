@@ -166,10 +166,24 @@ def test_one_class_is_refused(tmp_path: Path) -> None:
         prepare_data(p, DistillOptions())
 
 
-def test_class_with_too_few_rows_is_named(tmp_path: Path) -> None:
+def test_class_with_one_row_is_trained_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     p = _tiny_table(tmp_path / "a.csv", ["sport"] * 10 + ["tech"] * 10 + ["politics"])
-    with pytest.raises(TrainingError, match="'politics' \\(1 row\\)"):
-        prepare_data(p, DistillOptions())
+    d = prepare_data(p, DistillOptions(test_fraction=0.0))
+    pol = d.labels.index("politics")
+    assert d.train_y.count(pol) == 1 and pol not in d.val_y
+    said = capsys.readouterr().err + caplog.text
+    assert "'politics'" in said and "no validation row" in said
+
+
+def test_exclude_leaving_one_row_of_a_class_still_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = ["sport"] * 10 + ["tech"] * 10 + ["politics"] * 3
+    p = _tiny_table(tmp_path / "a.csv", labels)
+    flagged = write_table(pd.DataFrame({"text": ["text number 20", "text number 21"]}), tmp_path / "review.csv")
+    d = prepare_data(p, DistillOptions(test_fraction=0.0, exclude=str(flagged)))
+    assert d.counts["excluded"] == 2 and "politics" in d.labels
+    assert d.train_texts.count("text number 22") == 1
 
 
 def test_missing_column_via_cli(tmp_path: Path) -> None:

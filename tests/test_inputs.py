@@ -113,3 +113,21 @@ def test_examples_file_needs_the_columns(tmp_path):
         Labeler(LabelOptions(provider="local", shots=1, labels=[{"name": "a"}]), progress=False).prepare(
             read_table(p), read_table(ex)
         )
+
+
+@pytest.mark.parametrize("how", ["labels", "gold"])
+def test_a_label_set_of_one_label_warns(how):
+    from promptclf.label.jobs import plan_stream
+    from promptclf.labels import parse_labels
+
+    if how == "labels":
+        o = LabelOptions(labels=parse_labels("spam").to_dict(), label_col=None)
+        plan = plan_stream(o, ["text"], None, [True] * 3, None, "in.csv")
+    else:
+        plan = plan_stream(LabelOptions(), ["text", "label"], ["spam", "spam", ""], [True] * 3, None, "in.csv")
+    assert plan.labels.names == ["spam"]
+    assert any("one label ('spam')" in w for w in plan.warnings)
+    two = plan_stream(
+        LabelOptions(labels=parse_labels("a,b").to_dict(), label_col=None), ["text"], None, [True], None, "x"
+    )
+    assert not any("one label" in w for w in two.warnings)

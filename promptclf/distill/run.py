@@ -148,12 +148,14 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
     if len(freq) < 2:
         (only, n), *_ = freq.items()
         raise TrainingError(f"{where}: only one class ({only!r}, {n} rows) to train on; a classifier needs two or more")
-    few = {lab: n for lab, n in freq.items() if n < 2}
+    few = sorted(lab for lab, n in freq.items() if n < 2)
     if few:
-        raise TrainingError(
-            f"{where}: too few training rows for class(es) "
-            + ", ".join(f"{lab!r} ({n} row{'s' if n != 1 else ''})" for lab, n in sorted(few.items()))
-            + "; each class needs at least 2 (one to train, one to validate): add rows or drop the class"
+        # A class that drops to one row (often after --exclude) is still trained: refusing would throw
+        # away the whole run for one rare class. Its single row goes to training (stratified_split keeps
+        # one training row per class), so validation cannot measure it.
+        _log(
+            f"warning: {where}: class(es) {', '.join(repr(lab) for lab in few)} have one training row and no "
+            "validation row: trained on it, but validation macro-F1 does not measure them; add rows to fix"
         )
     labels = sorted(freq)
     lab_id = {lab: i for i, lab in enumerate(labels)}

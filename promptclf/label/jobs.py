@@ -160,6 +160,16 @@ def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source
     return labels
 
 
+def one_label_warning(labels: LabelSet) -> list[str]:
+    """A warning when the label set has a single label: every row can only get that label."""
+    if len(labels.names) != 1:
+        return []
+    return [
+        f"the label set has one label ({labels.names[0]!r}): every row can only get it; give two or more "
+        "(--labels 'a,b'), or check --label-col"
+    ]
+
+
 def _few_warnings(pool: list[Shot], labels: LabelSet, shots: int) -> list[str]:
     """A warning for every class with fewer pool examples than one prompt shows."""
     counts = {name: sum(1 for s in pool if s.label == name) for name in labels.names}
@@ -255,6 +265,7 @@ def prepare_job(
     texts = [row_text(df, i, o.text_cols) for i in range(len(df))]
     results = [RowResult() for _ in range(len(df))]
     shots, warnings = _shots(o, df, examples, texts, gold, labels, results, source)
+    warnings = one_label_warning(labels) + warnings
 
     todo = _mark_todo(o, texts, results)
     similar = None
@@ -334,7 +345,7 @@ def plan_stream(
     labels = _label_set(o, stub, gold, source)
     marks: dict[int, RowResult] = defaultdict(RowResult)
     shots, warnings = _shots(o, stub, examples, ["x" if t else "" for t in has_text], gold, labels, marks, source)  # type: ignore[arg-type]
-    return StreamPlan(labels, shots, dict(marks), warnings)
+    return StreamPlan(labels, shots, dict(marks), one_label_warning(labels) + warnings)
 
 
 def chunk_job(
