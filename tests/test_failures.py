@@ -174,7 +174,8 @@ def test_5xx_timeouts_and_dropped_connections_are_retried(fault_proxy: FaultProx
 
 def test_persistent_500_marks_rows_error_with_reason(fault_proxy: FaultProxy, tmp_path, texts):
     fault_proxy.rule = lambda req: Fault("status", status=500)
-    out, labeler = _label(fault_proxy, tmp_path, texts, max_retries=2, concurrency=2)
+    # The circuit breaker (tests/test_breaker.py) would stop this run; set high, the rows end as errors.
+    out, labeler = _label(fault_proxy, tmp_path, texts, max_retries=2, concurrency=2, breaker_failures=1000)
     _check_complete(out, texts)
     assert set(out["pred_status"]) == {"error"}
     assert all("500" in r and "2 retries" in r for r in out["pred_reason"]), list(out["pred_reason"])

@@ -7,9 +7,8 @@ with a 4xx or an unusable body) neither count nor reset it, since the server is 
 
 * at least ``failures`` such failures came in a row, across all worker threads, **and**
 * either the first of them is ``window_s`` seconds old, or one request ran out of its transport
-  retries during the streak (its own backoff already waited that long; then the count needed is
-  at most that request's attempts, though at least 3, since a sequential client such as the
-  batch API's never makes more).
+  retries during the streak (its own backoff already waited that long; for the batch API's
+  sequential client the count needed is at most that request's attempts, though at least 3).
 
 So a server restart or a short network blip (shorter than the window) is ridden out by the
 transport retries, a flaky server (some answers fail, some succeed) never trips it, and a dead
@@ -110,14 +109,14 @@ class CircuitBreaker:
                 self._trip_if_due(exc)
         return self.tripped
 
-    def exhausted(self, exc: BaseException, attempts: int) -> None:
+    def exhausted(self, exc: BaseException, attempts: int | None = None) -> None:
         """A request ran out of transport retries on ``exc`` after ``attempts`` attempts (already
         counted by :meth:`call`). Its backoff has waited long enough, so the window is not waited
-        for; and when every one of its attempts (at least 3) is in the streak (nothing succeeded
-        meanwhile), that is enough failures too: a sequential client (the batch API's) never has more."""
+        for. ``attempts``: given by a sequential client (the batch API's), which never has more
+        failures in a row than one request's attempts: then those (at least 3) are enough."""
         if counts_as_down(exc):
             with self._lock:
-                self._trip_if_due(exc, min(self.failures, max(3, attempts)))
+                self._trip_if_due(exc, min(self.failures, max(3, attempts)) if attempts else None)
         self.check()
 
     def _trip_if_due(self, exc: BaseException, needed: int | None = None) -> None:

@@ -170,7 +170,7 @@ class ChatRunner:
         except (AuthenticationError, ProviderUnavailableError):
             raise
         except ProviderError as exc:
-            breaker.exhausted(exc, o.max_retries + 1)  # raises if the provider is down rather than this request failing
+            breaker.exhausted(exc)  # raises if the provider is down rather than this request failing
             with eng.stats.lock:
                 eng.stats.failed_requests += 1
             store.log(key, eng.run_id, eng.provider_name, eng.model, "error", str(exc))
