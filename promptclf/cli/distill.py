@@ -164,8 +164,24 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Output table (.csv, .jsonl, ...).",
+    type=click.Path(path_type=Path),
+    help="Output table (.csv, .jsonl, ...); with --engine ray, a folder of Parquet shards.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process. ray: Ray Data over a file or a folder of shards, one Parquet shard out per "
+    "shard in (pip install 'promptclf[ray]').",
+)
+@click.option(
+    "--address", help="--engine ray: the Ray cluster to attach to (auto, HOST:6379). [default: start a local one]"
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="--engine ray: student workers. [default: one per GPU, else one per CPU core]",
 )
 @click.option("--text-col", help="Text column. [default: the one the student was trained with]")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -199,11 +215,36 @@ def predict(
     split: str | None,
     chunk_rows: int,
     quiet: bool,
+    engine: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Label every row of INPUT with the student in RUN_DIR: adds pred_label and pred_prob.
 
     INPUT: a table file (CSV, TSV, XLSX, JSONL, Parquet, Arrow), a folder written by datasets'
-    save_to_disk, or a Hugging Face dataset name (read from its cache when offline)."""
+    save_to_disk, or a Hugging Face dataset name (read from its cache when offline).
+
+    --engine ray: INPUT is a file or a folder of Parquet/CSV/TSV/JSONL/Arrow shards (or a save_to_disk
+    folder); OUTPUT is a folder with one Parquet shard per input shard, each written whole. A rerun skips
+    the shards that are finished; a shard that cannot be read is named at the end, after the others."""
+    if engine == "ray":
+        from ..predict.ray_engine import RayOptions, predict_shards
+
+        run = predict_shards(
+            run_dir, input, output, RayOptions(address=address, workers=workers), text_col=text_col,
+            batch_size=batch_size, merge=merge, class_probs=probs, dtype=dtype, split=split, chunk_rows=chunk_rows,
+            progress=not quiet,
+        )  # fmt: skip
+        skipped = sum(s.status == "skipped" for s in run.shards)
+        click.echo(
+            f"{run.rows:,} rows in {run.wall_s:.1f}s ({run.items_per_s or 0} items/s, {run.workers} workers); "
+            f"{len(run.shards) - skipped} shards written, {skipped} skipped -> {output}",
+            err=True,
+        )
+        click.echo(str(output))
+        return
+    if address or workers:
+        raise click.UsageError("--address and --workers go with --engine ray")
     from ..predict.student import predict_file
 
     res = predict_file(

@@ -284,6 +284,21 @@ def _pick_split(loaded: Any, split: str | None, what: str, datasets: Any) -> Any
     return loaded
 
 
+def dataset_files(path: str | Path, split: str | None = None) -> list[Path]:
+    """The Arrow files holding a Hugging Face dataset's rows, in row order: a ``save_to_disk`` folder's
+    data files (of ``split`` in a DatasetDict), or those of a dataset in the local cache.
+
+    Each file reads on its own with :func:`iter_table` (ClassLabel columns as names), so a sharded
+    reader can treat them as shards."""
+    ds = _dataset_source(path, split)
+    if ds is None:
+        raise InputError(f"{path}: a table file, not a Hugging Face dataset")
+    files = [Path(f["filename"]) for f in ds.cache_files]
+    if not files:
+        raise InputError(f"{path}: the dataset has no files on disk (held in memory); save it with save_to_disk")
+    return files
+
+
 def _dataset_frame(ds: Any, start: int, stop: int) -> pd.DataFrame:
     """Rows ``start:stop`` of a dataset as a frame, ClassLabel columns as their label names."""
     from datasets import ClassLabel

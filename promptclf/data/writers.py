@@ -8,6 +8,7 @@ one column as a ClassLabel. Reading, including chunked reading, is :mod:`promptc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ class TableWriter:
     CSV, TSV and JSONL are appended to ``path`` itself, one whole chunk per write, so a run
     stopped at any point leaves the chunks written so far as a valid file. Parquet (a
     ``ParquetWriter``, one row group per chunk) and Arrow are only valid once their footer
-    is written: they go to a temporary file renamed over ``path`` by :meth:`close`. XLSX has
-    no streaming writer: its chunks are held and written by :meth:`close`.
+    is written: they go to a temporary file, flushed to disk and renamed over ``path`` by :meth:`close`,
+    so ``path`` is either absent or whole; ``metadata`` (text keys and values) goes into their schema.
+    XLSX has no streaming writer: its chunks are held and written by :meth:`close`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.fmt = table_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +40,7 @@ class TableWriter:
         self._writer: Any = None
         self._schema: Any = None
         self._held: list[pd.DataFrame] = []
+        self._metadata = {k.encode(): v.encode() for k, v in (metadata or {}).items()}
         self._header = False  # CSV/TSV: written with the first chunk
 
     def _open_text(self) -> None:
@@ -72,6 +75,8 @@ class TableWriter:
         table = pa.Table.from_pandas(df, preserve_index=False)
         if self._writer is None:
             self._schema = _no_null_types(table.schema)
+            if self._metadata:
+                self._schema = self._schema.with_metadata({**(self._schema.metadata or {}), **self._metadata})
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
@@ -92,11 +97,19 @@ class TableWriter:
                 raise InputError(f"{self.path}: no rows to write")
             self._writer.close()
             self._writer = None
+            _fsync(self._tmp)  # the rename must never expose a file whose bytes are not on disk yet
             self._tmp.replace(self.path)
         elif self._held:
             write_table(pd.concat(self._held, ignore_index=True), self.path)
             self._held = []
         return self.path
+
+    def abort(self) -> None:
+        """Stop without finishing: a Parquet/Arrow output never appears (its temporary file is removed, an
+        earlier ``path`` is left as it was); CSV/TSV/JSONL keep the whole chunks written so far."""
+        self.__exit__(InputError, None, None)
+        if self.fmt in ("parquet", "arrow"):
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> TableWriter:
         return self
@@ -158,6 +171,11 @@ class DatasetWriter:
         ds.save_to_disk(str(self.out_dir))
         self._tmp.unlink(missing_ok=True)
         return self.out_dir
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _no_null_types(schema: Any) -> Any:

@@ -1,0 +1,405 @@
+"""``predict --engine ray``: a student over a sharded corpus on a Ray cluster, one Parquet shard out per shard in.
+
+    run = predict_shards("runs/student", "corpus/", "corpus.pred/", RayOptions(workers=2))
+
+The pipeline is Ray Data: the shard list -> :func:`~.ray_worker.read_shards` (tasks: texts in chunks,
+then a marker with the row count or the reason the shard could not be read) -> ``map_batches`` over an
+actor pool of :class:`~.ray_worker.ShardPredictor` (the student loads once per worker actor) -> the
+driver, which gets back row indices and predictions only. When all of a shard's rows are in, a Ray
+task writes its output (:func:`~.shard_output.write_shard`: the input reread, predictions added,
+temporary file renamed into place). So:
+
+- a worker killed mid-run: Ray restarts the actor and runs its batch again; rows that come back twice
+  land on the same index, so the output holds every row once;
+- a corrupt shard: its marker carries the error; the other shards finish, then one InputError names it;
+- a rerun skips every shard whose output's footer says it is finished (:func:`~.shards.check_done`).
+
+Without ``address`` a local cluster starts on 127.0.0.1 with one CPU per core and a capped object
+store; with GPUs in the cluster each worker takes one GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..errors import InputError, PromptclfError, require
+from .shard_output import ShardTally, write_shard
+from .shards import (
+    SUMMARY_NAME,
+    Shard,
+    ShardStamp,
+    check_done,
+    clean_temporaries,
+    discover_shards,
+    fingerprint,
+    plan_outputs,
+)
+
+log = logging.getLogger("promptclf.predict.ray")
+
+
+class RayOptions(BaseModel):
+    """Where and how wide ``predict --engine ray`` runs."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to attach to (e.g. auto, or HOST:6379). Default: start a local one."
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Student workers (actors). [default: one per GPU, else one per CPU core]"
+    )
+    batch_rows: int = Field(512, ge=1, description="Rows a worker predicts per call (Ray Data batch).")
+    object_store_mb: int | None = Field(
+        None, ge=64, description="Object store of a local cluster. [default: 10% of memory, 256 MB to 2 GB]"
+    )
+
+
+class ShardResult(BaseModel):
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    rows: int | None = None
+    error: str | None = None
+
+
+class ShardedRun(BaseModel):
+    """What ``predict_shards`` did; also written to ``OUT/_promptclf_predict.json``."""
+
+    engine: Literal["ray"] = "ray"
+    student: str
+    input: str
+    output: str
+    address: str | None
+    workers: int
+    gpus_per_worker: float
+    shards: list[ShardResult]
+    rows: int  # rows predicted by this run (skipped shards not counted)
+    wall_s: float
+    items_per_s: float | None
+    worker_peak_rss_mb: dict[str, int]  # worker process id -> its peak resident memory
+
+    @property
+    def failed(self) -> list[ShardResult]:
+        return [s for s in self.shards if s.status == "failed"]
+
+
+def _student_labels(student_dir: Path) -> list[str]:
+    meta = student_dir / "student.json"
+    if not meta.exists():
+        raise InputError(f"{student_dir}: not a student run folder, no student.json")
+    return list(json.loads(meta.read_text())["labels"])
+
+
+def _default_text_col(student_dir: Path) -> str:
+    opts = student_dir / "options.json"
+    return json.loads(opts.read_text()).get("text_col", "text") if opts.exists() else "text"
+
+
+def _object_store_bytes(mb: int | None) -> int:
+    if mb:
+        return mb * 1024 * 1024
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(2 * 1024**3, max(256 * 1024**2, total // 10)))
+
+
+def _connect(opts: RayOptions) -> tuple[Any, bool]:
+    """``(ray, started_here)``: attach to ``opts.address`` or start a local cluster on 127.0.0.1."""
+    ray: Any = require("ray", "ray", "predict --engine ray")
+    require("ray.data", "ray", "predict --engine ray")
+    if ray.is_initialized():
+        return ray, False
+    # Ray's own notices (the token-auth default, the disabled progress bars, execution plans) are not
+    # the user's business here; its errors still show, and the logs under /tmp/ray keep the rest.
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"The minimum number of concurrent actors", category=UserWarning)
+    env = {
+        k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE") if k in os.environ
+    }
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    common = {"logging_level": logging.WARNING, "log_to_driver": False, "runtime_env": {"env_vars": env}}
+    try:
+        if opts.address:
+            ray.init(address=opts.address, **common)
+            return ray, False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage from a user's machine
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            object_store_memory=_object_store_bytes(opts.object_store_mb),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **common,
+        )
+    except PromptclfError:
+        raise
+    except Exception as exc:
+        where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray cluster"
+        raise InputError(f"could not start or reach {where}: {' '.join(str(exc).split())[:300]}") from exc
+    return ray, True
+
+
+def _cause(exc: BaseException) -> str:
+    """A Ray failure as one line: the user's own error where Ray wraps one."""
+    inner = getattr(exc, "cause", None)
+    if isinstance(inner, BaseException) and inner is not exc:
+        return _cause(inner)
+    text = " ".join(str(exc).split())
+    return f"{text[:400]} ({type(exc).__name__})"
+
+
+class _Progress:
+    """Shards and rows done, rate and ETA on stderr: one line rewritten on a terminal, every 10 s otherwise."""
+
+    def __init__(self, total_shards: int, skipped: int, total_rows: int | None, enabled: bool) -> None:
+        self.total_shards, self.skipped, self.total_rows = total_shards, skipped, total_rows
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.rows = self.done = self.failed = 0
+
+    def line(self) -> str:
+        wall = time.perf_counter() - self.t0
+        rate = self.rows / wall if wall > 0 else 0.0
+        eta = ""
+        if self.total_rows and rate > 0:
+            eta = f", ETA {max(0.0, (self.total_rows - self.rows) / rate) / 60:.1f} min"
+        rows = f"{self.rows:,}" + (f"/{self.total_rows:,}" if self.total_rows else "")
+        failed = f", {self.failed} failed" if self.failed else ""
+        skipped = f" ({self.skipped} skipped)" if self.skipped else ""
+        return (
+            f"[predict ray] shards {self.done + self.skipped}/{self.total_shards}{skipped}{failed} | "
+            f"rows {rows} | {rate:,.1f} rows/s{eta} | {wall:.0f}s"
+        )
+
+    def show(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < (1.0 if self.tty else 10.0):
+            return
+        self.last = now
+        sys.stderr.write(("\r" + self.line() + "\033[K") if self.tty else self.line() + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.show(force=True)
+            if self.tty:
+                sys.stderr.write("\n")
+
+
+def _count_rows(shards: list[Shard]) -> int | None:
+    """Rows to predict when every shard keeps its count in metadata (Parquet, Arrow); else None (no ETA)."""
+    from ..data.tables import count_rows
+
+    if not all(s.path.suffix.lower() in (".parquet", ".arrow") for s in shards):
+        return None
+    try:
+        return sum(count_rows(s.path) for s in shards)
+    except PromptclfError:
+        return None  # a corrupt shard: reported when it is read
+
+
+def predict_shards(
+    student_dir: str | Path,
+    source: str | Path,
+    out_dir: str | Path,
+    ray_opts: RayOptions | None = None,
+    *,
+    text_col: str | None = None,
+    batch_size: int = 32,
+    merge: bool = False,
+    class_probs: bool = False,
+    dtype: str = "float32",
+    split: str | None = None,
+    chunk_rows: int = 8192,
+    progress: bool = True,
+) -> ShardedRun:
+    """Predict every row of every shard of ``source`` into ``out_dir`` (see the module docstring).
+
+    Raises an InputError naming the failed shards once the others are written; the summary is
+    written to ``out_dir`` either way.
+    """
+    opts = ray_opts or RayOptions()
+    student = Path(student_dir)
+    labels = _student_labels(student)
+    text_col = text_col or _default_text_col(student)
+    out = Path(out_dir)
+    shards = discover_shards(source, split)
+    targets = plan_outputs(shards, out, source)
+    out.mkdir(parents=True, exist_ok=True)
+    if n := clean_temporaries(out):
+        log.info("%s: removed %d temporary file(s) of an earlier run", out, n)
+    fp = fingerprint(student, {"dtype": dtype, "merge": merge, "class_probs": class_probs, "text_col": text_col})
+    results: dict[int, ShardResult] = {}
+    todo: list[Shard] = []
+    for s in shards:
+        done, why = check_done(targets[s.index], s, fp)
+        if done:
+            results[s.index] = ShardResult(name=s.name, status="skipped")
+        else:
+            if why:
+                log.warning("%s: predicting again: the output %s", s.name, why)
+            todo.append(s)
+    t0 = time.perf_counter()
+    workers, gpus, rows = 0, 0.0, 0
+    rss: dict[str, int] = {}
+    if todo:
+        ray, started = _connect(opts)
+        try:
+            workers, gpus, rows, rss = _run(
+                ray, opts, student, todo, targets, labels, fp, results,
+                dict(text_col=text_col, batch_size=batch_size, merge=merge, class_probs=class_probs,
+                     dtype=dtype, chunk_rows=chunk_rows),
+                _Progress(len(shards), len(shards) - len(todo), _count_rows(todo), progress),
+            )  # fmt: skip
+        finally:
+            if started:
+                ray.shutdown()
+    wall = time.perf_counter() - t0
+    run = ShardedRun(
+        student=str(student), input=str(source), output=str(out), address=opts.address, workers=workers,
+        gpus_per_worker=gpus, shards=[results[s.index] for s in shards], rows=rows, wall_s=round(wall, 3),
+        items_per_s=round(rows / wall, 2) if rows and wall else None, worker_peak_rss_mb=rss,
+    )  # fmt: skip
+    (out / SUMMARY_NAME).write_text(run.model_dump_json(indent=2))
+    if run.failed:
+        names = "; ".join(f"{s.name}: {(s.error or '').rstrip('.')}" for s in run.failed[:5])
+        more = f" (and {len(run.failed) - 5} more, see {out / SUMMARY_NAME})" if len(run.failed) > 5 else ""
+        ok = len(shards) - len(run.failed)
+        raise InputError(
+            f"{len(run.failed)} of {len(shards)} shards failed: {names}{more}. The other {ok} are in {out}; "
+            "fix or remove the failed shards and rerun (finished shards are skipped)"
+        )
+    return run
+
+
+def _run(
+    ray: Any,
+    opts: RayOptions,
+    student: Path,
+    todo: list[Shard],
+    targets: dict[int, Path],
+    labels: list[str],
+    fp: str,
+    results: dict[int, ShardResult],
+    po: dict[str, Any],
+    bar: _Progress,
+) -> tuple[int, float, int, dict[str, int]]:
+    """Run the pipeline over ``todo``; fills ``results``. Returns (workers, GPUs per worker, rows, peak RSS)."""
+    import numpy as np
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from .ray_worker import ShardPredictor, read_shards
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    res = ray.cluster_resources()
+    gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
+    workers = opts.workers or max(1, int(res.get("GPU", 0) if gpus else res.get("CPU", 1)))
+    threads = 0 if gpus else max(1, int(res.get("CPU", 1)) // workers)
+    log.info("%d shards to predict on %d worker(s)%s", len(todo), workers, " with one GPU each" if gpus else "")
+    by_index = {s.index: s for s in todo}
+    write = ray.remote(num_cpus=0, max_retries=3)(write_shard)
+    ds = ray.data.from_items([{"shard": s.index} for s in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        read_shards, batch_size=1, batch_format="numpy", num_cpus=0,
+        fn_kwargs={"paths": {s.index: str(s.path) for s in todo}, "text_col": po["text_col"],
+                   "chunk_rows": po["chunk_rows"]},
+    )  # fmt: skip
+    ds = ds.map_batches(
+        ShardPredictor, batch_size=opts.batch_rows, batch_format="numpy",
+        compute=ActorPoolStrategy(size=workers), num_cpus=1, num_gpus=gpus,
+        fn_constructor_kwargs={"student_dir": str(student), "dtype": po["dtype"], "merge": po["merge"],
+                               "batch_size": po["batch_size"], "class_probs": po["class_probs"], "threads": threads},
+    )  # fmt: skip
+    tallies = {s.index: ShardTally(len(labels), po["class_probs"]) for s in todo}
+    pending: dict[Any, int] = {}  # write task -> shard index
+    rss: dict[str, int] = {}
+    rows_in = 0
+
+    def submit(i: int) -> None:
+        t = tallies.pop(i)
+        shard = by_index[i]
+        stamp = ShardStamp(source=shard.name, source_bytes=shard.size, rows=t.total or 0, student=fp)
+        a = t.arrays()
+        ref = write.remote(shard.path, targets[i], stamp, labels, a["label"], a["prob"], a["probs"], po["chunk_rows"])
+        pending[ref] = i
+
+    def collect(timeout: float) -> None:
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+        for ref in ready:
+            i = pending.pop(ref)
+            try:
+                n = ray.get(ref)
+                results[i] = ShardResult(name=by_index[i].name, status="done", rows=int(n))
+                bar.done += 1
+            except Exception as exc:
+                results[i] = ShardResult(name=by_index[i].name, status="failed", error=_cause(exc))
+                bar.failed += 1
+
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            shard_ids, row_ids = batch["_shard"], batch["_row"]
+            for pid, mb in zip(batch["_pid"].tolist(), batch["_rss_mb"].tolist(), strict=True):
+                rss[str(pid)] = max(rss.get(str(pid), 0), int(mb))
+            touched = set()
+            for i in np.unique(shard_ids).tolist():
+                t = tallies.get(i)
+                sel = shard_ids == i
+                if t is None:
+                    continue  # already written: a retried batch of a finished shard
+                touched.add(i)
+                real = sel & (row_ids >= 0)
+                if real.any():
+                    probs = None
+                    if po["class_probs"]:
+                        probs = np.stack([batch[f"_p{j}"][real] for j in range(len(labels))], axis=1)
+                    new = t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs)
+                    rows_in += new
+                    bar.rows += new
+                for k in np.flatnonzero(sel & (row_ids < 0)).tolist():
+                    err = str(batch["_error"][k])
+                    if err:
+                        t.fail(err)
+                    else:
+                        t.finish(int(batch["_n"][k]))
+            for i in touched:
+                t = tallies[i]
+                if t.error is not None:
+                    results[i] = ShardResult(name=by_index[i].name, status="failed", error=t.error)
+                    bar.failed += 1
+                    tallies.pop(i)
+                elif t.complete:
+                    submit(i)
+            collect(0)
+            bar.show()
+    except PromptclfError:
+        raise
+    except Exception as exc:
+        raise PromptclfError(
+            f"the Ray pipeline failed: {_cause(exc)}; finished shards are kept, rerun to predict the rest"
+        ) from exc
+    for i, t in tallies.items():  # the reader finished but rows never came back: never silently short
+        got = f"{t.filled:,} of {t.total:,}" if t.total is not None else f"{t.filled:,}"
+        results[i] = ShardResult(
+            name=by_index[i].name, status="failed", error=f"only {got} rows came back from the workers; rerun"
+        )
+        bar.failed += 1
+    while pending:
+        collect(1.0)
+        bar.show()
+    bar.close()
+    return workers, gpus, rows_in, rss
