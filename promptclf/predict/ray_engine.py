@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +84,7 @@ class ShardedRun(BaseModel):
     rows: int  # rows predicted by this run (skipped shards not counted)
     wall_s: float
     items_per_s: float | None
+    first_row_s: float | None  # from the start to the first prediction back: cluster start-up and student loads
     worker_peak_rss_mb: dict[str, int]  # worker process id -> its peak resident memory
 
     @property
@@ -109,41 +111,75 @@ def _object_store_bytes(mb: int | None) -> int:
     return int(min(2 * 1024**3, max(256 * 1024**2, total // 10)))
 
 
-def _connect(opts: RayOptions) -> tuple[Any, bool]:
-    """``(ray, started_here)``: attach to ``opts.address`` or start a local cluster on 127.0.0.1."""
-    ray: Any = require("ray", "ray", "predict --engine ray")
-    require("ray.data", "ray", "predict --engine ray")
-    if ray.is_initialized():
-        return ray, False
+def _quiet_ray() -> None:
     # Ray's own notices (the token-auth default, the disabled progress bars, execution plans) are not
     # the user's business here; its errors still show, and the logs under /tmp/ray keep the rest.
     for name in ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"The minimum number of concurrent actors", category=UserWarning)
+
+
+def _worker_env() -> dict[str, str]:
     env = {
         k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE") if k in os.environ
     }
     env["TOKENIZERS_PARALLELISM"] = "false"
-    common = {"logging_level": logging.WARNING, "log_to_driver": False, "runtime_env": {"env_vars": env}}
+    return env
+
+
+def start_local_cluster(num_cpus: int | None = None, object_store_mb: int | None = None) -> Any:
+    """Start a one-machine Ray cluster reachable on 127.0.0.1 only; returns the ``ray`` module.
+
+    Ray otherwise binds every interface and advertises the machine's network address; its local-only
+    mode (the one it uses on macOS and Windows) keeps the whole cluster on the loopback interface.
+    Usage statistics are off: nothing is reported from a user's machine.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when ray is first imported...
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray: Any = require("ray", "ray", "predict --engine ray")
+    require("ray.data", "ray", "predict --engine ray")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # ...and read here at start-up, in case ray was imported before
+    _quiet_ray()
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        object_store_memory=_object_store_bytes(object_store_mb),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        runtime_env={"env_vars": _worker_env()},
+    )
+    return ray
+
+
+def _connect(opts: RayOptions) -> tuple[Any, bool]:
+    """``(ray, connected_here)``: the session already open in this process, the cluster at
+    ``opts.address``, or a new local one (:func:`start_local_cluster`)."""
+    open_here = sys.modules.get("ray")
+    if open_here is not None and open_here.is_initialized():
+        return open_here, False
     try:
         if opts.address:
-            ray.init(address=opts.address, **common)
-            return ray, False
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage from a user's machine
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            object_store_memory=_object_store_bytes(opts.object_store_mb),
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            **common,
-        )
+            ray: Any = require("ray", "ray", "predict --engine ray")
+            require("ray.data", "ray", "predict --engine ray")
+            _quiet_ray()
+            ray.init(
+                address=opts.address, logging_level=logging.WARNING, log_to_driver=False,
+                runtime_env={"env_vars": _worker_env()},
+            )  # fmt: skip
+            return ray, True
+        return start_local_cluster(object_store_mb=opts.object_store_mb), True
     except PromptclfError:
         raise
     except Exception as exc:
         where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray cluster"
-        raise InputError(f"could not start or reach {where}: {' '.join(str(exc).split())[:300]}") from exc
-    return ray, True
+        why = " ".join(str(exc).split())[:300]
+        hint = ""
+        if "auth" in why.lower():
+            hint = "; the cluster uses token authentication: run with RAY_AUTH_MODE=token and its token (ray get-auth-token)"
+        raise InputError(f"could not start or reach {where}: {why}{hint}") from exc
 
 
 def _cause(exc: BaseException) -> str:
@@ -251,25 +287,27 @@ def predict_shards(
                 log.warning("%s: predicting again: the output %s", s.name, why)
             todo.append(s)
     t0 = time.perf_counter()
-    workers, gpus, rows = 0, 0.0, 0
-    rss: dict[str, int] = {}
+    bar = _Progress(len(shards), len(shards) - len(todo), _count_rows(todo) if todo else 0, progress)
+    stats = _Stats()
     if todo:
-        ray, started = _connect(opts)
+        ray, connected_here = _connect(opts)
         try:
-            workers, gpus, rows, rss = _run(
+            _run(
                 ray, opts, student, todo, targets, labels, fp, results,
                 dict(text_col=text_col, batch_size=batch_size, merge=merge, class_probs=class_probs,
                      dtype=dtype, chunk_rows=chunk_rows),
-                _Progress(len(shards), len(shards) - len(todo), _count_rows(todo), progress),
+                bar, stats,
             )  # fmt: skip
         finally:
-            if started:
+            if connected_here:
                 ray.shutdown()
     wall = time.perf_counter() - t0
+    first = stats.first_row_at - bar.t0 if stats.first_row_at else None
     run = ShardedRun(
-        student=str(student), input=str(source), output=str(out), address=opts.address, workers=workers,
-        gpus_per_worker=gpus, shards=[results[s.index] for s in shards], rows=rows, wall_s=round(wall, 3),
-        items_per_s=round(rows / wall, 2) if rows and wall else None, worker_peak_rss_mb=rss,
+        student=str(student), input=str(source), output=str(out), address=opts.address, workers=stats.workers,
+        gpus_per_worker=stats.gpus, shards=[results[s.index] for s in shards], rows=bar.rows, wall_s=round(wall, 3),
+        items_per_s=round(bar.rows / wall, 2) if bar.rows and wall else None,
+        first_row_s=round(first, 3) if first is not None else None, worker_peak_rss_mb=stats.rss,
     )  # fmt: skip
     (out / SUMMARY_NAME).write_text(run.model_dump_json(indent=2))
     if run.failed:
@@ -283,6 +321,16 @@ def predict_shards(
     return run
 
 
+@dataclass
+class _Stats:
+    """What the pipeline learns as it runs, for the summary."""
+
+    workers: int = 0
+    gpus: float = 0.0
+    first_row_at: float | None = None
+    rss: dict[str, int] = field(default_factory=dict)  # worker process id -> peak resident MB
+
+
 def _run(
     ray: Any,
     opts: RayOptions,
@@ -294,8 +342,9 @@ def _run(
     results: dict[int, ShardResult],
     po: dict[str, Any],
     bar: _Progress,
-) -> tuple[int, float, int, dict[str, int]]:
-    """Run the pipeline over ``todo``; fills ``results``. Returns (workers, GPUs per worker, rows, peak RSS)."""
+    stats: _Stats,
+) -> None:
+    """Run the pipeline over ``todo``; fills ``results`` and ``stats``, counts rows on ``bar``."""
     import numpy as np
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -308,6 +357,7 @@ def _run(
     gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
     workers = opts.workers or max(1, int(res.get("GPU", 0) if gpus else res.get("CPU", 1)))
     threads = 0 if gpus else max(1, int(res.get("CPU", 1)) // workers)
+    stats.workers, stats.gpus = workers, gpus
     log.info("%d shards to predict on %d worker(s)%s", len(todo), workers, " with one GPU each" if gpus else "")
     by_index = {s.index: s for s in todo}
     write = ray.remote(num_cpus=0, max_retries=3)(write_shard)
@@ -325,8 +375,7 @@ def _run(
     )  # fmt: skip
     tallies = {s.index: ShardTally(len(labels), po["class_probs"]) for s in todo}
     pending: dict[Any, int] = {}  # write task -> shard index
-    rss: dict[str, int] = {}
-    rows_in = 0
+    rss = stats.rss
 
     def submit(i: int) -> None:
         t = tallies.pop(i)
@@ -353,6 +402,8 @@ def _run(
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             shard_ids, row_ids = batch["_shard"], batch["_row"]
+            if stats.first_row_at is None:
+                stats.first_row_at = time.perf_counter()
             for pid, mb in zip(batch["_pid"].tolist(), batch["_rss_mb"].tolist(), strict=True):
                 rss[str(pid)] = max(rss.get(str(pid), 0), int(mb))
             touched = set()
@@ -367,9 +418,7 @@ def _run(
                     probs = None
                     if po["class_probs"]:
                         probs = np.stack([batch[f"_p{j}"][real] for j in range(len(labels))], axis=1)
-                    new = t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs)
-                    rows_in += new
-                    bar.rows += new
+                    bar.rows += t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs)
                 for k in np.flatnonzero(sel & (row_ids < 0)).tolist():
                     err = str(batch["_error"][k])
                     if err:
@@ -402,4 +451,3 @@ def _run(
         collect(1.0)
         bar.show()
     bar.close()
-    return workers, gpus, rows_in, rss
