@@ -133,10 +133,14 @@ def start_local_cluster(num_cpus: int | None = None, object_store_mb: int | None
 
     Ray otherwise binds every interface and advertises the machine's network address; its local-only
     mode (the one it uses on macOS and Windows) keeps the whole cluster on the loopback interface.
-    Usage statistics are off: nothing is reported from a user's machine.
+    Usage statistics are off: nothing is reported from a user's machine. Workers run at the niceness
+    of the command, not Ray's default 15.
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when ray is first imported...
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray starts its workers at niceness 15 (to keep its control plane responsive on a busy node); here the
+    # workers are the job, and on a shared machine niceness 15 starves them against every other process.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray: Any = require("ray", "ray", "predict --engine ray")
     require("ray.data", "ray", "predict --engine ray")
     from ray._private import ray_constants
@@ -346,7 +350,7 @@ def _run(
 ) -> None:
     """Run the pipeline over ``todo``; fills ``results`` and ``stats``, counts rows on ``bar``."""
     import numpy as np
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
     from .ray_worker import ShardPredictor, read_shards
 
@@ -362,8 +366,11 @@ def _run(
     by_index = {s.index: s for s in todo}
     write = ray.remote(num_cpus=0, max_retries=3)(write_shard)
     ds = ray.data.from_items([{"shard": s.index} for s in todo], override_num_blocks=len(todo))
+    # Readers take no CPU slot (the workers hold every core) but are few: one reads far faster than a
+    # worker predicts, and each is a Python process of its own.
+    readers = max(1, min(len(todo), -(-workers // 4)))
     ds = ds.map_batches(
-        read_shards, batch_size=1, batch_format="numpy", num_cpus=0,
+        read_shards, batch_size=1, batch_format="numpy", num_cpus=0, compute=TaskPoolStrategy(size=readers),
         fn_kwargs={"paths": {s.index: str(s.path) for s in todo}, "text_col": po["text_col"],
                    "chunk_rows": po["chunk_rows"]},
     )  # fmt: skip
