@@ -47,6 +47,8 @@ from .shards import (
 
 log = logging.getLogger("promptclf.predict.ray")
 
+BLOCK_BYTES = 1024 * 1024  # Ray Data blocks of texts: ~5,000 short texts, ~1,000 web pages
+
 
 class RayOptions(BaseModel):
     """Where and how wide ``predict --engine ray`` runs."""
@@ -357,6 +359,9 @@ def _run(
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # Small blocks: a shard is split over the workers (and its predictions come back) as it is read, not
+    # handed whole to one worker; one block in flight per worker keeps the others from idling.
+    ctx.target_max_block_size = min(ctx.target_max_block_size or BLOCK_BYTES, BLOCK_BYTES)
     res = ray.cluster_resources()
     gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
     workers = opts.workers or max(1, int(res.get("GPU", 0) if gpus else res.get("CPU", 1)))
@@ -376,7 +381,7 @@ def _run(
     )  # fmt: skip
     ds = ds.map_batches(
         ShardPredictor, batch_size=opts.batch_rows, batch_format="numpy",
-        compute=ActorPoolStrategy(size=workers), num_cpus=1, num_gpus=gpus,
+        compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1), num_cpus=1, num_gpus=gpus,
         fn_constructor_kwargs={"student_dir": str(student), "dtype": po["dtype"], "merge": po["merge"],
                                "batch_size": po["batch_size"], "class_probs": po["class_probs"], "threads": threads},
     )  # fmt: skip
