@@ -201,7 +201,7 @@ def _actor_pids() -> list[int]:
 
 
 def test_worker_killed_mid_run_output_complete_each_row_once(ray_student: Path, tmp_path: Path, cluster: str) -> None:
-    expected = _write_shards(tmp_path / "corpus", 6, 500, seed=2)
+    expected = _write_shards(tmp_path / "corpus", 6, 1000, seed=2)
     out = tmp_path / "out"
     result: list[Any] = []
     errors: list[BaseException] = []
@@ -214,18 +214,29 @@ def test_worker_killed_mid_run_output_complete_each_row_once(ray_student: Path, 
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    _wait_for(lambda: len(_outputs(out)) >= 1 or not t.is_alive(), 900, "the first finished shard")
-    _wait_for(lambda: len(_actor_pids()) >= 2 or not t.is_alive(), 60, "two worker actors")
-    victims = _actor_pids()
-    done_at_kill = len(_outputs(out))
-    assert victims and t.is_alive() and done_at_kill < 6, "the run ended before a worker could be killed"
+
+    # Kill a worker once its student is loaded (its memory past 500 MB): from then on it predicts batches.
+    def loaded() -> list[int]:
+        pids = []
+        for pid in _actor_pids():
+            try:
+                if psutil.Process(pid).memory_info().rss > 500 * 1024**2:
+                    pids.append(pid)
+            except psutil.Error:
+                continue
+        return pids
+
+    _wait_for(lambda: len(loaded()) >= 2 or not t.is_alive(), 900, "two workers with the student loaded")
+    time.sleep(2)
+    victims = loaded()
+    assert victims and t.is_alive(), "the run ended before a worker could be killed"
     os.kill(victims[0], signal.SIGKILL)
     t.join(900)
     assert not t.is_alive(), "the run did not finish after the kill"
     assert not errors, errors
     run = result[0]
     assert [s.status for s in run.shards] == ["done"] * 6
-    assert run.rows == 3000
+    assert run.rows == 6000
     assert not psutil.pid_exists(victims[0]) or psutil.Process(victims[0]).status() == psutil.STATUS_ZOMBIE
     _check_output(out, expected, ray_student)
 
