@@ -97,10 +97,10 @@ def main() -> None:
                 )
                 t = time.perf_counter()
                 examples = pool if shots else None
-                raw = Labeler(opts, provider=provider, progress=True).label(ev, examples)
+                raw = Labeler(opts, provider=provider, progress=True).label(ev, examples).frame
                 scoring_s = time.perf_counter() - t
                 cal_labeler = Labeler(opts.model_copy(update={"calibrate": True}), provider=provider, progress=False)
-                cal = cal_labeler.label(ev, examples)
+                cal = cal_labeler.label(ev, examples).frame
                 assert cal_labeler.calibration is not None
                 names = sorted(ev["label"].unique())
                 m_raw = evaluate(ev["label"], raw["pred_label"], names, status=raw["pred_status"])
@@ -122,7 +122,7 @@ def main() -> None:
                         "top_cal": _top_share(cal["pred_label"]),
                         "minority": minority,
                         "min_recall": (m_raw["per_class"][minority]["recall"], m_cal["per_class"][minority]["recall"]),
-                        "cf": cal_labeler.calibration["probs"],
+                        "cf": cal_labeler.calibration.probs,
                         "s": scoring_s,
                     }
                 )

@@ -63,7 +63,7 @@ def _run(
     )
     proxy.reset()
     labeler = Labeler(opts, progress=False)
-    out = labeler.label(pd.DataFrame({"text": texts}))
+    out = labeler.label(pd.DataFrame({"text": texts})).frame
     recs = proxy.chat_records()
     # peak number of requests the proxy held at once
     events = sorted([(r.started, 1) for r in recs] + [(r.finished, -1) for r in recs])

@@ -45,10 +45,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     lab = Labeler(LabelOptions(provider="local", store=str(work / "s1.sqlite"), **common), progress=False)  # type: ignore[arg-type]
-    lab.provider.load()  # type: ignore[attr-defined]
+    lab.provider.load()
     load_s = time.perf_counter() - t0
-    out = lab.label(df)
-    s = lab.summary(out)
+    s = lab.label(df).summary
     results.append(("log-likelihood, in process", s, load_s))
 
     with LlamaServer() as server:
@@ -64,14 +63,13 @@ def main() -> None:
             **common,  # type: ignore[arg-type]
         )
         lab2 = Labeler(opts, progress=False)
-        out2 = lab2.label(df)
-        results.append(("grammar-constrained JSON, llama.cpp", lab2.summary(out2), 0.0))
+        results.append(("grammar-constrained JSON, llama.cpp", lab2.label(df).summary, 0.0))
 
     print(f"BBC News, {a.items} items scored, {a.shots} shots per class, items cut to {a.max_chars} chars")
     print(f"{'mode':40s} {'accuracy':>9s} {'macro-F1':>9s} {'coverage':>9s} {'items/s':>8s}")
     for name, s, _ in results:
-        m = s["metrics"]
-        print(f"{name:40s} {m['accuracy']:9.1%} {m['macro_f1']:9.3f} {s['coverage']:9.1%} {s['items_per_s']:8.2f}")
+        m = s.metrics or {}
+        print(f"{name:40s} {m['accuracy']:9.1%} {m['macro_f1']:9.3f} {s.coverage:9.1%} {s.items_per_s:8.2f}")
     print(f"(local model load: {results[0][2]:.1f}s, not counted in items/s)")
 
 

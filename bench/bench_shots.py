@@ -103,8 +103,8 @@ def main() -> None:
         for sel in ("random", "similar"):
             opts = LabelOptions.build(provider="local", batch_size=8, shot_selection=sel, **common)
             lab = Labeler(opts, provider=provider, progress=False)
-            out = lab.label(items, pool)  # the same pool of examples for both selections
-            rows.append(("local SmolLM2 (scoring)", sel, lab, lab.summary(out)))
+            summary = lab.label(items, pool).summary  # the same pool of examples for both selections
+            rows.append(("local SmolLM2 (scoring)", sel, lab, summary))
     if "server" in paths:
         from servers import LlamaServer  # tests/servers.py: llama_cpp.server on a free port
 
@@ -123,8 +123,8 @@ def main() -> None:
                     **common,
                 )
                 lab = Labeler(opts, progress=False)
-                out = lab.label(items, pool)  # the same pool of examples for both selections
-                rows.append(("llama.cpp SmolLM2 (chat, --base-url)", sel, lab, lab.summary(out)))
+                summary = lab.label(items, pool).summary  # the same pool of examples for both selections
+                rows.append(("llama.cpp SmolLM2 (chat, --base-url)", sel, lab, summary))
 
     loo = None
     if a.loo:
@@ -156,13 +156,13 @@ def main() -> None:
     )
     by: dict[tuple[str, str], dict] = {}
     for path, sel, _lab, s in rows:
-        n = s["n_items"]
-        m = s["metrics"]
-        tok = s["usage"]["prompt_tokens"] / n
-        sec = s["wall_s"] / n
+        n = s.n_items
+        m = s.metrics or {}
+        tok = s.usage.prompt_tokens / n
+        sec = s.wall_s / n
         by[(path, sel)] = {"tok": tok, "sec": sec}
         print(
-            f"{path:38s} {sel:8s} {m['accuracy']:9.1%} {s['coverage']:9.1%} {tok:16.0f} {sec:8.2f} {s['usage']['requests']:9d}"
+            f"{path:38s} {sel:8s} {m['accuracy']:9.1%} {s.coverage:9.1%} {tok:16.0f} {sec:8.2f} {s.usage.requests:9d}"
         )
     print(f"{'no LLM: vote of ' + str(a.knn) + ' nearest in the pool':38s} {'':8s} {knn_pool_acc:9.1%}")
     if loo is not None:

@@ -8,11 +8,21 @@ that exist, the env var to set, the extra to install.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class PromptclfError(Exception):
-    """Base class; ``exit_code`` is what the CLI exits with."""
+    """Base class; ``exit_code`` is what the CLI exits with.
+
+    ``partial``: when a labeling run in memory stops (Ctrl-C, a rejected key), every input row,
+    those it did not get to marked ``error`` (:meth:`promptclf.label.labeler.Labeler.label`).
+    """
 
     exit_code = 1
+    partial: pd.DataFrame | None = None
 
 
 class InputError(PromptclfError):

@@ -1,4 +1,4 @@
-"""The circuit breaker (promptclf.label.breaker) and the exit codes of ``promptclf label``.
+"""The circuit breaker (promptclf.providers.breaker) and the exit codes of ``promptclf label``.
 
 The breaker's rule is checked on a fake clock; the runs go through the real HTTP client against
 a dead port on 127.0.0.1 (nothing listening), a small OpenAI-compatible server in this file, and
@@ -30,10 +30,11 @@ from promptclf.errors import (
     ProviderUnavailableError,
     TransientProviderError,
 )
-from promptclf.label.breaker import UNSENT, CircuitBreaker
 from promptclf.label.labeler import Labeler, label_file
 from promptclf.label.options import LabelOptions
 from promptclf.label.outcome import check_outcome
+from promptclf.label.stream import UNSENT
+from promptclf.providers.breaker import CircuitBreaker
 from promptclf.runs import LabelSummary
 
 LABELS = ["alpha", "beta", "gamma"]

@@ -125,7 +125,7 @@ def test_gguf_transformers_cannot_read(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "home" / "models").iterdir()] == []
 
 
-def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]
     # No float32 copy can be written (the cache root is a file): the GGUF is used as is, said once per model.
     from promptclf.providers.local import provider as local
 
@@ -134,8 +134,9 @@ def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.Monke
     gguf.write_bytes(b"GGUF")
     for _ in range(2):
         assert local._float32_copy(str(tmp_path), {"gguf_file": "m.gguf"}) == (str(tmp_path), {"gguf_file": "m.gguf"})
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("promptclf: could not cache the float32 copy"), err
+    said = [r for r in caplog.records if r.name.startswith("promptclf")]
+    assert len(said) == 1 and said[0].levelname == "WARNING", said
+    assert said[0].getMessage().startswith("could not cache the float32 copy"), said
 
 
 def test_folder_without_weights(tmp_path: Path) -> None:

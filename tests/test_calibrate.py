@@ -55,6 +55,15 @@ class KnownScores:
     name = "local"
     model = "known-scores"
     kind = "scoring"
+    base_url = None
+    shot_attention = "full"
+    max_item_tokens = None
+
+    def load(self) -> None:
+        pass
+
+    def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
+        return self.count_tokens(system + prefix), self.count_tokens(suffix)
 
     def __init__(self) -> None:
         self.requests: list[ScoreRequest] = []
@@ -76,7 +85,8 @@ def test_runner_calibrates_labels_and_pred_prob() -> None:
     provider = KnownScores()
     opts = LabelOptions(labels=[{"name": n} for n in LABELS], calibrate=True, batch_size=5)
     labeler = Labeler(opts, provider=provider, progress=False)
-    out = labeler.label(_frame())
+    result = labeler.label(_frame())
+    out = result.frame
     first, *batches = provider.requests
     assert first.items == list(CONTENT_FREE)
     assert len(batches) == 3  # 12 items in batches of 5; the content-free request is one more, once per job
@@ -87,8 +97,9 @@ def test_runner_calibrates_labels_and_pred_prob() -> None:
     assert set(out["pred_label"]) == {"c"}
     assert out["pred_prob"].tolist() == [round(2 / (5 / 6 + 1 + 2), 6)] * 12
     assert labeler.calibration is not None
-    assert labeler.calibration["probs"] == pytest.approx({"a": 0.6, "b": 0.3, "c": 0.1})
-    assert labeler.summary(out).calibration.content_free == ["N/A", "", "[MASK]"]
+    assert labeler.calibration.probs == pytest.approx({"a": 0.6, "b": 0.3, "c": 0.1})
+    assert result.summary.calibration is not None
+    assert result.summary.calibration.content_free == ["N/A", "", "[MASK]"]
 
 
 def test_store_keeps_raw_scores_and_the_content_free_request() -> None:
@@ -98,7 +109,7 @@ def test_store_keeps_raw_scores_and_the_content_free_request() -> None:
     Labeler(opts, provider=again, progress=False).label(_frame())
     assert again.requests == []  # items and content-free inputs both came from the store
     raw = KnownScores()
-    out = Labeler(opts.model_copy(update={"calibrate": False}), provider=raw, progress=False).label(_frame())
+    out = Labeler(opts.model_copy(update={"calibrate": False}), provider=raw, progress=False).label(_frame()).frame
     assert raw.requests == []  # the cached scores are the raw ones: uncalibrated labels come back
     assert set(out["pred_label"]) == {"a"} and out["pred_prob"].tolist() == [0.5] * 12
 
@@ -128,8 +139,8 @@ def test_dry_run_counts_the_content_free_request() -> None:
     opts = LabelOptions(labels=[{"name": n} for n in LABELS], batch_size=5)
     plain = Labeler(opts, provider=KnownScores(), progress=False).dry_run(_frame())
     cal = Labeler(opts.model_copy(update={"calibrate": True}), provider=KnownScores(), progress=False).dry_run(_frame())
-    assert cal["requests"] == plain["requests"] + 1
-    assert cal["est_prompt_tokens"] > plain["est_prompt_tokens"]
+    assert cal.requests == plain.requests + 1
+    assert cal.est_prompt_tokens > plain.est_prompt_tokens
 
 
 # --- refusal for chat providers --------------------------------------------------------------
@@ -170,6 +181,8 @@ class Recording:
         self.requests: list[ScoreRequest] = []
         self.name, self.model, self.kind = "local", inner.model, "scoring"  # type: ignore[attr-defined]
         self.shot_attention = inner.shot_attention  # type: ignore[attr-defined]
+        self.base_url, self.max_item_tokens = None, inner.max_item_tokens  # type: ignore[attr-defined]
+        self.load, self.layout_tokens = inner.load, inner.layout_tokens  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)  # type: ignore[attr-defined, no-any-return]
@@ -192,7 +205,7 @@ def test_content_free_inputs_go_through_the_real_prompt() -> None:
     provider = Recording(local)
     opts = LabelOptions(provider="local", shots=1, calibrate=True, shot_max_chars=120, batch_size=4)
     labeler = Labeler(opts, provider=provider, progress=False)
-    out = labeler.label(df)
+    out = labeler.label(df).frame
 
     # The job's own prompt, built independently of the runner.
     assert labeler.prompts is not None
@@ -209,7 +222,7 @@ def test_content_free_inputs_go_through_the_real_prompt() -> None:
     cf = local.score(ScoreRequest(parts.system, parts.prefix, list(CONTENT_FREE), parts.suffix, first.labels)).probs
     assert labeler.calibration is not None
     mean = [sum(col) / 3 for col in zip(*cf, strict=True)]
-    assert list(labeler.calibration["probs"].values()) == pytest.approx(mean, abs=1e-5)
+    assert list(labeler.calibration.probs.values()) == pytest.approx(mean, abs=1e-5)
 
     # Each item's label and pred_prob are its raw scores divided by that mean, renormalised.
     scored = out[out["pred_status"] == "ok"]

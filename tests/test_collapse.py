@@ -79,6 +79,15 @@ class OneLabel:
     name = "local"
     model = "collapsed-model"
     kind = "scoring"
+    base_url = None
+    shot_attention = "full"
+    max_item_tokens = None
+
+    def load(self) -> None:
+        pass
+
+    def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
+        return self.count_tokens(system + prefix), self.count_tokens(suffix)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 from faultproxy import Fault, FaultProxy
 
-from promptclf.label.confidence import compact_logprobs, item_confidence, normalize_logprobs
+from promptclf.label.confidence import compact_logprobs, item_confidence
 from promptclf.label.labeler import Labeler
 from promptclf.label.options import LabelOptions
 from promptclf.labels import LabelSet
+from promptclf.providers.base import normalize_logprobs
 from promptclf.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -160,7 +161,7 @@ def _label(proxy: FaultProxy, df: pd.DataFrame, store: Path, **kw: object) -> tu
         provider="openai", base_url=proxy.base_url, model="simulated-teacher", batch_size=6, store=str(store), **kw
     )
     labeler = Labeler(opts, progress=False)
-    return labeler.label(df), labeler
+    return labeler.label(df).frame, labeler
 
 
 def _assert_oracle(out: pd.DataFrame, teacher: SimTeacher, without: set[int] = frozenset()) -> None:  # type: ignore[assignment]
@@ -261,7 +262,7 @@ def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault
         store=str(tmp_path / "s.sqlite"), max_reasks=0, timeout_s=600,
     )  # fmt: skip
     labeler = Labeler(opts, progress=False)
-    out = labeler.label(df)
+    out = labeler.label(df).frame
     labels = labeler.job.labels  # type: ignore[union-attr]
     # Answers that reached the engine (a loaded machine may time a request out and retry it).
     recs = [r for r in fault_proxy.chat_records() if r.status == 200 and r.delivered]

@@ -60,7 +60,7 @@ def _options(proxy: FaultProxy, tmp_path, **kw: object) -> LabelOptions:
 
 def _label(proxy: FaultProxy, tmp_path, texts: list[str], **kw: object) -> tuple[pd.DataFrame, Labeler]:
     labeler = Labeler(_options(proxy, tmp_path, **kw), progress=False)
-    out = labeler.label(pd.DataFrame({"text": texts}))
+    out = labeler.label(pd.DataFrame({"text": texts})).frame
     return out, labeler
 
 
@@ -190,8 +190,8 @@ def test_bad_key_fails_at_once_naming_the_env_var(llama_server, tmp_path, texts)
             _label(proxy, tmp_path, texts, max_retries=5)
         assert len(proxy.chat_records()) == 1  # concurrency 1: the first 401 stops the run, no retry
         assert proxy.forwarded == 0
-    partial = err.value.partial  # type: ignore[attr-defined]
-    assert list(partial["text"]) == texts and set(partial["pred_status"]) == {"error"}
+    partial = err.value.partial
+    assert partial is not None and list(partial["text"]) == texts and set(partial["pred_status"]) == {"error"}
 
 
 # --- broken answers: the broken items are re-asked, nothing lost ----------------------------

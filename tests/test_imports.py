@@ -1,4 +1,5 @@
-"""The package has no import cycles, counting lazy and TYPE_CHECKING imports too (AST only, no imports run)."""
+"""The package has no import cycles and no import running back up a layer, counting lazy and
+TYPE_CHECKING imports too (AST only, no imports run)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,62 @@ def test_the_graph_sees_lazy_imports() -> None:
 def test_no_import_cycles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+# The packages (and top-level modules) of promptclf by layer, lowest first. A module may import
+# from its own layer or any layer below, never from one above: providers know nothing of labeling
+# jobs, labeling nothing of reports, and only the CLI and the package root see everything.
+# Packages in one layer may import each other (distill trains the student predict loads).
+LAYERS: list[set[str]] = [
+    {"errors"},
+    {"resources", "options"},
+    {"data", "labels", "store"},
+    {"embeddings", "runs"},
+    {"providers"},
+    {"pricing"},
+    {"eval"},
+    {"label"},
+    {"review"},
+    {"distill", "predict"},
+    {"report"},
+    {"demo"},
+    {"cli"},
+    {"promptclf", "__main__"},  # the package root (lazy library API) and ``python -m promptclf``
+]
+
+
+def unit(module: str) -> str:
+    """The package or top-level module a module belongs to: ``promptclf.label.jobs`` -> ``label``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_of() -> dict[str, int]:
+    return {name: k for k, names in enumerate(LAYERS) for name in names}
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer into a higher one, as ``a -> b (layer i -> j)``."""
+    layer = layer_of()
+    return sorted(
+        f"{a} -> {b} (layer {layer[unit(a)]} -> {layer[unit(b)]})"
+        for a, targets in edges.items()
+        for b in targets
+        if layer[unit(b)] > layer[unit(a)]
+    )
+
+
+def test_every_package_has_a_layer() -> None:
+    missing = sorted({unit(m) for m in import_graph()} - set(layer_of()))
+    assert not missing, f"add {missing} to LAYERS in tests/test_imports.py"
+
+
+def test_no_import_runs_back_up_a_layer() -> None:
+    up = upward_imports(import_graph())
+    assert not up, "imports running back up a layer:\n" + "\n".join(up)
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    edges = {"promptclf.providers.hosted": {"promptclf.label.confidence"}, "promptclf.label.jobs": set()}
+    assert upward_imports(edges) == ["promptclf.providers.hosted -> promptclf.label.confidence (layer 4 -> 7)"]
+    assert unit("promptclf") == "promptclf" and unit("promptclf.providers.local.cache") == "providers"

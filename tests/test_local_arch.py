@@ -307,7 +307,7 @@ def test_labeler_passes_items_per_pass_through(models: dict[str, str]) -> None:
             labels=[{"name": lab} for lab in LABELS],
         )  # fmt: skip
         labeler = Labeler(opts, progress=False)
-        out[n] = labeler.label(df)
+        out[n] = labeler.label(df).frame
         assert labeler.provider.items_per_pass == n
     assert list(out[1].pred_label) == list(out[3].pred_label)
     assert max(abs(a - b) for a, b in zip(out[1].pred_prob, out[3].pred_prob, strict=True)) < 1e-5

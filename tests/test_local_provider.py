@@ -261,7 +261,7 @@ def test_labeler_keys_the_store_by_shot_attention(tiny_llama: str) -> None:
     def run(mode: str) -> tuple[pd.DataFrame, Labeler]:
         opts = LabelOptions(provider="local", model=tiny_llama, shots=1, batch_size=1, shot_attention=mode)
         labeler = Labeler(opts, progress=False)
-        return labeler.label(df), labeler
+        return labeler.label(df).frame, labeler
 
     answer, first = run("answer")
     assert list(answer.pred_status) == ["shot", "shot", "ok", "ok"]
@@ -301,10 +301,10 @@ def test_dry_run_estimate_matches_the_tokens_a_local_run_uses(smollm2: LocalProv
     est = Labeler(opts, progress=False).dry_run(df)
     labeler = Labeler(opts, progress=False)
     labeler.label(df)
-    assert est["requests"] == labeler.stats.requests == 3 and est["tokens_exact"]
+    assert est.requests == labeler.stats.requests == 3 and est.tokens_exact
     actual = labeler.stats.prompt_tokens
-    print(f"dry-run estimate {est['est_prompt_tokens']} prompt tokens, run used {actual}")
-    assert abs(est["est_prompt_tokens"] - actual) <= 0.1 * actual, (est["est_prompt_tokens"], actual)
+    print(f"dry-run estimate {est.est_prompt_tokens} prompt tokens, run used {actual}")
+    assert abs(est.est_prompt_tokens - actual) <= 0.1 * actual, (est.est_prompt_tokens, actual)
 
 
 def test_batched_passes_equal_one_item_per_pass_on_smollm2(smollm2: LocalProvider) -> None:

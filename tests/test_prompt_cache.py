@@ -36,7 +36,7 @@ def test_every_request_of_a_job_opens_with_the_same_bytes(monkeypatch, base_url)
     lab = Labeler(opts, progress=False)
     job = lab.prepare(_news())
     assert lab.prompts is not None
-    runner = ChatRunner(lab, job, lab.prompts)
+    runner = ChatRunner(lab.context(), job, lab.prompts)  # type: ignore[arg-type]
     tasks = runner.first_tasks()
     rows = tasks[0].rows
     # Re-ask batches as the runner makes them: smaller, later rounds, with off-list answers quoted.

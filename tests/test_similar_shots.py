@@ -17,10 +17,11 @@ import pytest
 from promptclf.data.tables import bbc_sample
 from promptclf.errors import ConfigError
 from promptclf.label.chat_runner import chat_mode, format_instructions
-from promptclf.label.jobs import Job, clip_text, prepare_job, prompt_builder
+from promptclf.label.jobs import Job, clip_text, prompt_builder
 from promptclf.label.labeler import Labeler
 from promptclf.label.options import LabelOptions
 from promptclf.label.prompts import Item, Shot, clip, select_shots
+from promptclf.label.stream import prepare_job
 from promptclf.store import Store
 
 
@@ -173,11 +174,11 @@ def test_dry_run_shows_the_first_request_with_its_own_shots(
         )
         for rows in batches
     ]
-    assert est["prompt"] == "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs[0])
+    assert est.prompt == "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs[0])
     assert _shot_block(msgs[0][1]["content"]) == [(clip(s.text, 400), s.label) for s in job.shots_for(batches[0])]
     count = lab.provider.count_tokens
-    assert est["est_prompt_tokens"] == sum(count(m["content"]) for ms in msgs for m in ms)
-    assert (est["requests"], est["shots"], est["items"]) == (len(batches), 20, 40)
+    assert est.est_prompt_tokens == sum(count(m["content"]) for ms in msgs for m in ms)
+    assert (est.requests, est.shots, est.items) == (len(batches), 20, 40)
 
 
 def test_cli_dry_run_with_similar_shots(
@@ -211,12 +212,12 @@ def test_local_dry_run_counts_a_prefix_per_text(news: pd.DataFrame, store_path: 
     job = lab.job
     assert job is not None and job.similar is not None
     first = job.similar.for_each(job.todo[:1])[0]
-    assert all(clip(s.text, 400) in near["prompt"] for s in first)
+    assert all(clip(s.text, 400) in near.prompt for s in first)
     # random: 2 rows per class are shots, one prefix for the whole job; similar: a pool of 4 per class,
     # one prefix per text (no two texts here have the same shots)
-    assert (near["items"], rand["items"]) == (40, 50)
-    assert near["requests"] == 40 and rand["requests"] == 10
-    assert near["est_prompt_tokens"] / 40 > 3 * rand["est_prompt_tokens"] / 50
+    assert (near.items, rand.items) == (40, 50)
+    assert near.requests == 40 and rand.requests == 10
+    assert near.est_prompt_tokens / 40 > 3 * rand.est_prompt_tokens / 50
 
 
 def _shot_block(user: str) -> list[tuple[str, str]]:
@@ -247,7 +248,7 @@ def test_chat_requests_through_a_server_carry_their_batch_shots(
         no_cache=True,
     )
     labeler = Labeler(o, progress=False)
-    out = labeler.label(df)
+    out = labeler.label(df).frame
     job, prompts = labeler.job, labeler.prompts
     assert job is not None and prompts is not None
     # every row back in its own place, pool rows marked, the rest answered or explained
@@ -288,7 +289,7 @@ def test_local_model_gives_every_text_its_own_shots(news: pd.DataFrame, store_pa
     o = _opts(store_path, provider="local", shots=1, shot_pool=2, batch_size=4, max_chars=200, shot_max_chars=100)
     provider = Recording()
     labeler = Labeler(o, provider=provider, progress=False)
-    out = labeler.label(df)
+    out = labeler.label(df).frame
     job = labeler.job
     assert job is not None and job.similar is not None
     assert list(out["text"]) == list(df["text"])

@@ -279,23 +279,23 @@ def label(
         labeler = Labeler(opts, progress=not quiet)
         examples = read_table(opts.examples) if opts.examples else None
         est = labeler.dry_run(read_table(input_path, split=split), examples, source=str(input_path))
-        approx = "" if est["tokens_exact"] else "≈"
-        click.echo(est["prompt"])
+        approx = "" if est.tokens_exact else "≈"
+        click.echo(est.prompt)
         click.echo("")
-        click.echo(f"# provider {est['provider']}:{est['model']}")
+        click.echo(f"# provider {est.provider}:{est.model}")
         shots = (
-            f"{est['shots']} pool examples ({opts.shots} per class per prompt, the nearest)"
+            f"{est.shots} pool examples ({opts.shots} per class per prompt, the nearest)"
             if opts.shot_selection == "similar" and opts.shots
-            else f"{est['shots']} shots"
+            else f"{est.shots} shots"
         )
-        click.echo(f"# rows {est['rows']:,}: {est['items']:,} to label, {shots}, {est['skipped']} with bad text")
-        click.echo(f"# first prompt: {approx}{est['first_prompt_tokens']:,} tokens; {est['requests']:,} requests")
+        click.echo(f"# rows {est.rows:,}: {est.items:,} to label, {shots}, {est.skipped} with bad text")
+        click.echo(f"# first prompt: {approx}{est.first_prompt_tokens:,} tokens; {est.requests:,} requests")
         click.echo(
-            f"# estimated tokens: {approx}{est['est_prompt_tokens']:,} prompt + {approx}{est['est_completion_tokens']:,} completion"
+            f"# estimated tokens: {approx}{est.est_prompt_tokens:,} prompt + {approx}{est.est_completion_tokens:,} completion"
         )
-        known = "" if est["price_known"] else " (model not in the price table: add it with --prices)"
-        click.echo(f"# estimated cost: ${est['est_cost_usd']:.4f} (before re-asks){known}")
-        for line in est.get("notes", []):  # batch price, prompt-cache saving
+        known = "" if est.price_known else " (model not in the price table: add it with --prices)"
+        click.echo(f"# estimated cost: ${est.est_cost_usd:.4f} (before re-asks){known}")
+        for line in est.notes:  # batch price, prompt-cache saving
             click.echo(f"# {line}")
         return
     rec = label_file(input_path, output, opts, name=name, progress=not quiet, split=split, save_dataset=save_dataset)

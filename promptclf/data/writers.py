@@ -117,10 +117,16 @@ class TableWriter:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
-        elif self._file is not None:  # what was written stays: whole chunks
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop after a failure: whole chunks written so far stay (CSV/TSV/JSONL); Parquet and Arrow
+        leave their temporary file and never touch ``path``."""
+        if self._file is not None:
             self._file.close()
             self._file = None
-        elif self._writer is not None:  # the temporary file is left; ``path`` is untouched
+        elif self._writer is not None:
             self._writer.close()
             self._writer = None
 

@@ -26,13 +26,12 @@ What happens to the items a batch did not settle:
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from typing import Any
 
-from ..errors import ConfigError
+from ..providers.base import ChatProvider
 from ..providers.batch_api import (
-    DIALECTS,
     MAX_BYTES,
     MAX_LINES,
     BatchClient,
@@ -43,44 +42,41 @@ from ..providers.batch_api import (
 )
 from .batch_store import BatchLedger, Submission
 from .chat_runner import ChatRequest, ChatRunner
-from .jobs import Engine, Job, RowResult, Task
+from .context import RunContext
+from .jobs import Job, RowResult, Task
 from .prompts import PromptBuilder
+
+log = logging.getLogger(__name__)
 
 MAX_WAVES = 3  # batch rounds for unanswered lines before the rest goes synchronously
 
 
 class BatchRunner:
-    """Labels ``job``'s rows through the provider's batch API, writing ``job.results``."""
+    """Labels ``job``'s rows through the context's provider's batch API, writing ``job.results``
+    (the engine checks first that the provider has a batch endpoint: ``ChatProvider.batch_api``)."""
 
-    def __init__(self, engine: Engine, job: Job, prompts: PromptBuilder, progress: bool = True) -> None:
-        if engine.provider_name not in DIALECTS:
-            raise ConfigError(
-                f"--batch-api needs a provider with a batch endpoint (openai or together), not {engine.provider_name!r}; "
-                "pass --provider openai or together, or drop --batch-api"
-            )
-        self.engine = engine
+    def __init__(self, ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder) -> None:
+        self.ctx = ctx
         self.job = job
-        self.options = o = engine.options
-        self.progress = progress
-        self.chat = ChatRunner(engine, job, prompts)
+        self.options = o = ctx.options
+        self.chat = ChatRunner(ctx, job, prompts)
 
         def on_retry(exc: BaseException, attempt: int, sleep: float) -> None:
-            with engine.stats.lock:
-                engine.stats.transport_retries += 1
+            ctx.meter.add("transport_retries")
 
         self.client = BatchClient(
-            engine.provider_name,
-            getattr(engine.provider, "base_url", None),
+            ctx.provider.name,
+            ctx.provider.base_url,
             timeout_s=max(o.timeout_s, 120.0),  # file transfers take longer than one request
             max_retries=o.max_retries,
             retry_max_wait_s=o.retry_max_wait_s,
             on_retry=on_retry,
             breaker=self.chat.breaker,  # one breaker for the batch endpoints and the synchronous re-asks
         )
-        self.ledger = BatchLedger(engine.store)
+        self.ledger = BatchLedger(ctx.store)
 
     # -- the waves ----------------------------------------------------------------------------
-    def run(self, bar: Any) -> None:
+    def run(self) -> None:
         o, chat = self.options, self.chat
         self.client.check_supported()
         sync: list[Task] = []  # validation re-asks (and small leftovers) for the synchronous path
@@ -93,22 +89,17 @@ class BatchRunner:
                 if outcome is None:
                     reqs.append(req)
                 else:
-                    sync += self._finish(task, outcome, bar)
+                    sync += chat.finish(task, outcome)
             pending = [r.task for r in reqs]
             if not reqs or (wave and len(reqs) < o.batch_min_requests):
                 break
-            pending = self._run_wave(reqs, bar, sync)
+            pending = self._run_wave(reqs, sync)
         sync += pending
         if sync:
-            self._say(f"{len(sync)} request(s) left after the batch go synchronously (re-asks and unanswered lines)")
-            chat.run(bar, sync)
+            log.info("%s request(s) left after the batch go synchronously (re-asks and unanswered lines)", len(sync))
+            chat.run(sync)
 
-    def _finish(self, task: Task, outcome: dict[str, Any], bar: Any) -> list[Task]:
-        """Apply one request's outcome to its rows; its validation re-asks (for the synchronous path)."""
-        self.engine.tick(bar, self.chat._apply_outcome(task, outcome))
-        return self.chat._reask_tasks(task, outcome)
-
-    def _run_wave(self, reqs: list[ChatRequest], bar: Any, sync: list[Task]) -> list[Task]:
+    def _run_wave(self, reqs: list[ChatRequest], sync: list[Task]) -> list[Task]:
         """Send ``reqs`` as batches (or resume the live batches that hold them); the tasks left unanswered."""
         by_key: dict[str, list[ChatRequest]] = {}
         for r in reqs:
@@ -123,20 +114,18 @@ class BatchRunner:
         fresh = [k for k in by_key if k not in covered]
         for chunk in self._chunks(fresh, by_key):
             subs.append(self._submit(chunk, by_key))
-        statuses = self._poll(subs, bar)
+        statuses = self._poll(subs)
         leftover: list[Task] = []
         for sub in subs:
-            leftover += self._collect(sub, statuses[sub.sub_id], by_key, bar, sync)
+            leftover += self._collect(sub, statuses[sub.sub_id], by_key, sync)
         return leftover
 
     # -- submitting -----------------------------------------------------------------------------
     def _line(self, key: str, req: ChatRequest) -> dict[str, Any]:
-        eng = self.engine
-        provider = eng.provider
-        top = None if getattr(provider, "logprobs_rejected", None) else getattr(provider, "top_logprobs", None)
+        ctx = self.ctx
         return request_line(
-            custom_id(key), eng.model, req.messages, req.schema, req.mode,  # type: ignore[arg-type]
-            req.max_tokens, self.options.temperature, self.client.dialect.cap_field, top,
+            custom_id(key), ctx.spec.model, req.messages, req.schema, req.mode,
+            req.max_tokens, self.options.temperature, self.client.dialect.cap_field, ctx.provider.top_logprobs,
         )  # fmt: skip
 
     def _chunks(self, keys: list[str], by_key: dict[str, list[ChatRequest]]) -> list[list[tuple[str, bytes]]]:
@@ -153,21 +142,21 @@ class BatchRunner:
         return chunks
 
     def _submit(self, lines: list[tuple[str, bytes]], by_key: dict[str, list[ChatRequest]]) -> Submission:
-        eng = self.engine
-        base = getattr(eng.provider, "base_url", None)
+        ctx = self.ctx
         # Recorded before the upload: a run killed from here on finds it and never submits twice.
-        sub = self.ledger.new(eng.provider_name, eng.model, base, eng.run_id, {k: custom_id(k) for k, _ in lines})
+        ids = {k: custom_id(k) for k, _ in lines}
+        sub = self.ledger.new(ctx.spec.name, ctx.spec.model, ctx.provider.base_url, ctx.run_id, ids)
         file_id = self.client.upload(f"promptclf-{sub.sub_id}.jsonl", b"".join(line for _, line in lines))
         self.ledger.update(sub.sub_id, input_file_id=file_id, status="uploaded")
         st = self.client.create(file_id, {"promptclf_submission": sub.sub_id})
         sub = self.ledger.update(sub.sub_id, batch_id=st.id, status=st.status)
-        self._say(f"submitted batch {st.id} ({len(lines):,} requests, input file {file_id})")
+        log.info("submitted batch %s (%s requests, input file %s)", st.id, f"{len(lines):,}", file_id)
         return sub
 
     def _resume(self, sub: Submission) -> Submission | None:
         """A live submission from an earlier run, brought to a batch id; None if it never got uploaded."""
         if sub.batch_id:
-            self._say(f"resuming batch {sub.batch_id} ({sub.n_requests:,} requests, status {sub.status})")
+            log.info("resuming batch %s (%s requests, status %s)", sub.batch_id, f"{sub.n_requests:,}", sub.status)
             return sub
         if not sub.input_file_id:
             # Killed before the upload finished: no batch can exist, so submit its requests afresh.
@@ -177,18 +166,13 @@ class BatchRunner:
         st = self.client.find_by_input(sub.input_file_id)
         if st is None:
             st = self.client.create(sub.input_file_id, {"promptclf_submission": sub.sub_id})
-        self._say(f"resuming batch {st.id} ({sub.n_requests:,} requests)")
+        log.info("resuming batch %s (%s requests)", st.id, f"{sub.n_requests:,}")
         return self.ledger.update(sub.sub_id, batch_id=st.id, status=st.status)
 
     # -- polling --------------------------------------------------------------------------------
-    def _poll(self, subs: list[Submission], bar: Any) -> dict[str, BatchStatus]:
+    def _poll(self, subs: list[Submission]) -> dict[str, BatchStatus]:
         """Poll every batch until it is done, showing the batches' own request counts."""
-        counter = None
-        if bar is not None:
-            from tqdm import tqdm
-
-            total = sum(s.n_requests for s in subs)
-            counter = tqdm(total=total, unit="req", desc="batch", file=sys.stderr, position=1, leave=False)
+        counter = self.ctx.meter.counter(sum(s.n_requests for s in subs), "req", "batch")
         last: dict[str, BatchStatus] = {}
         try:
             while True:
@@ -215,10 +199,10 @@ class BatchRunner:
 
     # -- collecting -----------------------------------------------------------------------------
     def _collect(
-        self, sub: Submission, st: BatchStatus, by_key: dict[str, list[ChatRequest]], bar: Any, sync: list[Task]
+        self, sub: Submission, st: BatchStatus, by_key: dict[str, list[ChatRequest]], sync: list[Task]
     ) -> list[Task]:
         """Read a finished batch into the store and the job; the tasks it left unanswered."""
-        eng, chat = self.engine, self.chat
+        ctx, chat = self.ctx, self.chat
         lines: list[LineResult] = []
         for file_id in (st.output_file_id, st.error_file_id):
             if file_id:
@@ -241,38 +225,35 @@ class BatchRunner:
             if ln is not None and ln.result is not None:
                 outcome = chat.record_result(reqs[0], ln.result, batch=True)
                 for r in reqs:
-                    sync += self._finish(r.task, outcome, bar)
+                    sync += chat.finish(r.task, outcome)
             elif st.status == "failed":
                 reason = f"batch {st.id} failed: {failure}; rerun to submit a new batch, or drop --batch-api"
-                eng.store.log(key, eng.run_id, eng.provider_name, eng.model, "error", reason[:500])
-                with eng.stats.lock:
-                    eng.stats.failed_requests += 1
+                ctx.log(key, "error", reason[:500])
+                ctx.meter.add("failed_requests")
                 for r in reqs:
                     for row in r.task.rows:
                         self.job.results[row] = RowResult(status="error", reason=reason, request=key[:16])
-                    eng.tick(bar, len(r.task.rows))
+                    ctx.meter.tick(len(r.task.rows))
             else:
                 why = ln.error if ln is not None else f"the batch ended {st.status} before answering it"
-                eng.store.log(key, eng.run_id, eng.provider_name, eng.model, "error", f"batch {st.id}: {why}"[:500])
-                with eng.stats.lock:
-                    eng.stats.transport_retries += 1
+                ctx.log(key, "error", f"batch {st.id}: {why}"[:500])
+                ctx.meter.add("transport_retries")
                 leftover += [r.task for r in reqs]
         if foreign:
-            self._say(f"warning: batch {st.id} answered {foreign} request(s) this job no longer has; not cached")
+            log.warning("batch %s answered %s request(s) this job no longer has; not cached", st.id, foreign)
         self.ledger.update(
             sub.sub_id, status=st.status, collected=1, output_file_id=st.output_file_id,
             error_file_id=st.error_file_id, error=failure if st.status == "failed" else None,
         )  # fmt: skip
         if st.status != "completed":
-            self._say(
-                f"batch {st.id} ended {st.status}: {len(leftover)} request(s) unanswered"
-                + (f" ({failure})" if st.errors else "")
+            log.info(
+                "batch %s ended %s: %s request(s) unanswered%s",
+                st.id,
+                st.status,
+                len(leftover),
+                f" ({failure})" if st.errors else "",
             )
         return leftover
-
-    def _say(self, msg: str) -> None:
-        if self.progress:
-            print(f"promptclf: {msg}", file=sys.stderr)
 
 
 def custom_id(key: str) -> str:

@@ -4,7 +4,9 @@ Items are packed into numbered batches and sent concurrently, within rate limits
 the transport-retry layer (:mod:`promptclf.providers.retry`); each response is parsed and validated
 (:mod:`promptclf.label.schema`); the items a response left out, duplicated or mislabelled are
 re-asked in smaller batches (the second, separate retry layer). Every successful response is
-cached in the store first, so an interrupted run resumes without paying twice.
+cached in the store first, so an interrupted run resumes without paying twice. The runner gets
+everything it uses in its :class:`~promptclf.label.context.RunContext`: it counts through the
+context's meter and never calls back into the engine.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from typing import Any
 
 from ..errors import AuthenticationError, ProviderError, ProviderUnavailableError, ResponseFormatError
 from ..labels import LabelSet
-from ..providers import Provider
-from ..providers.base import ChatResult, Usage
+from ..providers.base import ChatProvider, ChatResult, StructuredMode, Usage
+from ..providers.breaker import CircuitBreaker
 from ..providers.retry import call_with_retries
 from ..store import request_key
-from .breaker import CircuitBreaker
-from .confidence import compact_logprobs, item_confidence
-from .jobs import Engine, Job, RowResult, Task
+from .confidence import Confidence, compact_logprobs, item_confidence
+from .context import RunContext
+from .jobs import Job, RowResult, Task
 from .options import LabelOptions
 from .prompts import Item, PromptBuilder
-from .schema import FORMAT_INSTRUCTIONS, parse_response, response_schema, schema_for_batch
+from .schema import FORMAT_INSTRUCTIONS, ParsedBatch, parse_response, response_schema, schema_for_batch
 
 
 class RateLimiter:
@@ -63,53 +65,66 @@ class ChatRequest:
     ids: list[int]  # item ids in the prompt, 1..n
     messages: list[dict[str, str]]
     schema: dict[str, Any]
-    mode: str
+    mode: StructuredMode
     max_tokens: int
     payload: dict[str, Any]  # what the key hashes (no secret)
     key: str
 
 
-def chat_mode(options: LabelOptions, provider: Provider) -> str:
+@dataclass
+class Outcome:
+    """What became of one request: its answer parsed (``parsed``, with each item's ``conf``idence),
+    or an ``error`` (failed after every transport retry), or a ``format_error`` (paid for but unusable)."""
+
+    key: str
+    parsed: ParsedBatch | None = None
+    conf: dict[int, Confidence] | None = None
+    error: str | None = None
+    format_error: str | None = None
+
+
+def chat_mode(options: LabelOptions, provider: ChatProvider) -> StructuredMode:
     """The structured-output mode: the one asked for, else the provider's default."""
     if options.structured != "auto":
         return options.structured
-    return getattr(provider, "default_mode", lambda: "json_object")()
+    return provider.default_mode()
 
 
-def format_instructions(mode: str, labels: LabelSet) -> str | None:
+def format_instructions(mode: StructuredMode, labels: LabelSet) -> str | None:
     """The JSON shape spelled out in the prompt, for servers with no structured-output mode."""
     return FORMAT_INSTRUCTIONS.format(labels=", ".join(labels.names)) if mode == "prompt" else None
 
 
 class ChatRunner:
-    """Labels ``job``'s rows through the engine's chat provider, writing ``job.results``."""
+    """Labels ``job``'s rows through the context's chat provider, writing ``job.results``."""
 
-    def __init__(self, engine: Engine, job: Job, prompts: PromptBuilder) -> None:
-        self.engine = engine
+    def __init__(self, ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder) -> None:
+        self.ctx = ctx
         self.job = job
         self.prompts = prompts
-        self.options = engine.options
-        self.mode = chat_mode(self.options, engine.provider)
+        self.options = ctx.options
+        self.mode = chat_mode(self.options, ctx.provider)
         self.schema = response_schema(job.labels)
         self.limiter = RateLimiter(self.options.rpm, self.options.tpm)
-        self.breaker = CircuitBreaker.for_provider(self.options, engine.provider)
+        o = self.options
+        self.breaker = CircuitBreaker.for_provider(ctx.provider, o.breaker_failures, o.breaker_window_s)
 
     def first_tasks(self) -> list[Task]:
         """The job's rows to label, in batches of ``batch_size``."""
         o, job = self.options, self.job
         return [Task(job.todo[i : i + o.batch_size]) for i in range(0, len(job.todo), o.batch_size)]
 
-    def run(self, bar: Any, tasks: list[Task] | None = None) -> None:
+    def run(self, tasks: list[Task] | None = None) -> None:
         """Send ``tasks`` (default: the whole job) and their re-asks, writing ``job.results``."""
         o = self.options
         tasks = self.first_tasks() if tasks is None else tasks
         executor = ThreadPoolExecutor(max_workers=o.concurrency, thread_name_prefix="promptclf")
-        pending: dict[Future[Any], Task] = {}
+        pending: dict[Future[Outcome | None], Task] = {}
         # Set on a rejected key, a tripped breaker or an interrupt. Workers check it before sending, because a
         # worker that just failed picks the next queued task before the main thread can cancel it.
         stop = threading.Event()
 
-        def run_task(task: Task) -> dict[str, Any] | None:
+        def run_task(task: Task) -> Outcome | None:
             if stop.is_set():
                 return None  # never sent; the run is ending
             try:
@@ -131,9 +146,7 @@ class ChatRunner:
                     outcome = fut.result()  # a rejected key or a tripped breaker propagates: no point going on
                     if outcome is None:
                         continue  # skipped after a stop; the error that stopped the run follows
-                    finished = self._apply_outcome(task, outcome)
-                    self.engine.tick(bar, finished)
-                    for follow in self._reask_tasks(task, outcome):
+                    for follow in self.finish(task, outcome):
                         submit(follow)
         finally:
             stop.set()
@@ -141,27 +154,31 @@ class ChatRunner:
                 fut.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def _do_task(self, task: Task) -> dict[str, Any]:
+    def finish(self, task: Task, outcome: Outcome) -> list[Task]:
+        """Apply one request's outcome to its rows (counting the finished ones on the meter); its
+        validation re-asks. The batch runner finishes its answers the same way."""
+        self.ctx.meter.tick(self.apply_outcome(task, outcome))
+        return self.reask_tasks(task, outcome)
+
+    def _do_task(self, task: Task) -> Outcome:
         """Runs in a worker thread: one request (from cache or the provider), parsed."""
-        o, eng = self.options, self.engine
+        o, ctx = self.options, self.ctx
         req = self.build_request(task)
         outcome = self.cached_outcome(req)
         if outcome is not None:
             return outcome
         key, messages, schema, mode, max_tokens = req.key, req.messages, req.schema, req.mode, req.max_tokens
-        store = eng.store
-        provider = eng.provider
+        provider = ctx.provider
         self.limiter.acquire(sum(provider.count_tokens(m["content"]) for m in messages) + max_tokens)
 
         def on_retry(exc: BaseException, attempt: int, sleep: float) -> None:
-            with eng.stats.lock:
-                eng.stats.transport_retries += 1
-            store.log(key, eng.run_id, eng.provider_name, eng.model, "error", f"{exc} (retrying in {sleep:.1f}s)")
+            ctx.meter.add("transport_retries")
+            ctx.log(key, "error", f"{exc} (retrying in {sleep:.1f}s)")
 
         breaker = self.breaker
         try:
             result = call_with_retries(
-                lambda: breaker.call(lambda: provider.complete(messages, schema, mode, max_tokens)),  # type: ignore[attr-defined]
+                lambda: breaker.call(lambda: provider.complete(messages, schema, mode, max_tokens)),
                 o.max_retries,
                 o.retry_max_wait_s,
                 on_retry,
@@ -171,10 +188,9 @@ class ChatRunner:
             raise
         except ProviderError as exc:
             breaker.exhausted(exc)  # raises if the provider is down rather than this request failing
-            with eng.stats.lock:
-                eng.stats.failed_requests += 1
-            store.log(key, eng.run_id, eng.provider_name, eng.model, "error", str(exc))
-            return {"key": key, "error": f"request failed after {o.max_retries} retries: {exc}"}
+            ctx.meter.add("failed_requests")
+            ctx.log(key, "error", str(exc))
+            return Outcome(key, error=f"request failed after {o.max_retries} retries: {exc}")
         return self.record_result(req, result)
 
     def build_request(self, task: Task) -> ChatRequest:
@@ -185,7 +201,7 @@ class ChatRunner:
         user message up to the first item are the same bytes for every request of a job
         (re-asks put their note after the items), so providers can cache that prefix.
         """
-        o, job, eng = self.options, self.job, self.engine
+        o, job, ctx = self.options, self.job, self.ctx
         items = [Item(k + 1, job.texts[row]) for k, row in enumerate(task.rows)]
         feedback = None
         if task.round:
@@ -206,9 +222,9 @@ class ChatRunner:
         longest = max(len(n) for n in job.labels.names)
         max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
         payload = {
-            "provider": eng.provider_name,
-            "model": eng.model,
-            "base_url": getattr(eng.provider, "base_url", None),
+            "provider": ctx.spec.name,
+            "model": ctx.spec.model,
+            "base_url": ctx.provider.base_url,
             "messages": messages,
             "schema": schema,
             "mode": mode,
@@ -219,71 +235,56 @@ class ChatRunner:
             task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload)
         )
 
-    def cached_outcome(self, req: ChatRequest) -> dict[str, Any] | None:
+    def cached_outcome(self, req: ChatRequest) -> Outcome | None:
         """The stored response for ``req``, counted and parsed; None when there is none (or --no-cache)."""
-        eng = self.engine
-        cached = None if self.options.no_cache else eng.store.get(req.key)
+        ctx = self.ctx
+        cached = None if self.options.no_cache else ctx.store.get(req.key)
         if cached is None:
             return None
         usage = Usage(cached.prompt_tokens, cached.completion_tokens, cached.cached_prompt_tokens)
-        eng.account(usage, cached.latency_s, True)
-        eng.store.log(req.key, eng.run_id, eng.provider_name, eng.model, "cached")
+        ctx.meter.account(usage, cached.latency_s, True)
+        ctx.log(req.key, "cached")
         parsed = parse_response(cached.response, req.ids, self.job.labels)
         # The stored logprobs give the same label probabilities the fresh answer gave.
         conf = item_confidence(cached.response, cached.logprobs, parsed.labels, self.job.labels)
-        return {"key": req.key, "parsed": parsed, "conf": conf}
+        return Outcome(req.key, parsed, conf)
 
-    def record_result(self, req: ChatRequest, result: ChatResult, batch: bool = False) -> dict[str, Any]:
+    def record_result(self, req: ChatRequest, result: ChatResult, batch: bool = False) -> Outcome:
         """Count, parse and store a response the provider just sent (``batch``: through its batch API)."""
-        eng, key = self.engine, req.key
-        store = eng.store
-        u = result.usage
-        cost, latency = eng.account(u, result.latency_s, False, batch=batch)
+        ctx, key = self.ctx, req.key
+        u, latency = result.usage, result.latency_s
+        cost = ctx.meter.account(u, latency, False, batch=batch)
         try:
             parsed = parse_response(result.text, req.ids, self.job.labels)
         except ResponseFormatError as exc:
             # Paid for but unusable: logged with its cost, never cached, items re-asked.
-            store.log(
-                key, eng.run_id, eng.provider_name, eng.model, "error", str(exc)[:500],
-                u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
-            )  # fmt: skip
-            return {"key": key, "format_error": str(exc)}
+            ctx.log(key, "error", str(exc)[:500], u, latency, cost)
+            return Outcome(key, format_error=str(exc))
         logprobs = compact_logprobs(result.text, result.logprobs)
-        store.put(
-            key, eng.provider_name, eng.model, req.payload, result.text,
-            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens, logprobs,
-        )  # fmt: skip
-        store.log(
-            key, eng.run_id, eng.provider_name, eng.model, "ok", None,
-            u.prompt_tokens, u.completion_tokens, latency, cost, u.cached_prompt_tokens,
-        )  # fmt: skip
-        return {
-            "key": key,
-            "parsed": parsed,
-            "conf": item_confidence(result.text, logprobs, parsed.labels, self.job.labels),
-        }
+        ctx.save(key, req.payload, result.text, u, latency, cost, logprobs)
+        return Outcome(key, parsed, item_confidence(result.text, logprobs, parsed.labels, self.job.labels))
 
-    def _apply_outcome(self, task: Task, outcome: dict[str, Any]) -> int:
+    def apply_outcome(self, task: Task, outcome: Outcome) -> int:
         """Write final results for items that are done; return how many rows finished."""
         job = self.job
-        key = outcome["key"][:16]
+        key = outcome.key[:16]
         finished = 0
         last_round = task.round >= self.options.max_reasks
-        if "error" in outcome:
+        if outcome.error is not None:
             for row in task.rows:
-                job.results[row] = RowResult(status="error", reason=outcome["error"], request=key)
+                job.results[row] = RowResult(status="error", reason=outcome.error, request=key)
             return len(task.rows)
-        if "format_error" in outcome:
+        if outcome.parsed is None:  # a format error
             if last_round:
                 for row in task.rows:
                     job.results[row] = RowResult(
-                        status="empty", reason=f"no usable answer after {task.round} re-asks: {outcome['format_error'][:200]}",
+                        status="empty", reason=f"no usable answer after {task.round} re-asks: {str(outcome.format_error)[:200]}",
                         request=key,
                     )  # fmt: skip
                 return len(task.rows)
             return 0
-        parsed = outcome["parsed"]
-        conf = outcome.get("conf") or {}
+        parsed = outcome.parsed
+        conf = outcome.conf or {}
         for k, row in enumerate(task.rows, start=1):
             if k in parsed.labels:
                 c = conf.get(k)  # matched by item id, so reordered answers keep each row's own
@@ -304,16 +305,16 @@ class ChatRunner:
                 finished += 1
         return finished
 
-    def _reask_tasks(self, task: Task, outcome: dict[str, Any]) -> list[Task]:
+    def reask_tasks(self, task: Task, outcome: Outcome) -> list[Task]:
         """Validation re-asks: the items still unanswered, in batches half the size of the last."""
         o = self.options
-        if "error" in outcome or task.round >= o.max_reasks:
+        if outcome.error is not None or task.round >= o.max_reasks:
             return []
-        if "format_error" in outcome:
+        if outcome.parsed is None:  # a format error: every item again
             retry_rows = list(task.rows)
             previous: dict[int, str] = {}
         else:
-            parsed = outcome["parsed"]
+            parsed = outcome.parsed
             retry_rows = [row for k, row in enumerate(task.rows, start=1) if k in parsed.retry_ids]
             previous = {row: parsed.invalid[k] for k, row in enumerate(task.rows, start=1) if k in parsed.invalid}
         if not retry_rows:
@@ -321,8 +322,7 @@ class ChatRunner:
         nxt = task.round + 1
         size = 1 if nxt >= o.max_reasks else max(1, min(len(task.rows) // 2, len(retry_rows)))
         size = min(size, max(1, o.batch_size >> nxt))
-        with self.engine.stats.lock:
-            self.engine.stats.reasks += len(retry_rows)
+        self.ctx.meter.add("reasks", len(retry_rows))
         return [
             Task(retry_rows[i : i + size], nxt, {r: previous[r] for r in retry_rows[i : i + size] if r in previous})
             for i in range(0, len(retry_rows), size)

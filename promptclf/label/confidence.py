@@ -82,35 +82,6 @@ def parse_pred_probs(cell: object, where: str) -> dict[str, float] | None:
     return out
 
 
-def normalize_logprobs(raw: Any) -> list[dict[str, Any]] | None:
-    """A provider's ``logprobs`` as OpenAI's ``content`` list, or None when there are none.
-
-    Takes OpenAI's chat form (``{"content": [{token, logprob, bytes, top_logprobs}]}``, or the
-    list itself) and the completions form some servers use (``{"tokens", "token_logprobs",
-    "top_logprobs": [{token: logprob}]}``). Pydantic objects are turned into dicts.
-    """
-    if raw is None:
-        return None
-    if hasattr(raw, "model_dump"):
-        raw = raw.model_dump()
-    if isinstance(raw, dict) and isinstance(raw.get("content"), list):
-        raw = raw["content"]
-    elif isinstance(raw, dict) and isinstance(raw.get("tokens"), list) and isinstance(raw.get("token_logprobs"), list):
-        tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
-        raw = [
-            {
-                "token": t,
-                "logprob": lp,
-                "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()],
-            }
-            for t, lp, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=False)
-        ]
-    if not isinstance(raw, list) or not raw:
-        return None
-    out = [e.model_dump() if hasattr(e, "model_dump") else e for e in raw]
-    return out if all(isinstance(e, dict) for e in out) else None
-
-
 def compact_logprobs(text: str, logprobs: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """What :func:`item_confidence` needs of ``logprobs``, for the store: every token's text and
     logprob, its bytes only where they differ from the text's UTF-8, and the ``top_logprobs``

@@ -9,113 +9,134 @@ head of the first requests is the prefix a provider's prompt cache can serve.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
-
-import pandas as pd
+from dataclasses import dataclass
 
 from ..errors import InputError
-from ..pricing.prices import Price
-from ..providers import Provider
-from ..providers.base import Usage
+from ..providers.base import ChatProvider, Provider, ScoringProvider, Usage
 from .chat_runner import chat_mode, format_instructions
+from .context import RunContext
 from .jobs import Job, clip_text
-from .options import LabelOptions
-from .prompt_cache import estimate, static_prefix
+from .prompt_cache import CacheEstimate, estimate, static_prefix
 from .prompts import Item, PromptBuilder
 from .scoring_runner import CONTENT_FREE, score_groups
 
 
-class Planner(Protocol):
-    """What the dry run uses of the :class:`~promptclf.label.labeler.Labeler` (so this module never imports it)."""
+@dataclass
+class DryRun:
+    """What ``--dry-run`` shows: the first prompt, the job's size and its estimated tokens and cost."""
 
-    options: LabelOptions
-    provider_name: str
+    provider: str
     model: str
-    price: Price
-    prompts: PromptBuilder | None
+    rows: int
+    items: int  # rows to label
+    shots: int  # examples (similar shots: the pool)
+    skipped: int  # rows with an empty or too long text
+    requests: int
+    prompt: str  # the first request, rendered
+    first_prompt_tokens: int
+    est_prompt_tokens: int
+    est_completion_tokens: int
+    tokens_exact: bool  # the local model's own tokenizer; else an estimate
+    price_known: bool
+    cache: CacheEstimate  # the cost, and what a prompt cache and the batch price change
 
     @property
-    def provider(self) -> Provider: ...
+    def est_cost_usd(self) -> float:
+        return self.cache.est_cost_usd
 
-    def prepare(self, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input") -> Job: ...
+    @property
+    def notes(self) -> list[str]:
+        """The batch price and the prompt-cache saving, in words."""
+        return self.cache.notes
 
 
-def dry_run(
-    labeler: Planner, df: pd.DataFrame, examples: pd.DataFrame | None = None, source: str = "input"
-) -> dict[str, Any]:
+@dataclass
+class _Counts:
+    prompt: str
+    prompt_tokens: int
+    completion_tokens: int
+    requests: int
+    prefix: str  # the static prefix a chat provider's prompt cache can serve
+
+
+def _scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> _Counts:
+    """Exact counts for the local model: the shared prefix once per distinct prompt, each item
+    with its tail and every label's tokens (scored side by side)."""
+    o, provider = ctx.options, ctx.provider
+    count = provider.count_tokens
+    groups = score_groups(job, prompts, o.batch_size)
+    parts = groups[0][0]
+    system, prefix, suffix = parts.system, parts.prefix, parts.suffix
+    first = job.texts[groups[0][1][0]]
+    prompt = f"[system]\n{system}\n\n[user]\n{prefix}{clip_text(first, o.max_chars)}{suffix}"
+    cap = provider.max_item_tokens or math.inf  # the local model cuts long items
+    item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
+    # Similar shots give texts their own prefixes: each distinct one is encoded once.
+    heads: dict[str, int] = {}
+    for p, _ in groups:
+        if p.prefix not in heads:
+            heads[p.prefix] = provider.layout_tokens(system, p.prefix, suffix)[0]
+    tail = provider.layout_tokens(system, prefix, suffix)[1]
+    per_item = tail + sum(count(name) for name in job.labels.names)
+    prompt_tokens = sum(heads.values()) + item_tokens + len(job.todo) * per_item
+    requests = len(groups)
+    if o.calibrate:  # one more request: the content-free inputs through the same prompt
+        prompt_tokens += sum(count(cf) + per_item for cf in CONTENT_FREE)
+        requests += 1
+    return _Counts(prompt, prompt_tokens, 0, requests, "")
+
+
+def _chat_counts(ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder) -> _Counts:
+    """Estimated counts for a chat provider: each batch rendered with its own shots."""
+    o, count = ctx.options, ctx.provider.count_tokens
+    fmt = format_instructions(chat_mode(o, ctx.provider), job.labels)
+    batches = [job.todo[i : i + o.batch_size] for i in range(0, len(job.todo), o.batch_size)]
+    prompt_tokens = 0
+    prompt = ""
+    firsts = []  # the first requests' messages: their common head is the cacheable prefix
+    for b, rows in enumerate(batches):
+        msgs = prompts.batch_messages(
+            [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)],
+            format_instructions=fmt,
+            shots=job.shots_for(rows) if job.similar is not None else None,
+        )
+        prompt_tokens += sum(count(m["content"]) for m in msgs)
+        if b < 3:
+            firsts.append(msgs)
+        if b == 0:
+            prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
+    return _Counts(prompt, prompt_tokens, len(job.todo) * 12, len(batches), static_prefix(firsts))
+
+
+def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source: str = "input") -> DryRun:
     """Render the first prompt, count its tokens and estimate the whole job. Sends nothing."""
-    job = labeler.prepare(df, examples, source)
-    assert labeler.prompts is not None
-    o = labeler.options
-    n = len(job.todo)
-    if n == 0:
+    if not job.todo:
         raise InputError(f"{source}: no row to label (every row is a shot or has an empty text)")
-    provider_kind = "scoring" if labeler.provider_name == "local" else "chat"
-    count = labeler.provider.count_tokens
-    if provider_kind == "scoring":
-        groups = score_groups(job, labeler.prompts, o.batch_size)
-        parts = groups[0][0]
-        system, prefix, suffix = parts.system, parts.prefix, parts.suffix
-        first = job.texts[groups[0][1][0]]
-        prompt = f"[system]\n{system}\n\n[user]\n{prefix}{clip_text(first, o.max_chars)}{suffix}"
-        cap = getattr(labeler.provider, "max_item_tokens", None) or math.inf  # the local model cuts long items
-        item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
-        # The shared prefix is encoded once and its cache reused for every batch; each item
-        # adds its own tokens, the suffix, and every label's tokens (scored side by side).
-        # Similar shots give texts their own prefixes: each distinct one is encoded once.
-        layout = getattr(labeler.provider, "layout_tokens", None)
-        heads: dict[str, int] = {}
-        for p, _ in groups:
-            if p.prefix not in heads:
-                heads[p.prefix] = layout(system, p.prefix, suffix)[0] if layout else count(system + p.prefix)
-        tail = layout(system, prefix, suffix)[1] if layout else count(suffix)
-        per_item = tail + sum(count(name) for name in job.labels.names)
-        prompt_tokens = sum(heads.values()) + item_tokens + n * per_item
-        completion_tokens = 0
-        requests = len(groups)
-        if o.calibrate:  # one more request: the content-free inputs through the same prompt
-            prompt_tokens += sum(count(cf) + per_item for cf in CONTENT_FREE)
-            requests += 1
+    provider, o, price = ctx.provider, ctx.options, ctx.meter.price
+    exact = provider.kind == "scoring"
+    if provider.kind == "scoring":
+        c = _scoring_counts(ctx.using(provider), job, prompts)
     else:
-        fmt = format_instructions(chat_mode(o, labeler.provider), job.labels)
-        batches = [job.todo[i : i + o.batch_size] for i in range(0, n, o.batch_size)]
-        prompt_tokens = 0
-        prompt = ""
-        firsts = []  # the first requests' messages: their common head is the cacheable prefix
-        for b, rows in enumerate(batches):
-            msgs = labeler.prompts.batch_messages(
-                [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)],
-                format_instructions=fmt,
-                shots=job.shots_for(rows) if job.similar is not None else None,
-            )
-            prompt_tokens += sum(count(m["content"]) for m in msgs)
-            if b < 3:
-                firsts.append(msgs)
-            if b == 0:
-                prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
-        completion_tokens = n * 12
-        requests = len(batches)
-    prefix = static_prefix(firsts) if provider_kind == "chat" else ""
-    approx = "" if provider_kind == "scoring" else "≈"
-    price_est = estimate(
-        labeler.price, Usage(prompt_tokens, completion_tokens), requests, count(prefix) if prefix else 0,
+        c = _chat_counts(ctx.using(provider), job, prompts)
+    count = provider.count_tokens
+    approx = "" if exact else "≈"
+    cache = estimate(
+        price, Usage(c.prompt_tokens, c.completion_tokens), c.requests, count(c.prefix) if c.prefix else 0,
         batch=o.batch_api, count_note=lambda t: f"{approx}{t:,}",
     )  # fmt: skip
-    cost = price_est.pop("est_cost_usd")
-    return {
-        **price_est,  # prefix_tokens, est_cached_prompt_tokens, est_cache_saving_usd, notes
-        "provider": labeler.provider_name,
-        "model": labeler.model,
-        "rows": len(job.results),
-        "items": n,
-        "shots": len(job.shots),
-        "skipped": sum(1 for r in job.results if r.status == "error"),
-        "requests": requests,
-        "prompt": prompt,
-        "first_prompt_tokens": count(prompt),
-        "est_prompt_tokens": prompt_tokens,
-        "est_completion_tokens": completion_tokens,
-        "est_cost_usd": cost,
-        "price_known": labeler.price.known,
-        "tokens_exact": provider_kind == "scoring",
-    }
+    return DryRun(
+        provider=ctx.spec.name,
+        model=ctx.spec.model,
+        rows=len(job.results),
+        items=len(job.todo),
+        shots=len(job.shots),
+        skipped=sum(1 for r in job.results if r.status == "error"),
+        requests=c.requests,
+        prompt=c.prompt,
+        first_prompt_tokens=count(c.prompt),
+        est_prompt_tokens=c.prompt_tokens,
+        est_completion_tokens=c.completion_tokens,
+        tokens_exact=exact,
+        price_known=price.known,
+        cache=cache,
+    )

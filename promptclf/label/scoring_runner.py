@@ -13,11 +13,12 @@ and one without calibration share one scoring pass.
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from ..providers.base import ScoreRequest, Usage
+from ..providers.base import ScoreRequest, ScoringProvider, Usage
+from ..runs import Calibration
 from ..store import request_key
-from .jobs import Engine, Job, RowResult, clip_text
+from .context import RunContext
+from .jobs import Job, RowResult, clip_text
 from .prompts import PromptBuilder, ScoreParts, Shot
 
 # The content-free inputs of Zhao et al. (2021): texts that carry no evidence for any label.
@@ -39,15 +40,16 @@ def contextual_calibration(probs: list[list[float]], content_free: list[list[flo
     return np.divide(p, total, out=np.asarray(probs, dtype=float), where=total > 0).tolist()
 
 
-def _scores(engine: Engine, parts: ScoreParts, items: list[str], names: list[str]) -> tuple[list[list[float]], str]:
+def _scores(
+    ctx: RunContext[ScoringProvider], parts: ScoreParts, items: list[str], names: list[str]
+) -> tuple[list[list[float]], str]:
     """Raw probabilities for ``items`` (from the store when cached, else from the provider) and the request key."""
-    o = engine.options
-    provider = engine.provider
+    provider = ctx.provider
     # Scores differ when only the answer attends to the examples, so that is part of the key.
-    answer_only = parts.examples if getattr(provider, "shot_attention", "full") == "answer" else None
+    answer_only = parts.examples if provider.shot_attention == "answer" else None
     payload = {
-        "provider": engine.provider_name,
-        "model": engine.model,
+        "provider": ctx.spec.name,
+        "model": ctx.spec.model,
         "system": parts.system,
         "prefix": parts.prefix,
         "suffix": parts.suffix,
@@ -56,29 +58,16 @@ def _scores(engine: Engine, parts: ScoreParts, items: list[str], names: list[str
         "answer_only_examples": answer_only,
     }
     key = request_key(payload)
-    cached = None if o.no_cache else engine.store.get(key)
+    cached = None if ctx.options.no_cache else ctx.store.get(key)
     if cached is not None:
-        engine.account(Usage(cached.prompt_tokens, cached.completion_tokens), cached.latency_s, True)
-        engine.store.log(key, engine.run_id, engine.provider_name, engine.model, "cached")
+        ctx.meter.account(Usage(cached.prompt_tokens, cached.completion_tokens), cached.latency_s, True)
+        ctx.log(key, "cached")
         return json.loads(cached.response), key
     request = ScoreRequest(parts.system, parts.prefix, items, parts.suffix, names, parts.examples)
-    result = provider.score(request)  # type: ignore[attr-defined]
-    cost, _ = engine.account(result.usage, result.latency_s, False)
-    engine.store.put(
-        key,
-        engine.provider_name,
-        engine.model,
-        {"items": len(items), "labels": names},
-        json.dumps(result.probs),
-        result.usage.prompt_tokens,
-        result.usage.completion_tokens,
-        result.latency_s,
-        cost,
-    )
-    engine.store.log(
-        key, engine.run_id, engine.provider_name, engine.model, "ok", None,
-        result.usage.prompt_tokens, result.usage.completion_tokens, result.latency_s, cost,
-    )  # fmt: skip
+    result = provider.score(request)
+    cost = ctx.meter.account(result.usage, result.latency_s, False)
+    usage = Usage(result.usage.prompt_tokens, result.usage.completion_tokens)  # scores have no prompt cache
+    ctx.save(key, {"items": len(items), "labels": names}, json.dumps(result.probs), usage, result.latency_s, cost)
     return result.probs, key
 
 
@@ -105,13 +94,13 @@ def score_groups(job: Job, prompts: PromptBuilder, size: int) -> list[tuple[Scor
     return out
 
 
-def run_scoring(engine: Engine, job: Job, prompts: PromptBuilder, bar: Any) -> dict[str, Any] | None:
-    """Label ``job``'s rows through the engine's scoring provider, writing ``job.results``.
+def run_scoring(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> Calibration | None:
+    """Label ``job``'s rows through the context's scoring provider, writing ``job.results``.
 
     Returns the calibration record with ``calibrate`` (the content-free inputs and the mean
     distribution they got, which every item was divided by), else None.
     """
-    o = engine.options
+    o = ctx.options
     names = job.labels.names
     size = o.batch_size
     # Content-free scores per distinct prompt, scored once (one prompt per job, unless every row
@@ -120,9 +109,9 @@ def run_scoring(engine: Engine, job: Job, prompts: PromptBuilder, bar: Any) -> d
     for parts, rows in score_groups(job, prompts, size):
         items = [clip_text(job.texts[i], o.max_chars) for i in rows]
         if o.calibrate and (parts.system, parts.prefix, parts.suffix) not in content_free:
-            cf, _ = _scores(engine, parts, list(CONTENT_FREE), names)
+            cf, _ = _scores(ctx, parts, list(CONTENT_FREE), names)
             content_free[(parts.system, parts.prefix, parts.suffix)] = cf
-        probs, key = _scores(engine, parts, items, names)
+        probs, key = _scores(ctx, parts, items, names)
         if o.calibrate:
             probs = contextual_calibration(probs, content_free[(parts.system, parts.prefix, parts.suffix)])
         for row, p in zip(rows, probs, strict=True):
@@ -130,14 +119,14 @@ def run_scoring(engine: Engine, job: Job, prompts: PromptBuilder, bar: Any) -> d
             # The full distribution over labels goes to pred_probs (calibrated when --calibrate).
             dist = {name: float(v) for name, v in zip(names, p, strict=True)}
             job.results[row] = RowResult(names[best], float(p[best]), "ok", "", key[:16], dist)
-        engine.tick(bar, len(rows))
+        ctx.meter.tick(len(rows))
     if not content_free:
         return None
     means = [[sum(col) / len(cf) for col in zip(*cf, strict=True)] for cf in content_free.values()]
-    return {
-        "method": "contextual (Zhao et al. 2021)",
-        "content_free": list(CONTENT_FREE),
-        "prompts": len(means),
+    return Calibration(
+        method="contextual (Zhao et al. 2021)",
+        content_free=list(CONTENT_FREE),
+        prompts=len(means),
         # what the items were divided by: the mean over content-free inputs (averaged over prompts when several)
-        "probs": {name: sum(m[k] for m in means) / len(means) for k, name in enumerate(names)},
-    }
+        probs={name: sum(m[k] for m in means) / len(means) for k, name in enumerate(names)},
+    )

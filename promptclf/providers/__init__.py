@@ -1,51 +1,19 @@
-"""Provider selection. SDKs and model weights load lazily, inside the provider classes."""
+"""Providers: the models that label, behind one small protocol (:mod:`.base`).
+
+Contract: a provider is a :class:`ChatProvider` (messages in, JSON text out: hosted APIs and
+OpenAI-compatible servers, :mod:`.hosted`) or a :class:`ScoringProvider` (one probability per
+label per item: the in-process local model, :mod:`.local`); ``kind`` tells them apart, and each
+declares its capabilities (batch endpoint, log-probabilities, base URL, what it loads, how it
+counts tokens). The choice of provider is resolved once into a :class:`ProviderSpec`
+(:mod:`.spec`), which builds it. Transport retries live in :mod:`.retry`, the batch endpoints
+in :mod:`.batch_api`. SDKs and model weights load lazily, inside the provider classes, with an
+install hint when missing. Providers know nothing of labeling jobs: nothing here imports
+:mod:`promptclf.label`.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-
-from ..label.options import DEFAULT_MODELS, LabelOptions
 from .base import ChatProvider, Provider, ScoringProvider, Usage
+from .spec import DEFAULT_MODELS, ProviderSpec
 
-__all__ = ["ChatProvider", "Provider", "ScoringProvider", "Usage", "make_provider", "resolve_provider"]
-
-
-def resolve_provider(opts: LabelOptions, announce: bool = True) -> tuple[str, str]:
-    """(provider name, model) after ``--provider auto`` and default models are applied.
-
-    auto: a ``--base-url`` means an OpenAI-compatible server; else Together if
-    TOGETHER_API_KEY is set, else OpenAI if OPENAI_API_KEY is set, else the local model.
-    """
-    name = opts.provider
-    if name == "auto":
-        if opts.base_url:
-            name, why = "openai", "--base-url is set (OpenAI-compatible server)"
-        elif os.environ.get("TOGETHER_API_KEY"):
-            name, why = "together", "TOGETHER_API_KEY is set"
-        elif os.environ.get("OPENAI_API_KEY"):
-            name, why = "openai", "OPENAI_API_KEY is set"
-        else:
-            name, why = "local", "no TOGETHER_API_KEY or OPENAI_API_KEY; using the embedded local model"
-        if announce:
-            print(f"promptclf: provider {name} ({why})", file=sys.stderr)
-    model = opts.model or DEFAULT_MODELS[name]
-    return name, model
-
-
-def make_provider(opts: LabelOptions, announce: bool = True) -> Provider:
-    name, model = resolve_provider(opts, announce=announce)
-    if name == "local":
-        from .local.provider import LocalProvider
-
-        return LocalProvider(model=model, shot_attention=opts.shot_attention, items_per_pass=opts.items_per_pass)
-    from .hosted import HostedProvider
-
-    return HostedProvider(
-        name,
-        model,
-        base_url=opts.base_url,
-        timeout_s=opts.timeout_s,
-        temperature=opts.temperature,
-        top_logprobs=opts.top_logprobs,
-    )
+__all__ = ["DEFAULT_MODELS", "ChatProvider", "Provider", "ProviderSpec", "ScoringProvider", "Usage"]

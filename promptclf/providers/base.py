@@ -47,6 +47,35 @@ class ChatResult:
     logprobs: list[dict[str, Any]] | None = None
 
 
+def normalize_logprobs(raw: Any) -> list[dict[str, Any]] | None:
+    """A provider's ``logprobs`` as OpenAI's ``content`` list, or None when there are none.
+
+    Takes OpenAI's chat form (``{"content": [{token, logprob, bytes, top_logprobs}]}``, or the
+    list itself) and the completions form some servers use (``{"tokens", "token_logprobs",
+    "top_logprobs": [{token: logprob}]}``). Pydantic objects are turned into dicts.
+    """
+    if raw is None:
+        return None
+    if hasattr(raw, "model_dump"):
+        raw = raw.model_dump()
+    if isinstance(raw, dict) and isinstance(raw.get("content"), list):
+        raw = raw["content"]
+    elif isinstance(raw, dict) and isinstance(raw.get("tokens"), list) and isinstance(raw.get("token_logprobs"), list):
+        tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
+        raw = [
+            {
+                "token": t,
+                "logprob": lp,
+                "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()],
+            }
+            for t, lp, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=False)
+        ]
+    if not isinstance(raw, list) or not raw:
+        return None
+    out = [e.model_dump() if hasattr(e, "model_dump") else e for e in raw]
+    return out if all(isinstance(e, dict) for e in out) else None
+
+
 # How a chat provider is asked for structured output, strongest first.
 StructuredMode = Literal["json_schema", "json_object", "tools", "prompt"]
 
@@ -77,9 +106,16 @@ class ScoreResult:
     latency_s: float = 0.0
 
 
+# What the local model lets attend to a request's few-shot examples (ScoreRequest.examples):
+# "full", the exact prompt; "answer", only the answer, not the item.
+ShotAttention = Literal["full", "answer"]
+
+
 @runtime_checkable
-class Provider(Protocol):
-    # Read-only in the protocol so a class attribute ``kind = "scoring"`` satisfies it.
+class ProviderBase(Protocol):
+    """What every provider declares. Read-only properties in the protocol, so class attributes
+    (``kind = "scoring"``) and plain instance attributes both satisfy it."""
+
     @property
     def name(self) -> str: ...  # "openai", "together", "local"
 
@@ -87,14 +123,43 @@ class Provider(Protocol):
     def model(self) -> str: ...
 
     @property
-    def kind(self) -> Literal["chat", "scoring"]: ...
+    def base_url(self) -> str | None:
+        """The server requests go to when it is not the provider's own (``--base-url``); None otherwise."""
+        ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` (exact where the tokenizer is local, else an estimate)."""
         ...
 
+    def load(self) -> None:
+        """Get ready to answer now (a local model loads its weights; a hosted one has nothing to do),
+        so a model that cannot load fails before any progress bar."""
+        ...
 
-class ChatProvider(Provider, Protocol):
+
+@runtime_checkable
+class ChatProvider(ProviderBase, Protocol):
+    """Messages in, text out (JSON the engine parses and validates against the response schema)."""
+
+    @property
+    def kind(self) -> Literal["chat"]: ...
+
+    @property
+    def batch_api(self) -> bool:
+        """Whether the provider has a batch endpoint (OpenAI's or Together's batch API; a ``base_url``
+        server is asked at run time whether it has one)."""
+        ...
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """Token alternatives asked for with each answer, for label confidence; None when the answers
+        carry no log-probabilities (not asked, or the server rejected them)."""
+        ...
+
+    def default_mode(self) -> StructuredMode:
+        """The structured-output mode to use when none is asked for."""
+        ...
+
     def complete(
         self, messages: list[dict[str, str]], schema: dict[str, Any], mode: StructuredMode, max_tokens: int
     ) -> ChatResult:
@@ -102,8 +167,32 @@ class ChatProvider(Provider, Protocol):
         ...
 
 
-class ScoringProvider(Provider, Protocol):
+@runtime_checkable
+class ScoringProvider(ProviderBase, Protocol):
+    """Items in, one probability per label per item out: the answer is always a valid label."""
+
+    @property
+    def kind(self) -> Literal["scoring"]: ...
+
+    @property
+    def shot_attention(self) -> ShotAttention:
+        """What attends to the few-shot examples; "answer" changes the scores, so it is part of the store key."""
+        ...
+
+    @property
+    def max_item_tokens(self) -> int | None:
+        """Each item is cut to its first this-many tokens (None: never cut)."""
+        ...
+
+    def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
+        """Tokens of the prompt before the item (encoded once per prefix) and after it (paid per item)."""
+        ...
+
     def score(self, request: ScoreRequest) -> ScoreResult: ...
+
+
+# A provider is one of the two kinds; ``provider.kind`` tells them apart (and narrows the type).
+Provider = ChatProvider | ScoringProvider
 
 
 def estimate_tokens(text: str) -> int:

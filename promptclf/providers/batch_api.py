@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, ProviderError, TransientProviderError, require
-from ..label.confidence import normalize_logprobs
-from .base import ChatResult, StructuredMode, Usage
+from .base import ChatResult, StructuredMode, Usage, normalize_logprobs
+from .breaker import CircuitBreaker
 from .hosted import BASE_ENV, KEY_ENV, cached_tokens, map_openai_error, structured_output
 from .retry import call_with_retries
 
@@ -184,9 +184,9 @@ class BatchClient:
         max_retries: int = 6,
         retry_max_wait_s: float = 60.0,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
-        breaker: Any = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        """``breaker``: a :class:`promptclf.label.breaker.CircuitBreaker` every call goes through
+        """``breaker``: a :class:`~promptclf.providers.breaker.CircuitBreaker` every call goes through
         (``call`` and ``sleep``), so a dead endpoint stops the run instead of being retried."""
         if provider not in DIALECTS:
             raise ConfigError(f"--batch-api works with --provider openai or together, not {provider!r}")

@@ -9,8 +9,8 @@ for every provider. SDK exceptions are mapped onto :mod:`promptclf.errors` here.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from typing import Any, Literal
 
@@ -22,8 +22,9 @@ from ..errors import (
     TransientProviderError,
     require,
 )
-from ..label.confidence import normalize_logprobs
-from .base import ChatResult, StructuredMode, Usage, estimate_tokens
+from .base import ChatResult, StructuredMode, Usage, estimate_tokens, normalize_logprobs
+
+log = logging.getLogger(__name__)
 
 KEY_ENV = {"together": "TOGETHER_API_KEY", "openai": "OPENAI_API_KEY"}
 BASE_ENV = {"together": "TOGETHER_API_BASE", "openai": "OPENAI_BASE_URL"}
@@ -118,9 +119,11 @@ def cached_tokens(usage: dict[str, Any]) -> int:
 
 
 class HostedProvider:
-    """A chat provider backed by a LangChain chat model."""
+    """A chat provider backed by a LangChain chat model (a :class:`~promptclf.providers.base.ChatProvider`)."""
 
     kind: Literal["chat"] = "chat"
+    # OpenAI and Together have batch endpoints; a --base-url server is asked at run time.
+    batch_api = True
 
     def __init__(
         self,
@@ -137,9 +140,9 @@ class HostedProvider:
         self.model = model
         self.base_url = base_url or os.environ.get(BASE_ENV[name]) or None
         # Token log-probabilities for label confidence (promptclf.label.confidence): asked for with
-        # ``top_logprobs`` alternatives (None or 0: not asked). Cleared, for the rest of the run,
-        # the first time the server rejects the parameter and accepts the request without it.
-        self.top_logprobs = top_logprobs or None
+        # ``top_logprobs`` alternatives (None or 0: not asked). Not asked any more, for the rest of
+        # the run, once the server rejects the parameter and accepts the request without it.
+        self._top_logprobs = top_logprobs or None
         self.logprobs_rejected: str | None = None
         self._hung: set[int] = set()  # requests a server timed out on while asked for logprobs
         env = KEY_ENV[name]
@@ -161,8 +164,16 @@ class HostedProvider:
                 common["base_url"] = self.base_url
             self._llm = mod.ChatOpenAI(api_key=key, **common)  # type: ignore[attr-defined]
 
+    @property
+    def top_logprobs(self) -> int | None:
+        """Alternatives asked for per answer token; None when not asked or the server rejected them."""
+        return None if self.logprobs_rejected is not None else self._top_logprobs
+
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    def load(self) -> None:
+        """Nothing to load: the model runs at the provider."""
 
     def default_mode(self) -> StructuredMode:
         # OpenAI's strict json_schema is its strongest mode; Together and most
@@ -186,12 +197,7 @@ class HostedProvider:
         # OpenAI's form (Together and vLLM/llama.cpp take it too). Tool calls carry no logprobs.
         chat = [(m["role"], m["content"]) for m in messages]
         fingerprint = hash((tuple(chat), max_tokens))
-        asked = (
-            self.top_logprobs is not None
-            and self.logprobs_rejected is None
-            and mode != "tools"
-            and fingerprint not in self._hung
-        )
+        asked = self.top_logprobs is not None and mode != "tools" and fingerprint not in self._hung
         if asked:
             kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
         start = time.perf_counter()
@@ -240,8 +246,9 @@ class HostedProvider:
         if self.logprobs_rejected is None:
             status = getattr(exc, "status_code", "?")
             self.logprobs_rejected = f"HTTP {status}: {str(exc)[:200]}"
-            print(
-                f"promptclf: {self.name} rejected token log-probabilities (HTTP {status}); labeling on without them "
-                "for the rest of this run (pred_prob and pred_probs stay empty)",
-                file=sys.stderr,
+            log.warning(
+                "%s rejected token log-probabilities (HTTP %s); labeling on without them for the rest of this run "
+                "(pred_prob and pred_probs stay empty)",
+                self.name,
+                status,
             )

@@ -40,7 +40,7 @@ def call_with_retries(
     """Call ``fn``; on TransientProviderError retry up to ``max_retries`` times, then re-raise.
 
     ``sleep`` waits between attempts (default ``time.sleep``); a circuit breaker passes one that
-    ends, and raises, as soon as it trips (:mod:`promptclf.label.breaker`).
+    ends, and raises, as soon as it trips (:mod:`promptclf.providers.breaker`).
     """
 
     def before_sleep(state: RetryCallState) -> None:

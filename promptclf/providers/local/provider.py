@@ -31,6 +31,7 @@ measures both.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...errors import InputError
-from ..base import ScoreRequest, ScoreResult, Usage
+from ..base import ScoreRequest, ScoreResult, ShotAttention, Usage
 from .cache import CachePlan, PrefixMode, encode_prefix, mismatch
 from .cache import plan as cache_plan
 from .layout import answers as answers_of
@@ -46,9 +47,7 @@ from .layout import encode, layout
 from .model_files import FOLDER_FIX, check_folder, check_gguf, load_error
 from .scorer import PrefixScorer
 
-# "full": the exact prompt, every item token attends to the few-shot examples.
-# "answer": only the answer (tail + label tokens) attends to them; see LocalProvider._score_item.
-ShotAttention = Literal["full", "answer"]
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
@@ -131,7 +130,6 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
         if key in _UNCACHEABLE:
             return path, kwargs
         import shutil
-        import sys
         import tempfile
 
         # Make the folder before converting: an unwritable cache is known before 30 s of work, and said once.
@@ -140,13 +138,13 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
         except OSError as exc:
             _UNCACHEABLE.add(key)
-            print(f"promptclf: could not cache the float32 copy ({exc}); loading the GGUF each time", file=sys.stderr)
+            log.warning("could not cache the float32 copy (%s); loading the GGUF each time", exc)
             return path, kwargs
         import torch
         import transformers
         from safetensors.torch import save_model
 
-        print(f"promptclf: converting {src.name} to float32 once (cached in {dest})", file=sys.stderr)
+        log.info("converting %s to float32 once (cached in %s)", src.name, dest)
         what = "tokenizer"
         try:
             tok = transformers.AutoTokenizer.from_pretrained(path, gguf_file=gguf)
@@ -168,7 +166,7 @@ def _float32_copy(path: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any
             if (dest / "model.safetensors").is_file():  # another process finished the same copy first
                 return str(dest), {}
             _UNCACHEABLE.add(key)
-            print(f"promptclf: could not cache the float32 copy ({exc}); loading the GGUF each time", file=sys.stderr)
+            log.warning("could not cache the float32 copy (%s); loading the GGUF each time", exc)
             return path, kwargs
         return str(dest), {}
 
@@ -184,12 +182,7 @@ def _quiet() -> None:
 def _hub_notice(key: str, path: str) -> None:
     """Say, once per model, that a ``--model`` that is no local path is looked for on the hub (it may take a while)."""
     if key not in _TOKENIZERS and not Path(path).exists():
-        import sys
-
-        print(
-            f"promptclf: {path!r} is not a local folder or .gguf file: getting it from the Hugging Face hub",
-            file=sys.stderr,
-        )
+        log.info("%r is not a local folder or .gguf file: getting it from the Hugging Face hub", path)
 
 
 def _load_tokenizer(key: str, path: str, kwargs: dict[str, Any]) -> Any:
@@ -244,6 +237,7 @@ class LocalProvider:
 
     name = "local"
     kind: Literal["scoring"] = "scoring"
+    base_url: str | None = None  # in process: no server
 
     def __init__(
         self,
@@ -343,9 +337,7 @@ class LocalProvider:
             return p
         if self.prefix_mode == "shared":
             raise InputError(f"prefix_mode='shared' is not possible for {self.model!r} ({why}); use 'auto'")
-        import sys
-
-        print(f"promptclf: {self.model}: {why}; the prefix cache is copied per item instead", file=sys.stderr)
+        log.info("%s: %s; the prefix cache is copied per item instead", self.model, why)
         return dataclasses.replace(p, mode="copy", reason=why)
 
     def count_tokens(self, text: str) -> int:

@@ -9,11 +9,13 @@ the model's own masks on a copied cache (``copy``). See :mod:`.local_cache` for 
 from __future__ import annotations
 
 import copy
-import sys
+import logging
 from typing import Any
 
 from .cache import CachePlan, default_mask_item, encode_prefix, fork, packed_pass
 from .layout import Layout
+
+log = logging.getLogger(__name__)
 
 
 class PrefixScorer:
@@ -106,7 +108,7 @@ class PrefixScorer:
             try:
                 cache = copy.deepcopy(head)
             except Exception as exc:  # a cache holding something that cannot be copied: re-encode from now on
-                print(f"promptclf: cannot copy the prefix cache ({exc}); re-encoding it per item", file=sys.stderr)
+                log.warning("cannot copy the prefix cache (%s); re-encoding it per item", exc)
                 self._copy_fails = True
                 self._caches.clear()
         if cache is None:

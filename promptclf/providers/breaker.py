@@ -15,7 +15,7 @@ transport retries, a flaky server (some answers fail, some succeed) never trips 
 URL stops a run after about ``window_s`` seconds whatever its size. Once tripped, every later call
 and every backoff sleep (:meth:`CircuitBreaker.sleep`, woken at once) raises
 :class:`~promptclf.errors.ProviderUnavailableError`, whose one line names the provider and URL and
-what to check. The runners leave the rows not labeled yet as ``unsent`` (not ``error``), so
+what to check. The labeling runners leave the rows not labeled yet as ``unsent`` (not ``error``), so
 rerunning the same command resumes them; what was answered is in the store and not paid twice.
 """
 
@@ -24,22 +24,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..errors import ProviderConnectionError, ProviderError, ProviderUnavailableError, TransientProviderError
+from .base import ProviderBase
 
 T = TypeVar("T")
-
-UNSENT = "unsent"  # the status of rows a tripped run never got an answer for
-UNSENT_REASON = "not labeled: the provider stopped answering (see the run's error); rerun the same command to resume"
 
 
 def counts_as_down(exc: BaseException) -> bool:
     """Whether ``exc`` says nothing is answering: a failed connection or a 5xx."""
     if isinstance(exc, ProviderConnectionError):
         return True
-    status = getattr(exc, "status", None)
-    return isinstance(exc, TransientProviderError) and status is not None and status >= 500
+    return isinstance(exc, TransientProviderError) and exc.status is not None and exc.status >= 500
 
 
 class CircuitBreaker:
@@ -67,18 +64,17 @@ class CircuitBreaker:
         self.reason = ""  # the one line said on tripping
 
     @classmethod
-    def for_provider(cls, options: Any, provider: Any) -> CircuitBreaker:
-        """The breaker of a run: its bounds from ``options`` (``breaker_failures``,
-        ``breaker_window_s``), its target from the provider's name and base URL."""
-        name = getattr(provider, "name", "provider")
-        url = getattr(provider, "base_url", None)
+    def for_provider(cls, provider: ProviderBase, failures: int = 10, window_s: float = 10.0) -> CircuitBreaker:
+        """The breaker of a run: ``failures`` in a row over ``window_s`` seconds trip it; its target
+        is the provider's name and base URL."""
+        name, url = provider.name, provider.base_url
         if url:
             target = f"{name} at {url}"
             hint = "check that the server is running and that --base-url points at it"
         else:
             target = name
             hint = f"check your network and {name}'s status page"
-        return cls(options.breaker_failures, options.breaker_window_s, target, hint)
+        return cls(failures, window_s, target, hint)
 
     @property
     def tripped(self) -> bool:
