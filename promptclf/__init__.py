@@ -3,7 +3,9 @@
 Library API (the CLI is a thin layer over it)::
 
     from promptclf import Labeler, LabelOptions
-    labeled = Labeler(LabelOptions(shots=10, provider="local")).label(df)
+    result = Labeler(LabelOptions(shots=10)).label(df)
+    result.frame     # df with the pred_* columns
+    result.summary   # statuses, coverage, metrics, usage, cost, time
 """
 
 from __future__ import annotations
