@@ -44,17 +44,7 @@ class Stats:
 
     def usage(self) -> RunUsage:
         """The counts as the run record keeps them."""
-        return RunUsage(
-            requests=self.requests,
-            cached_requests=self.cached_requests,
-            failed_requests=self.failed_requests,
-            reasks=self.reasks,
-            transport_retries=self.transport_retries,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cached_prompt_tokens=self.cached_prompt_tokens,
-            batch_requests=self.batch_requests,
-        )
+        return RunUsage(**{k: v for k, v in vars(self).items() if k in RunUsage.model_fields})
 
 
 class Meter:
