@@ -77,16 +77,16 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"resources", "options"},
     {"data", "labels", "store"},
-    {"embeddings", "runs"},
+    {"embeddings", "eval"},
+    {"runs"},
     {"providers"},
     {"pricing"},
-    {"eval"},
     {"label"},
     {"review"},
     {"distill", "predict"},
     {"report"},
     {"demo"},
-    {"cli"},
+    {"cli", "testing"},  # testing: the fake providers and servers of the tests and benchmarks
     {"promptclf", "__main__"},  # the package root (lazy library API) and ``python -m promptclf``
 ]
 
@@ -124,5 +124,5 @@ def test_no_import_runs_back_up_a_layer() -> None:
 
 def test_the_layer_check_sees_an_upward_import() -> None:
     edges = {"promptclf.providers.hosted": {"promptclf.label.confidence"}, "promptclf.label.jobs": set()}
-    assert upward_imports(edges) == ["promptclf.providers.hosted -> promptclf.label.confidence (layer 4 -> 7)"]
+    assert upward_imports(edges) == ["promptclf.providers.hosted -> promptclf.label.confidence (layer 5 -> 7)"]
     assert unit("promptclf") == "promptclf" and unit("promptclf.providers.local.cache") == "providers"
