@@ -91,8 +91,9 @@ def test_readme_example_with_the_embedded_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("transformers")
-    _news(tmp_path, 53)  # 50 shot rows (10 per class) and 3 to label: minutes on a busy 2-core CPU
+    _news(tmp_path, 60)  # 50 shot rows (10 per class) and 10 to label: minutes on a busy 2-core CPU
     scope = _run(tmp_path, monkeypatch, capsys)
     summary = scope["result"].summary  # type: ignore[attr-defined]
-    assert summary.model == "smollm2" and summary.n_items == 3 and summary.coverage == 1.0
+    assert summary.model == "smollm2" and summary.n_shots == 50 and summary.n_items == 10
+    assert summary.coverage == 1.0
     assert summary.usage.requests >= 1 and summary.wall_s > 0
