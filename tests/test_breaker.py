@@ -296,7 +296,7 @@ def test_flaky_server_does_not_trip(tmp_path: Path):
     try:
         o = opts(tmp_path, flaky.base_url, retry_max_wait_s=0.2, breaker_window_s=0.0)
         labeler = Labeler(o, progress=False)
-        df = labeler.label(pd.DataFrame({"text": [f"text {i}" for i in range(600)]}))
+        df = labeler.label(pd.DataFrame({"text": [f"text {i}" for i in range(600)]})).frame
     finally:
         flaky.stop()
     assert set(df["pred_status"]) == {"ok"}
@@ -311,8 +311,8 @@ def test_server_answering_500_to_everything_trips(tmp_path: Path):
             Labeler(o, progress=False).label(pd.DataFrame({"text": [f"t {i}" for i in range(300)]}))
     finally:
         broken.stop()
-    partial = err.value.partial  # type: ignore[attr-defined]
-    assert len(partial) == 300 and set(partial["pred_status"]) == {UNSENT}
+    partial = err.value.partial
+    assert partial is not None and len(partial) == 300 and set(partial["pred_status"]) == {UNSENT}
     assert broken.requests < 100  # stopped, not 30 requests x 7 attempts
 
 
