@@ -104,13 +104,6 @@ class TableWriter:
             self._held = []
         return self.path
 
-    def abort(self) -> None:
-        """Stop without finishing: a Parquet/Arrow output never appears (its temporary file is removed, an
-        earlier ``path`` is left as it was); CSV/TSV/JSONL keep the whole chunks written so far."""
-        self.__exit__(InputError, None, None)
-        if self.fmt in ("parquet", "arrow"):
-            self._tmp.unlink(missing_ok=True)
-
     def __enter__(self) -> TableWriter:
         return self
 
@@ -121,14 +114,16 @@ class TableWriter:
             self.abort()
 
     def abort(self) -> None:
-        """Stop after a failure: whole chunks written so far stay (CSV/TSV/JSONL); Parquet and Arrow
-        leave their temporary file and never touch ``path``."""
+        """Stop without finishing: CSV/TSV/JSONL keep the whole chunks written so far; a Parquet/Arrow
+        output never appears (its temporary file is removed, an earlier ``path`` is left as it was)."""
         if self._file is not None:
             self._file.close()
             self._file = None
         elif self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.fmt in ("parquet", "arrow"):
+            self._tmp.unlink(missing_ok=True)
 
 
 class DatasetWriter:
