@@ -141,13 +141,16 @@ def test_driver_killed_mid_run_then_rerun_skips_finished_shards(ray_student: Pat
     finally:
         if proc.poll() is None:
             proc.kill()
+    # Ray's workers may outlive the driver for a moment and finish a shard in it: end them all first,
+    # so the shards counted as done before the rerun are exactly those that were.
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(tree, timeout=30)
     done_before = _outputs(out)
     assert 2 <= len(done_before) < 8, f"the kill came too late to test a resume: {len(done_before)} of 8 done"
-    # Ray's processes share the driver's fate; any that outlive it here are ended by their ids.
-    time.sleep(5)
-    for p in tree:
-        if p.is_running():
-            p.kill()
     mtimes = {p: p.stat().st_mtime_ns for p in done_before}
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
