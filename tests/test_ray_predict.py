@@ -15,6 +15,7 @@ About 3-6 minutes on 2 busy cores, most of it Ray starting worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -35,7 +36,8 @@ ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
 from promptclf.data.tables import bbc_sample  # noqa: E402
-from promptclf.predict.ray_engine import RayOptions, predict_shards, start_local_cluster  # noqa: E402
+from promptclf.predict.options import RayOptions  # noqa: E402
+from promptclf.predict.ray_engine import predict_shards, start_local_cluster  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -144,10 +146,8 @@ def test_driver_killed_mid_run_then_rerun_skips_finished_shards(ray_student: Pat
     # Ray's workers may outlive the driver for a moment and finish a shard in it: end them all first,
     # so the shards counted as done before the rerun are exactly those that were.
     for p in tree:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(tree, timeout=30)
     done_before = _outputs(out)
     assert 2 <= len(done_before) < 8, f"the kill came too late to test a resume: {len(done_before)} of 8 done"

@@ -19,14 +19,13 @@ from promptclf.cli import main
 from promptclf.data.tables import BBC_TOPICS, bbc_sample, read_table, write_table
 from promptclf.distill.run import DistillOptions, prepare_data
 from promptclf.errors import ConfigError, InputError
+from promptclf.review.options import ReviewOptions, top_count
 from promptclf.review.queue import (
     QUEUE_COLUMNS,
-    ReviewOptions,
     fold_ids,
     neighbour_share,
     oof_proba,
     review,
-    top_count,
     write_review,
 )
 

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..label.options import LabelOptions
 from .group import main
+from .options import flags_from, given
 
 if TYPE_CHECKING:
     from ..runs import LabelRun
@@ -62,190 +64,11 @@ def _fmt_summary(rec: LabelRun) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also write the labeled rows as a Hugging Face dataset folder (save_to_disk), pred_label a ClassLabel.",
 )
-@click.option(
-    "--chunk-rows",
-    type=int,
-    default=10_000,
-    show_default=True,
-    help="Rows read, labeled and appended to the output at a time (memory stays flat for any input size).",
-)
-@click.option(
-    "--text-col",
-    "text_cols",
-    multiple=True,
-    default=("text",),
-    show_default=True,
-    help="Text column; repeat for several (rendered as 'col: value' lines).",
-)
-@click.option(
-    "--label-col", default="label", show_default=True, help="Column with gold/example labels (optional on rows)."
-)
+@flags_from(LabelOptions)
 @click.option(
     "--labels",
     "labels_spec",
     help="Label set: 'a,b,c' or a .txt/.yaml/.json file with descriptions and aliases. Default: values of --label-col.",
-)
-@click.option("--shots", type=int, default=0, show_default=True, help="Few-shot examples per class (0 = zero-shot).")
-@click.option(
-    "--examples",
-    type=click.Path(exists=True, dir_okay=False),
-    help="File of labeled examples for --shots (default: labeled rows of INPUT, which are then not scored).",
-)
-@click.option("--batch-size", type=int, default=10, show_default=True, help="Items per request.")
-@click.option(
-    "--provider",
-    type=click.Choice(["auto", "together", "openai", "local"]),
-    default="auto",
-    show_default=True,
-    help="auto: Together if TOGETHER_API_KEY, else OpenAI if OPENAI_API_KEY, else local.",
-)
-@click.option(
-    "--model",
-    help="Model id (default per provider: Llama-3.3-70B on Together, gpt-4o-mini on OpenAI, SmolLM2-135M locally; local also takes a path or hub id).",
-)
-@click.option("--base-url", help="OpenAI-compatible server (vLLM, llama.cpp, Ollama), e.g. http://127.0.0.1:8000/v1.")
-@click.option(
-    "--structured",
-    type=click.Choice(["auto", "json_schema", "json_object", "tools", "prompt"]),
-    default="auto",
-    show_default=True,
-    help="How to ask for structured output.",
-)
-@click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight.")
-@click.option("--rpm", type=float, help="Requests-per-minute limit.")
-@click.option("--tpm", type=float, help="Tokens-per-minute limit.")
-@click.option(
-    "--max-retries", type=int, default=6, show_default=True, help="Transport retries per request (429/5xx/timeouts)."
-)
-@click.option(
-    "--breaker-failures",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Circuit breaker: connection failures or 5xx in a row, with no success, that stop the run.",
-)
-@click.option(
-    "--breaker-window-s",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Circuit breaker: seconds those failures must span (unless a request runs out of retries first).",
-)
-@click.option(
-    "--min-coverage",
-    type=float,
-    help="Fail with exit code 8 when fewer than this share (0-1) of the rows is labeled ok.",
-)
-@click.option(
-    "--max-reasks",
-    type=int,
-    default=3,
-    show_default=True,
-    help="Re-ask rounds for missing/invalid items (smaller batches each time).",
-)
-@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per request.")
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--max-tokens", type=int, help="Completion token cap per request (default scales with batch size).")
-@click.option(
-    "--template",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Jinja template for the user message (default prompts/batch.j2, or score.j2 for local).",
-)
-@click.option(
-    "--system-template",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Jinja template for the system message (default prompts/system.j2).",
-)
-@click.option(
-    "--max-chars",
-    type=int,
-    default=4000,
-    show_default=True,
-    help="Truncate item texts in the prompt to this many characters.",
-)
-@click.option(
-    "--shot-max-chars",
-    type=int,
-    default=400,
-    show_default=True,
-    help="Truncate each few-shot example to this many characters (shorter = cheaper prompts).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for shot selection.")
-@click.option(
-    "--shot-selection",
-    type=click.Choice(["random", "similar"]),
-    default="random",
-    show_default=True,
-    help="random: the same seeded --shots per class in every prompt. similar: each request gets the --shots per "
-    "class nearest to its texts (all-MiniLM-L6-v2 embeddings, cached in the store), and chat batches group "
-    "similar texts; the local model then gives every text its own prompt (no shared prefix).",
-)
-@click.option(
-    "--shot-pool",
-    type=int,
-    default=20,
-    show_default=True,
-    help="--shot-selection similar without --examples: labeled rows per class of INPUT set aside (seeded) as the "
-    "pool similar shots are picked from; they are not scored. With --examples the whole file is the pool.",
-)
-@click.option(
-    "--shot-attention",
-    type=click.Choice(["full", "answer"]),
-    default="full",
-    show_default=True,
-    help="Local model with --shots: 'full' scores the exact prompt; 'answer' lets only the answer attend to the "
-    "examples, not the item (10-shot at 1.2x zero-shot cost instead of 2.2x on SmolLM2; changes some labels).",
-)
-@click.option(
-    "--items-per-pass",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Local model: items scored per forward pass, padded, behind the shared prefix (same scores). "
-    "Default: 8 on a CUDA GPU, 1 on CPU. At most --batch-size items share a pass.",
-)
-@click.option(
-    "--calibrate",
-    is_flag=True,
-    help="Local model: contextual calibration (divide each item's label probabilities by those the same prompt "
-    "gives content-free inputs 'N/A', '', '[MASK]', then renormalise). Off by default: see the README for when it helps.",
-)
-@click.option(
-    "--top-logprobs",
-    type=click.IntRange(0, 20),
-    default=5,
-    show_default=True,
-    help="Chat providers: ask for token log-probabilities with this many alternatives, for pred_prob and "
-    "pred_probs (0: ask for none). A server that rejects them is asked without them for the rest of the run.",
-)
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False),
-    help="SQLite store (default $PROMPTCLF_STORE or ~/.cache/promptclf/store.sqlite).",
-)
-@click.option("--no-cache", is_flag=True, help="Do not reuse stored responses (they are still recorded).")
-@click.option(
-    "--prices", type=click.Path(exists=True, dir_okay=False), help="JSON price table overriding the packaged one."
-)
-@click.option(
-    "--batch-api",
-    is_flag=True,
-    help="Send the job as a provider batch (OpenAI, Together; or a --base-url server with batch endpoints) at the "
-    "batch price; polls until done, resumes the same batch after a kill. Re-asks go synchronously.",
-)
-@click.option(
-    "--poll-interval",
-    "poll_interval_s",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="--batch-api: seconds between polls of a running batch.",
-)
-@click.option(
-    "--batch-min-requests",
-    type=int,
-    default=100,
-    show_default=True,
-    help="--batch-api: lines a batch left unanswered go to a follow-up batch if at least this many, else synchronously.",
 )
 @click.option("--name", help="Run name for reports (default: output name).")
 @click.option("--dry-run", is_flag=True, help="Show the first prompt, token count and estimated cost; send nothing.")
@@ -268,13 +91,12 @@ def label(
     The output is written chunk by chunk as the run goes."""
     from ..data.tables import read_table
     from ..label.labeler import Labeler, label_file
-    from ..label.options import LabelOptions
     from ..labels import parse_labels
 
-    kw["text_cols"] = list(kw["text_cols"])  # type: ignore[call-overload]
+    values = given(kw)
     if labels_spec:
-        kw["labels"] = parse_labels(labels_spec).to_dict()
-    opts = LabelOptions.build(**kw)
+        values["labels"] = parse_labels(labels_spec).to_dict()
+    opts = LabelOptions.build(**values)
     if dry_run:
         labeler = Labeler(opts, progress=not quiet)
         examples = read_table(opts.examples) if opts.examples else None

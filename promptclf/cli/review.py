@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..review.options import ReviewOptions
 from .group import main
+from .options import flags_from, given
 
 
 @main.command()
@@ -17,17 +20,8 @@ from .group import main
     type=click.Path(dir_okay=False, path_type=Path),
     help="Queue CSV to write (plus OUTPUT.json with the figures). [default: INPUT.review.csv]",
 )
-@click.option("--top", help="Rows in the queue: a count (200), a fraction (0.1) or a percentage. [default: 10%]")
-@click.option("--text-col", help="Text column. [default: text]")
-@click.option("--label-col", help="LLM label column. [default: pred_label]")
-@click.option("--status-col", help="Rank only rows whose status is 'ok'. [default: pred_status]")
-@click.option("--gold-col", help="Gold labels, if any: prints the precision at k of the ranking.")
-@click.option("--folds", type=int, help="Cross-validation folds of the student. [default: 5]")
-@click.option("--neighbours", type=int, help="Nearest rows whose LLM labels vote. [default: 10]")
-@click.option("--seed", type=int, help="Fold assignment seed. [default: 0]")
-@click.option("--store", help="SQLite store caching embeddings (default $PROMPTCLF_STORE or ~/.cache/promptclf).")
-@click.option("--no-cache", is_flag=True, default=None, help="Do not read or write cached embeddings.")
-def review(input: Path, output: Path | None, **options: object) -> None:
+@flags_from(ReviewOptions)
+def review(input: Path, output: Path | None, **options: Any) -> None:
     """Rank the rows of INPUT (a `promptclf label` output) by how likely their LLM label is wrong.
 
     Three signals, each an estimate of P(label wrong), averaged: low LLM confidence
@@ -38,10 +32,10 @@ def review(input: Path, output: Path | None, **options: object) -> None:
     it with `promptclf distill INPUT --corrections OUTPUT`, or leave the rows out with
     `--exclude OUTPUT`.
     """
-    from ..review.queue import ReviewOptions, default_output, summary_lines, write_review
+    from ..review.queue import default_output, summary_lines, write_review
     from ..review.queue import review as run_review
 
-    opts = ReviewOptions.build(**options)
+    opts = ReviewOptions.build(**given(options))
     result = run_review(input, opts)
     out = write_review(result, output or default_output(input))
     for line in summary_lines(result.summary):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..options import build_options
 from .models import DEFAULT_LM_PROMPT, MINILM_ALIASES
 
 
@@ -24,65 +25,119 @@ class DistillOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    text_col: str = "text"
-    label_col: str = Field("pred_label", description="the teacher's label column")
-    status_col: str = Field("pred_status", description="train only on rows whose status is 'ok' (if present)")
-    gold_col: str | None = Field("label", description="gold labels: evaluation only, unless train_on='gold'")
-    train_on: Literal["teacher", "gold"] = "teacher"
-    eval_file: str | None = Field(None, description="a gold test file; default: hold out test_fraction of gold rows")
-    # Hugging Face datasets as input: the split of a dataset input / eval source
-    split: str | None = Field(None, description="split of a Hugging Face dataset input (name or save_to_disk folder)")
-    eval_split: str | None = Field(None, description="split of a Hugging Face dataset --eval source")
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, ge=0.0, lt=0.9)
-    seed: int = 0
+    text_col: str = Field("text", description="Text column.")
+    label_col: str = Field("pred_label", description="Teacher label column.")
+    status_col: str = Field(
+        "pred_status", description="Train only on rows whose status is 'ok' (all labeled rows if the column is absent)."
+    )
+    gold_col: str | None = Field("label", description="Gold label column: evaluation only, unless --train-on gold.")
+    train_on: Literal["teacher", "gold"] = Field(
+        "teacher", description="Train on the teacher's labels or the gold labels (the ceiling)."
+    )
+    eval_file: str | None = Field(
+        None,
+        description="Gold test file. Default: hold out --test-fraction of the gold rows.",
+        json_schema_extra={"flag": "--eval"},
+    )
+    split: str | None = Field(
+        None, description="Split of a Hugging Face dataset INPUT (a name or a save_to_disk folder)."
+    )
+    eval_split: str | None = Field(None, description="Split of a Hugging Face dataset given to --eval.")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="Share of training rows for validation / early stopping."
+    )
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=0.9, description="Share of gold rows held out for testing when no --eval."
+    )
+    seed: int = Field(0, description="Seed for splits, initialisation and data order.")
 
     # review queue and soft labels: corrected labels, flagged rows left out, teacher distributions
     fallback_col: str | None = Field(
-        None, description="where label_col is empty, train on this column (the LLM label; status-checked)"
+        None,
+        description="Where --label-col is empty, train on this column (e.g. --label-col corrected --fallback-col pred_label).",
     )
     corrections: str | None = Field(
-        None, description="a review CSV: its filled 'corrected' cells replace the label of the rows with that text"
+        None,
+        description="A `promptclf review` queue: its filled `corrected` cells replace the LLM label of those rows (by text).",
     )
-    exclude: str | None = Field(None, description="a table (a review CSV): rows with its texts are not trained on")
-    soft: bool = Field(False, description="train on the teacher's distribution (probs_col) where a row has one")
-    temperature: float = Field(2.0, gt=0.0, description="soft labels: temperature of teacher and student")
-    probs_col: str = "pred_probs"
+    exclude: str | None = Field(
+        None,
+        description="A table (e.g. a review queue): rows with its texts are left out of training (gold test rows stay).",
+    )
+    soft: bool = Field(
+        False,
+        description="Train on the teacher's distribution (--probs-col) with KL at --temperature where a row has one, "
+        "hard labels elsewhere.",
+    )
+    temperature: float = Field(2.0, gt=0.0, description="Soft labels: temperature, loss scaled by T^2.")
+    probs_col: str = Field("pred_probs", description="Teacher distribution column (JSON {label: prob}).")
 
     # student
-    student: str = "minilm"
-    method: Literal["lora", "full", "qlora"] = "lora"
-    head: Literal["cls", "lm"] = "cls"
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = None  # None = attention projections of the family
-    lm_prompt: str = DEFAULT_LM_PROMPT
-    allow_cpu: bool = False  # QLoRA on CPU (slow; bitsandbytes NF4 with float32 compute)
+    student: str = Field(
+        "minilm",
+        description="Local model folder or hub id (in the local cache when offline); minilm: the bundled all-MiniLM-L6-v2.",
+    )
+    method: Literal["lora", "full", "qlora"] = Field(
+        "lora", description="lora, full fine-tuning, or qlora (4-bit base; needs a CUDA GPU unless --allow-cpu)."
+    )
+    head: Literal["cls", "lm"] = Field(
+        "cls",
+        description="cls: new classification head. lm: keep the LM head, train it to answer with the label word "
+        "(causal LMs).",
+    )
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (the update is scaled by alpha/r).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Comma-separated LoRA targets. Default: query,value for BERT; q,k,v,o_proj for LMs.",
+        json_schema_extra={"csv": True},
+    )
+    lm_prompt: str = Field(DEFAULT_LM_PROMPT, description="--head lm: the prompt the label word answers ({text}).")
+    allow_cpu: bool = Field(False, description="Run QLoRA on CPU (slow) instead of refusing without a GPU.")
 
     # training
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    learning_rate: float | None = Field(None, gt=0, description="default 5e-4 LoRA, 2e-4 QLoRA, 5e-5 full")
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(128, ge=8)
-    padding: Literal["dynamic", "max_length"] = Field(
-        "dynamic", description="dynamic: pad each length-grouped batch to its longest text; max_length: always pad"
+    epochs: float = Field(3.0, gt=0, description="Training epochs (fractions allowed).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate. Default: 5e-4 LoRA, 2e-4 QLoRA, 5e-5 full.",
+        json_schema_extra={"flag": "--lr"},
     )
-    weight_decay: float = Field(0.01, ge=0.0)
-    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
-    patience: int = Field(2, ge=0, description="evaluations without macro-F1 gain before stopping; 0 = never")
-    eval_steps: int | None = Field(None, ge=1, description="evaluate+checkpoint every N steps; default every epoch")
-    logging_steps: int = Field(10, ge=1)
-    gradient_checkpointing: bool | None = None  # None = on for causal LMs
-    threads: int | None = Field(None, ge=1)
-    hourly_price: float | None = Field(None, ge=0.0, description="$/hour of the machine; default CPU 0.10, GPU 2.50")
+    batch_size: int = Field(16, ge=1, description="Training batch size (per process under torchrun).")
+    eval_batch_size: int = Field(64, ge=1, description="Batch size for validation, test and prediction.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(128, ge=8, description="Tokens per text (longer texts are truncated).")
+    padding: Literal["dynamic", "max_length"] = Field(
+        "dynamic",
+        description="dynamic: length-grouped batches padded to their longest text; max_length: pad every text to "
+        "--max-length.",
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.06, ge=0.0, lt=1.0, description="Share of the steps spent warming the learning rate up."
+    )
+    patience: int = Field(
+        2, ge=0, description="Early stopping: evaluations without a validation macro-F1 gain (0 = off)."
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate and checkpoint every N steps. Default: every epoch."
+    )
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
+    gradient_checkpointing: bool | None = Field(None, description="Gradient checkpointing. Default: on for causal LMs.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch.")
+    hourly_price: float | None = Field(
+        None, ge=0.0, description="Machine $/hour for cost figures. Default: 0.10 CPU, 2.50 GPU."
+    )
 
     # bookkeeping
-    name: str | None = None
-    recipe: str | None = None
+    name: str | None = Field(None, description="Run name in reports. Default: the folder name.")
+    recipe: str | None = Field(
+        None,
+        description="Packaged recipe name (minilm-lora, llama-3.2-3b-qlora, ...) or a YAML path; options given here "
+        "override it.",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -112,18 +167,12 @@ class DistillOptions(BaseModel):
     @classmethod
     def build(cls, recipe: str | None = None, **kwargs: Any) -> DistillOptions:
         """Recipe values, overridden by the given (non-None) options; pydantic errors → ConfigError."""
-        from pydantic import ValidationError
-
         values: dict[str, Any] = {}
         if recipe:
             values.update(load_recipe(recipe))
             values["recipe"] = recipe
         values.update({k: v for k, v in kwargs.items() if v is not None})
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            msgs = [f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError("; ".join(msgs)) from exc
+        return build_options(cls, values)
 
 
 def recipe_names() -> list[str]:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import ConfigError
+from ..options import build_options
 from ..providers.spec import ProviderSpec
 
 ProviderName = Literal["auto", "together", "openai", "local"]
@@ -37,91 +37,174 @@ class LabelOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    text_cols: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
-    label_col: str | None = "label"  # gold labels / shot source; absent column is fine unless needed
-    labels: list[dict[str, object]] | None = None  # LabelSet.to_dict(); None = infer from label_col
-    max_chars: int = Field(4000, ge=50, description="item texts longer than this are truncated in the prompt")
-    max_item_chars: int = Field(200_000, ge=1, description="rows longer than this get status error instead")
+    text_cols: list[str] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        description="Text column; repeat for several (rendered as 'col: value' lines).",
+        json_schema_extra={"flag": "--text-col"},
+    )
+    label_col: str | None = Field("label", description="Column with gold/example labels (optional on rows).")
+    # LabelSet.to_dict(); None = infer from label_col. The CLI's --labels takes a spec and parses it.
+    labels: list[dict[str, object]] | None = Field(None, json_schema_extra={"cli": False})
+    max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
+    max_item_chars: int = Field(
+        200_000, ge=1, description="Rows longer than this many characters get status error instead of a label."
+    )
 
     # prompt
-    template: str | None = None  # path; None = the packaged default for the mode
-    system_template: str | None = None
-    shots: int = Field(0, ge=0, le=100, description="examples per class")
-    examples: str | None = None  # file of labeled examples; default = labeled rows of the input
-    shot_max_chars: int = Field(400, ge=20)
-    seed: int = 0
-    # Local model only: what attends to the few-shot examples (see PrefixScorer.answer_only in providers/local_scorer.py).
-    shot_attention: Literal["full", "answer"] = "full"
-    # local teacher on a GPU: items scored per forward pass, padded, behind the shared
-    # prefix; None = 8 on CUDA, 1 on CPU (LocalProvider.items_per_pass). Same scores either way.
-    items_per_pass: int | None = Field(None, ge=1, le=64)
+    template: str | None = Field(
+        None,
+        description="Jinja template for the user message (default prompts/batch.j2, or score.j2 for local).",
+        json_schema_extra={"path": "file"},
+    )
+    system_template: str | None = Field(
+        None,
+        description="Jinja template for the system message (default prompts/system.j2).",
+        json_schema_extra={"path": "file"},
+    )
+    shots: int = Field(0, ge=0, le=100, description="Few-shot examples per class (0 = zero-shot).")
+    examples: str | None = Field(
+        None,
+        description="File of labeled examples for --shots (default: labeled rows of INPUT, which are then not scored).",
+        json_schema_extra={"path": "file"},
+    )
+    shot_max_chars: int = Field(
+        400, ge=20, description="Truncate each few-shot example to this many characters (shorter = cheaper prompts)."
+    )
+    seed: int = Field(0, description="Seed for shot selection.")
+    # Local model only: what attends to the few-shot examples (PrefixScorer.answer_only in providers/local/scorer.py).
+    shot_attention: Literal["full", "answer"] = Field(
+        "full",
+        description="Local model with --shots: 'full' scores the exact prompt; 'answer' lets only the answer attend "
+        "to the examples, not the item (10-shot at 1.2x zero-shot cost instead of 2.2x on SmolLM2; changes some labels).",
+    )
+    # local teacher on a GPU: same scores either way (LocalProvider.items_per_pass).
+    items_per_pass: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Local model: items scored per forward pass, padded, behind the shared prefix (same scores). "
+        "Default: 8 on a CUDA GPU, 1 on CPU. At most --batch-size items share a pass.",
+    )
 
-    # similar-example shots (promptclf.label.shots): "similar" shows each request the
-    # --shots examples per class nearest to its texts (all-MiniLM-L6-v2 embeddings) and puts similar
-    # texts in the same request. Without --examples, --shot-pool labeled rows per class (seeded,
-    # stratified) form the pool and are not scored; with --examples the whole file is the pool.
-    shot_selection: Literal["random", "similar"] = "random"
+    # similar-example shots (promptclf.label.shots)
+    shot_selection: Literal["random", "similar"] = Field(
+        "random",
+        description="random: the same seeded --shots per class in every prompt. similar: each request gets the "
+        "--shots per class nearest to its texts (all-MiniLM-L6-v2 embeddings, cached in the store), and chat "
+        "batches group similar texts; the local model then gives every text its own prompt (no shared prefix).",
+    )
     shot_pool: int = Field(
-        20, ge=1, le=100_000, description="similar shots: input rows per class set aside as the pool"
+        20,
+        ge=1,
+        le=100_000,
+        description="--shot-selection similar without --examples: labeled rows per class of INPUT set aside "
+        "(seeded) as the pool similar shots are picked from; they are not scored. With --examples the whole file "
+        "is the pool.",
     )
 
     # provider
-    provider: ProviderName = "auto"
-    model: str | None = None
-    base_url: str | None = None
-    structured: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = "auto"
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=16)
-    timeout_s: float = Field(60.0, gt=0)
+    provider: ProviderName = Field(
+        "auto", description="auto: Together if TOGETHER_API_KEY, else OpenAI if OPENAI_API_KEY, else local."
+    )
+    model: str | None = Field(
+        None,
+        description="Model id (default per provider: Llama-3.3-70B on Together, gpt-4o-mini on OpenAI, SmolLM2-135M "
+        "locally; local also takes a path or hub id).",
+    )
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible server (vLLM, llama.cpp, Ollama), e.g. http://127.0.0.1:8000/v1."
+    )
+    structured: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = Field(
+        "auto", description="How to ask for structured output."
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int | None = Field(
+        None, ge=16, description="Completion token cap per request (default scales with batch size)."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Seconds per request.", json_schema_extra={"flag": "--timeout"})
 
     # engine
-    batch_size: int = Field(10, ge=1, le=200)
-    concurrency: int = Field(4, ge=1, le=256)
-    rpm: float | None = Field(None, gt=0, description="requests per minute limit")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute limit")
-    max_retries: int = Field(6, ge=0, description="transport retries per request")
-    max_reasks: int = Field(3, ge=0, description="validation re-ask rounds (each with smaller batches)")
-    retry_max_wait_s: float = Field(60.0, gt=0)
+    batch_size: int = Field(10, ge=1, le=200, description="Items per request.")
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight.")
+    rpm: float | None = Field(None, gt=0, description="Requests-per-minute limit.")
+    tpm: float | None = Field(None, gt=0, description="Tokens-per-minute limit.")
+    max_retries: int = Field(6, ge=0, description="Transport retries per request (429/5xx/timeouts).")
+    max_reasks: int = Field(3, ge=0, description="Re-ask rounds for missing/invalid items (smaller batches each time).")
+    retry_max_wait_s: float = Field(
+        60.0, gt=0, description="Longest wait between transport retries, Retry-After included (seconds)."
+    )
     # circuit breaker (promptclf.providers.breaker): stop sending when the provider is down
     breaker_failures: int = Field(
         10,
         ge=1,
-        description="circuit breaker: connection failures or 5xx in a row, with no success, that stop the run",
+        description="Circuit breaker: connection failures or 5xx in a row, with no success, that stop the run.",
     )
     breaker_window_s: float = Field(
         10.0,
         ge=0,
-        description="circuit breaker: seconds the failures must span (unless a request runs out of retries first)",
+        description="Circuit breaker: seconds those failures must span (unless a request runs out of retries first).",
     )
-    # exit codes: a run that labels fewer rows than this share fails (exit code 8)
     min_coverage: float | None = Field(
-        None, ge=0.0, le=1.0, description="fail (exit code 8) when fewer than this share of the rows is labeled ok"
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Fail with exit code 8 when fewer than this share (0-1) of the rows is labeled ok.",
     )
 
-    # calibration: contextual calibration of a scoring provider's label probabilities
-    # (promptclf.label.scoring_runner); chat providers give no distribution to calibrate.
-    calibrate: bool = False
+    # contextual calibration of a scoring provider's label probabilities (promptclf.label.scoring_runner);
+    # chat providers give no distribution to calibrate.
+    calibrate: bool = Field(
+        False,
+        description="Local model: contextual calibration (divide each item's label probabilities by those the same "
+        "prompt gives content-free inputs 'N/A', '', '[MASK]', then renormalise). Off by default: see the README "
+        "for when it helps.",
+    )
 
-    # provider batch API (promptclf.label.batch_runner): the job as asynchronous batches at
-    # the batch price instead of one request at a time; validation re-asks go synchronously.
-    batch_api: bool = False
-    poll_interval_s: float = Field(30.0, gt=0, description="seconds between polls of a running batch")
-    # Lines a batch left unanswered go to a follow-up batch if at least this many, else synchronously.
-    batch_min_requests: int = Field(100, ge=1)
+    # provider batch API (promptclf.label.batch_runner): validation re-asks go synchronously.
+    batch_api: bool = Field(
+        False,
+        description="Send the job as a provider batch (OpenAI, Together; or a --base-url server with batch "
+        "endpoints) at the batch price; polls until done, resumes the same batch after a kill. Re-asks go "
+        "synchronously.",
+    )
+    poll_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="--batch-api: seconds between polls of a running batch.",
+        json_schema_extra={"flag": "--poll-interval"},
+    )
+    batch_min_requests: int = Field(
+        100,
+        ge=1,
+        description="--batch-api: lines a batch left unanswered go to a follow-up batch if at least this many, "
+        "else synchronously.",
+    )
 
-    # label confidence from chat providers (promptclf.label.confidence): ask for token
-    # log-probabilities with this many alternatives per token (0: ask for none; pred_prob stays
-    # empty). A server that rejects the parameter is asked without it for the rest of the run.
-    top_logprobs: int = Field(5, ge=0, le=20, description="chat providers: top alternatives per answer token")
+    # label confidence from chat providers (promptclf.label.confidence)
+    top_logprobs: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="Chat providers: ask for token log-probabilities with this many alternatives, for pred_prob and "
+        "pred_probs (0: ask for none). A server that rejects them is asked without them for the rest of the run.",
+    )
 
-    # streaming (promptclf.label.stream): label_file reads, labels and writes this many
-    # rows at a time; batches never span two chunks, so it is part of what decides the requests.
-    chunk_rows: int = Field(10_000, ge=1, description="rows read, labeled and written at a time")
+    # streaming (promptclf.label.stream): batches never span two chunks, so it decides the requests too.
+    chunk_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows read, labeled and appended to the output at a time (memory stays flat for any input size).",
+    )
 
     # bookkeeping
-    store: str | None = None  # None = default_store()
-    prices: str | None = None  # JSON file overriding the packaged price table
-    no_cache: bool = False
+    store: str | None = Field(
+        None, description="SQLite store (default $PROMPTCLF_STORE or ~/.cache/promptclf/store.sqlite)."
+    )
+    prices: str | None = Field(
+        None, description="JSON price table overriding the packaged one.", json_schema_extra={"path": "file"}
+    )
+    no_cache: bool = Field(False, description="Do not reuse stored responses (they are still recorded).")
 
     @field_validator("text_cols")
     @classmethod
@@ -167,14 +250,5 @@ class LabelOptions(BaseModel):
 
     @classmethod
     def build(cls, **kwargs: object) -> LabelOptions:
-        """Validate options from the CLI or a caller, turning pydantic errors into a ConfigError."""
-        from pydantic import ValidationError
-
-        try:
-            return cls(**{k: v for k, v in kwargs.items() if v is not None})
-        except ValidationError as exc:
-            msgs = []
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"]) or "options"
-                msgs.append(f"{where}: {err['msg']}")
-            raise ConfigError("; ".join(msgs)) from exc
+        """Validate options from the CLI or a caller (None = the default); errors name their flags."""
+        return build_options(cls, kwargs)

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ..errors import InputError, PromptclfError, require
+from .options import RayOptions
 from .shard_output import ShardTally, write_shard
 from .shards import (
     SUMMARY_NAME,
@@ -48,21 +49,6 @@ from .shards import (
 log = logging.getLogger("promptclf.predict.ray")
 
 BLOCK_BYTES = 1024 * 1024  # Ray Data blocks of texts: ~5,000 short texts, ~1,000 web pages
-
-
-class RayOptions(BaseModel):
-    """Where and how wide ``predict --engine ray`` runs."""
-
-    address: str | None = Field(
-        None, description="Ray cluster to attach to (e.g. auto, or HOST:6379). Default: start a local one."
-    )
-    workers: int | None = Field(
-        None, ge=1, description="Student workers (actors). [default: one per GPU, else one per CPU core]"
-    )
-    batch_rows: int = Field(512, ge=1, description="Rows a worker predicts per call (Ray Data batch).")
-    object_store_mb: int | None = Field(
-        None, ge=64, description="Object store of a local cluster. [default: 10% of memory, 256 MB to 2 GB]"
-    )
 
 
 class ShardResult(BaseModel):

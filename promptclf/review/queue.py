@@ -33,66 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data.tables import cell_text, check_columns, read_table, write_table
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..label.confidence import parse_pred_probs
+from .options import ReviewOptions, top_count
 
 SIGNALS = ("confidence", "student", "neighbours")
 # Columns the queue adds in front of the input columns (``corrected`` is for the person).
 QUEUE_COLUMNS = ["review_rank", "review_row", "review_score", "suggested_label", "corrected", "review_reasons"]
-
-
-class ReviewOptions(BaseModel):
-    """What ``promptclf review`` reads and how it ranks; saved beside the queue as ``REVIEW.json``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text_col: str = "text"
-    label_col: str = "pred_label"
-    status_col: str = Field("pred_status", description="rank only rows whose status is 'ok' (if present)")
-    prob_col: str = "pred_prob"
-    probs_col: str = "pred_probs"
-    gold_col: str | None = Field(None, description="gold labels: only to print the precision of the ranking")
-    top: str = Field("10%", description="rows in the queue: a count (200), a fraction (0.1) or a percentage (10%)")
-    folds: int = Field(5, ge=2, le=50)
-    neighbours: int = Field(10, ge=1, le=200)
-    c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic-regression student")
-    seed: int = 0
-    store: str | None = None  # embeddings cache; None = the default store
-    no_cache: bool = False
-
-    @classmethod
-    def build(cls, **kwargs: Any) -> ReviewOptions:
-        """Options from the CLI (None = default); pydantic errors become a ConfigError."""
-        try:
-            opts = cls(**{k: v for k, v in kwargs.items() if v is not None})
-        except ValidationError as exc:
-            msgs = [f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError("; ".join(msgs)) from exc
-        top_count(opts.top, 100)  # fail at the edge, not after embedding
-        return opts
-
-
-def top_count(top: str, n: int) -> int:
-    """Rows in the queue out of ``n`` ranked: ``"200"`` → 200, ``"0.1"`` or ``"10%"`` → 10% (at least 1)."""
-    s = str(top).strip()
-    try:
-        if s.endswith("%"):
-            frac = float(s[:-1]) / 100.0
-        elif "." in s or "e" in s.lower():
-            frac = float(s)
-        else:
-            k = int(s)
-            if k < 1:
-                raise ValueError
-            return min(k, n)
-    except ValueError:
-        raise ConfigError(f"--top {top!r}: give a count (200), a fraction (0.1) or a percentage (10%)") from None
-    if not 0 < frac <= 1:
-        raise ConfigError(f"--top {top!r}: a fraction must be in (0, 1], a percentage in (0%, 100%]")
-    return min(n, max(1, math.ceil(frac * n))) if n else 0
 
 
 # --- the three signals -------------------------------------------------------------------------
