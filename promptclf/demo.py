@@ -13,7 +13,7 @@ ceiling for this student and data size). ``report/index.html`` puts it all side 
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,11 @@ FULL = DemoSize(n_items=250, test_fraction=0.3, shots=2, max_chars=300, epochs=8
 QUICK = DemoSize(n_items=40, test_fraction=0.3, shots=1, max_chars=200, epochs=6, max_length=64)
 
 
+log = logging.getLogger(__name__)
+
+
 def _say(msg: str) -> None:
-    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+    log.info(msg)
 
 
 def _trainable(labeled: Path) -> Path:

@@ -56,7 +56,12 @@ def _one_line(exc: BaseException) -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="promptclf")
 @click.option("--debug", is_flag=True, help="Show tracebacks (same as PROMPTCLF_DEBUG=1).")
-def main(debug: bool) -> None:
+@click.option("-q", "--quiet", "quiet", is_flag=True, help="Only warnings and errors on stderr (no info lines).")
+@click.option("-v", "--verbose", "verbose", is_flag=True, help="Also debug lines on stderr.")
+def main(debug: bool, quiet: bool, verbose: bool) -> None:
     """Turn an LLM into a text classifier, then make that classifier cheap."""
+    from .logs import install
+
     if debug:
         os.environ["PROMPTCLF_DEBUG"] = "1"
+    install(-1 if quiet else 1 if verbose else 0)

@@ -13,8 +13,8 @@ and rerunning the same command continues from the last checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,9 +46,16 @@ DEFAULT_GPU_HOURLY_USD = 2.50
 _RESUME_NEUTRAL = {"threads", "hourly_price", "name", "eval_batch_size", "logging_steps", "recipe"}
 
 
-def _log(msg: str) -> None:
+log = logging.getLogger(__name__)
+
+
+def _log(msg: str, level: int = logging.INFO) -> None:
     if distributed.is_main():  # under torchrun, one copy of each message
-        print(f"[distill] {msg}", file=sys.stderr, flush=True)
+        log.log(level, msg)
+
+
+def _warn(msg: str) -> None:
+    _log(msg, logging.WARNING)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -153,8 +160,8 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         # A class that drops to one row (often after --exclude) is still trained: refusing would throw
         # away the whole run for one rare class. Its single row goes to training (stratified_split keeps
         # one training row per class), so validation cannot measure it.
-        _log(
-            f"warning: {where}: class(es) {', '.join(repr(lab) for lab in few)} have one training row and no "
+        _warn(
+            f"{where}: class(es) {', '.join(repr(lab) for lab in few)} have one training row and no "
             "validation row: trained on it, but validation macro-F1 does not measure them; add rows to fix"
         )
     labels = sorted(freq)
@@ -198,8 +205,8 @@ def _person_labels(
         human = [bool(v) for v in y]
         y = [v or f for v, f in zip(y, fallback, strict=True)]
     elif o.label_col != "pred_label" and "pred_label" in df.columns and sum(map(bool, y)) < len(y) / 2:
-        _log(
-            f"warning: --label-col {o.label_col} is empty on {sum(not v for v in y)} of {len(y)} rows, which are "
+        _warn(
+            f"--label-col {o.label_col} is empty on {sum(not v for v in y)} of {len(y)} rows, which are "
             "not trained on; pass --fallback-col pred_label to use the LLM label there"
         )
     if o.corrections:
@@ -219,7 +226,7 @@ def _person_labels(
                 matched.add(t)
         _log(f"{o.corrections}: {len(fixes)} corrected labels, on {sum(human)} rows")
         if len(matched) < len(fixes):
-            _log(f"warning: {len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
+            _warn(f"{len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
     return y, human
 
 

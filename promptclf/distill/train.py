@@ -7,9 +7,9 @@ Kept apart from the data and run-folder logic so that importing :mod:`promptclf.
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -35,10 +35,16 @@ from .models import (
 from .options import DistillData, DistillOptions, estimate_steps
 from .soft import SoftCollator, soft_dataset, soft_trainer_class
 
+log = logging.getLogger(__name__)
 
-def _log(msg: str) -> None:
+
+def _log(msg: str, level: int = logging.INFO) -> None:
     if distributed.is_main():  # under torchrun, one copy of each message
-        print(f"[distill] {msg}", file=sys.stderr, flush=True)
+        log.log(level, msg)
+
+
+def _warn(msg: str) -> None:
+    _log(msg, logging.WARNING)
 
 
 def _fmt_s(s: float) -> str:

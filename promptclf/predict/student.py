@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from ..distill.models import (
     score_lm,
 )
 from ..errors import InputError, PromptclfError, require
+
+log = logging.getLogger(__name__)
 
 
 def _base_path(spec: StudentSpec) -> str:
@@ -205,7 +208,7 @@ def predict_file(
     first = next(chunks)  # bad input fails before the model loads
     check_columns(first, [text_col], input_path, "--text-col")
     student = Student.load(run, merge=merge, dtype=dtype)
-    print(f"[predict] {total:,} rows with {run} on {student.device}", file=sys.stderr, flush=True)
+    log.info("%s rows with %s on %s", f"{total:,}", run, student.device)
     bar = None
     if progress:
         from tqdm import tqdm

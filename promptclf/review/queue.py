@@ -26,6 +26,7 @@ reasons in words, the suggested label, every input column, and an empty ``correc
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from ..data.tables import cell_text, check_columns, read_table, write_table
 from ..errors import InputError
 from ..label.confidence import parse_pred_probs
 from .options import ReviewOptions, top_count
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("confidence", "student", "neighbours")
 # Columns the queue adds in front of the input columns (``corrected`` is for the person).
@@ -237,7 +240,7 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
         store = Store(o.store or default_store())
     try:
         if progress:
-            print(f"[review] embedding {len(k_texts)} rows with all-MiniLM-L6-v2", file=sys.stderr, flush=True)
+            log.info("embedding %d rows with all-MiniLM-L6-v2", len(k_texts))
         x = embed(k_texts, store=store, progress=progress)
     finally:
         if store is not None:
