@@ -8,4 +8,5 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 ruff check promptclf tests bench
 ruff format --check promptclf tests bench
 mypy promptclf
-python -m pytest -q "$@"
+# Both tiers: the default one (what `python -m pytest` runs) and the slow one (real models, servers, kills).
+python -m pytest -q -m "slow or not slow" "$@"

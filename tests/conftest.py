@@ -24,6 +24,13 @@ from faultproxy import FaultProxy  # noqa: E402
 from servers import SERVER_MISSING, LlamaServer, server_available  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that needs the llama.cpp server or a Ray cluster belongs to the slow tier too."""
+    for item in items:
+        if item.get_closest_marker("server") or item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[LlamaServer]:
     """llama.cpp's OpenAI-compatible server on SmolLM2-135M-Instruct (model alias ``smollm2``)."""

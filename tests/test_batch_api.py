@@ -95,6 +95,7 @@ def baseline(workdir: Path, oracle_server: BatchServer) -> pd.DataFrame:
     return _read(out)
 
 
+@pytest.mark.slow
 def test_batch_run_labels_every_row_at_the_batch_price_and_caches(workdir, oracle_server, baseline):
     gold = pd.read_csv(workdir / "news.csv", dtype=str)
     assert list(baseline["pred_label"]) == list(gold["label"])
@@ -273,6 +274,7 @@ def test_refused_where_there_is_no_batch_endpoint(workdir, tmp_path):
     assert "has no batch endpoints" in res.output and "drop --batch-api" in res.output
 
 
+@pytest.mark.slow
 def test_killed_while_polling_resumes_the_same_batch(workdir, oracle_server, baseline):
     """SIGKILL the CLI while it polls a held batch; the rerun polls that batch and creates none."""
     out, store = workdir / "killed.csv", workdir / "killed.sqlite"
@@ -307,6 +309,7 @@ def test_killed_while_polling_resumes_the_same_batch(workdir, oracle_server, bas
     assert _read(out)[COLS].equals(baseline[COLS])
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_real_model_answers_the_batch_lines(workdir, llama_server):
     """The same path with SmolLM2 (llama.cpp) answering each line: every row is accounted for."""

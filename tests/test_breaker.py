@@ -316,6 +316,7 @@ def test_server_answering_500_to_everything_trips(tmp_path: Path):
     assert broken.requests < 100  # stopped, not 30 requests x 7 attempts
 
 
+@pytest.mark.slow
 def test_batch_api_against_a_dead_url_trips(tmp_path: Path):
     src = write_rows(tmp_path, 50)
     o = opts(tmp_path, f"http://127.0.0.1:{dead_port()}/v1", batch_api=True, breaker_window_s=0.5)

@@ -192,6 +192,7 @@ class Recording:
         return self.inner.score(request)  # type: ignore[attr-defined, no-any-return]
 
 
+@pytest.mark.slow
 def test_content_free_inputs_go_through_the_real_prompt() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

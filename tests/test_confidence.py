@@ -240,6 +240,7 @@ def test_top_logprobs_zero_asks_for_none(proxy: FaultProxy, news, tmp_path):
 # -- llama.cpp ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault_proxy: FaultProxy, tmp_path):
     """llama.cpp returns token logprobs with json_object mode; with every answer reversed by the

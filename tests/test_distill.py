@@ -63,6 +63,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     return data, work / "student", run
 
 
+@pytest.mark.slow
 def test_minilm_lora_beats_majority_by_a_wide_margin(minilm_run: tuple[Path, Path, dict]) -> None:
     _, out, run = minilm_run
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
@@ -290,6 +291,7 @@ def two_topic_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_table(pd.DataFrame(rows), tmp_path_factory.mktemp("two") / "two.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["cls", "lm"])
 def test_qlora_tiny_llama_trains_saves_reloads(
     head: str, tiny_llama: Path, two_topic_file: Path, tmp_path: Path
@@ -336,6 +338,7 @@ def test_qlora_tiny_llama_trains_saves_reloads(
 # --- resume after a hard kill ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path: Path) -> None:
     data = _teacher_file(tmp_path / "l.csv", 120, seed=5)
     out = tmp_path / "run"

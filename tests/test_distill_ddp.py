@@ -30,6 +30,8 @@ psutil = pytest.importorskip("psutil")  # installed with accelerate
 from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
 from promptclf.distill.run import DistillOptions, distill  # noqa: E402
 
+pytestmark = pytest.mark.slow  # several processes training for real: the slow tier
+
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--recipe", "minilm-lora", "--max-length", "64", "--patience", "0", "--test-fraction", "0.25"]
 

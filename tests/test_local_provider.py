@@ -103,6 +103,7 @@ def test_layout_reproduces_the_chat_template(smollm2: LocalProvider) -> None:
     assert smollm2.count_tokens(item) == len(smollm2._encode(item)) > 5
 
 
+@pytest.mark.slow
 def test_cached_scores_match_full_forward_on_smollm2(smollm2: LocalProvider) -> None:
     assert isinstance(smollm2, ScoringProvider) and smollm2.kind == "scoring" and smollm2.name == "local"
     labels = [*LABELS, "technology"]  # multi-token labels and one extending another
@@ -201,6 +202,7 @@ def answer_only_reference(provider: LocalProvider, request: ScoreRequest) -> lis
     return rows
 
 
+@pytest.mark.slow
 def test_answer_only_shot_attention_matches_reference(smollm2: LocalProvider) -> None:
     labels = [*LABELS, "technology"]
     instr = f"Classify the news article into one of these topics: {', '.join(LABELS)}.\n\n"
@@ -229,6 +231,7 @@ def test_answer_only_shot_attention_matches_reference(smollm2: LocalProvider) ->
     assert again.usage.prompt_tokens < got.usage.prompt_tokens
 
 
+@pytest.mark.slow
 def test_bbc_zero_shot_smoke(smollm2: LocalProvider) -> None:
     """20 real BBC articles, zero-shot: every item gets a valid label; accuracy printed (the model is weak)."""
     from promptclf.data.tables import bbc_sample
@@ -307,6 +310,7 @@ def test_dry_run_estimate_matches_the_tokens_a_local_run_uses(smollm2: LocalProv
     assert abs(est.est_prompt_tokens - actual) <= 0.1 * actual, (est.est_prompt_tokens, actual)
 
 
+@pytest.mark.slow
 def test_batched_passes_equal_one_item_per_pass_on_smollm2(smollm2: LocalProvider) -> None:
     """``items_per_pass`` > 1 (the CUDA default) gives the one-item path's scores: padded rows of different lengths."""
     items = [

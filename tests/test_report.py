@@ -286,6 +286,7 @@ def test_report_cli(runs: dict[str, Path], tmp_path: Path) -> None:
     assert str(tmp_path / "out" / "index.html") in res.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
     paths = build_report(list(runs.values()), tmp_path / "report")
@@ -305,6 +306,7 @@ def _local_provider_missing() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_local_provider_missing() is not None, reason=str(_local_provider_missing()))
 def test_report_from_a_real_local_labeling_run(tmp_path: Path) -> None:
     """Label a few BBC articles with the bundled SmolLM2 through the CLI, then report on the run folder."""

@@ -70,6 +70,7 @@ def result(labeled: Path, store: str):
     return review(labeled, ReviewOptions.build(gold_col="label", top="24", store=store), progress=False)
 
 
+@pytest.mark.slow
 def test_flagged_rows_are_enriched_for_injected_errors(labeled: Path, result) -> None:
     df = read_table(labeled)
     g = result.summary["gold"]

@@ -157,6 +157,7 @@ def test_answers_do_not_depend_on_the_batch_or_the_process(teacher, table):
     }
 
 
+@pytest.mark.slow
 def test_label_cli_against_the_sim_teacher_cli(tmp_path: Path):
     """``promptclf label --base-url`` against ``python bench/sim_teacher.py``, both as subprocesses."""
     from promptclf.data.tables import bbc_sample

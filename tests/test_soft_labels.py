@@ -121,6 +121,7 @@ def soft_vs_hard(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
     return out
 
 
+@pytest.mark.slow
 def test_soft_student_moves_toward_the_teachers_probabilities(soft_vs_hard: dict) -> None:
     """Hard labels push p(label) toward 1; the teacher's 0.6 pulls the soft student toward 0.6."""
     df = pd.read_csv(soft_vs_hard["hard"][0].parent / "labeled.csv", keep_default_na=False)

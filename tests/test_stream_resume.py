@@ -24,6 +24,8 @@ import pytest
 
 from promptclf.store import Store
 
+pytestmark = pytest.mark.slow  # real training / kills: the slow tier
+
 TOPICS = "business,entertainment,politics,sports,tech"
 COMPARE = ["id", "text", "pred_label", "pred_status", "pred_reason", "pred_request"]
 
