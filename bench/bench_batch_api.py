@@ -1,4 +1,4 @@
-"""``label --batch-api`` end to end against the local batch API (tests/batch_server.py, oracle answerer).
+"""``label --batch-api`` end to end against the local batch API (promptclf.testing.batch_api, oracle answerer).
 
 Measures the client side of a batch run: building and uploading the JSONL, polling, reading
 the output file back, parsing, validating and caching every line, writing the labeled file;
@@ -22,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 import pandas as pd  # noqa: E402
-from batch_server import BatchServer, Oracle  # noqa: E402
 
 from promptclf.data.tables import BBC_TOPICS, bbc_sample  # noqa: E402
+from promptclf.testing.batch_api import BatchServer  # noqa: E402
 
 
 def _rows(n: int) -> pd.DataFrame:
@@ -59,8 +57,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     df = _rows(a.rows)
     df.to_csv(work / "rows.csv", index=False)
-    oracle = Oracle(dict(zip(df.text, df.label, strict=True)))
-    with BatchServer(None, oracle=oracle) as server:
+    with BatchServer(gold=dict(zip(df.text, df.label, strict=True))) as server:
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "PROMPTCLF_STORE": str(work / "store.sqlite")}
         cmd = [
             sys.executable, "-m", "promptclf", "label", str(work / "rows.csv"), "-o", str(work / "out.csv"),
@@ -72,18 +69,18 @@ def main() -> None:
         ok = (out.pred_status == "ok").mean()
         agree = (out.pred_label == out.label).mean()
         rec = json.loads((work / "out.run" / "run.json").read_text())
-        lines = sum(b.obj["request_counts"]["total"] for b in server.batches.values())
-        print(f"rows {a.rows:,}, batch size {a.batch_size}: {lines:,} lines in {len(server.creates)} batch(es)")
+        lines = sum(b.obj["request_counts"]["total"] for b in server.api.batches.values())
+        print(f"rows {a.rows:,}, batch size {a.batch_size}: {lines:,} lines in {len(server.api.creates)} batch(es)")
         print(f"first run: {wall:.1f}s wall, {a.rows / wall:,.0f} rows/s, peak RSS {peak_kb / 1024:,.0f} MB (client)")
         print(
             f"  ok {ok:.1%}, equal to the oracle's label {agree:.1%}, batch_requests {rec['usage']['batch_requests']:,}"
         )
-        creates = len(server.creates)
+        creates = len(server.api.creates)
         wall2, _, _ = _run(cmd, env)
         rec2 = json.loads((work / "out.run" / "run.json").read_text())
         print(
             f"rerun: {wall2:.1f}s wall, {rec2['usage']['cached_requests']:,} of {rec2['usage']['requests']:,} requests "
-            f"from the store, new batches {len(server.creates) - creates}, spent ${rec2['cost_usd']:.4f}"
+            f"from the store, new batches {len(server.api.creates) - creates}, spent ${rec2['cost_usd']:.4f}"
         )
     # What --dry-run says for the same job on gpt-4o-mini with 10 shots per class.
     small = df.head(min(a.rows, 10_000))

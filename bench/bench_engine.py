@@ -23,20 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from faultproxy import FaultProxy  # noqa: E402
 from servers import LlamaServer  # noqa: E402
+
+from promptclf.testing.fake_server import FakeServer, Upstream  # noqa: E402
 
 
 def _run(
-    proxy: FaultProxy, texts: list[str], concurrency: int, store: Path, max_tokens: int | None
+    proxy: FakeServer, texts: list[str], concurrency: int, store: Path, max_tokens: int | None
 ) -> dict[str, float]:
     import pandas as pd
 
@@ -99,7 +98,7 @@ def main() -> None:
     c, lat = args.concurrency, args.latency
     with tempfile.TemporaryDirectory() as tmp, LlamaServer() as server:
         store = Path(tmp) / "store.sqlite"
-        with FaultProxy(server.root, latency_s=0.0, replay=True) as proxy:
+        with FakeServer(Upstream(server.root), latency_s=0.0, replay=True) as proxy:
             t0 = time.perf_counter()
             warm = _run(proxy, texts, 1, store, args.max_tokens)  # one at a time: clean server timings
             srv = warm["server_s_median"]
@@ -118,7 +117,7 @@ def main() -> None:
                 f"failed {rep['failed']}"
             )
         if not args.no_live:
-            with FaultProxy(server.root, latency_s=lat) as proxy:
+            with FakeServer(Upstream(server.root), latency_s=lat) as proxy:
                 live = _run(proxy, texts, c, store, args.max_tokens)
             ideal_live = c / (lat + srv)
             serial = 1 / srv if srv else float("inf")

@@ -1,6 +1,6 @@
 """The whole loop on BBC News with a simulated teacher: label → review → distill (4 ways) → report.
 
-A 70B teacher cannot run here, so ``bench/sim_teacher.py`` stands in for it: a real
+A 70B teacher cannot run here, so the simulated teacher (``promptclf.testing.sim_teacher``) stands in for it: a real
 OpenAI-compatible server on 127.0.0.1 that answers from the gold labels at 85% accuracy, errs
 toward the most similar class near class boundaries, and returns logprobs (lower confidence on
 wrong answers). Every figure below is measured against that SIMULATED teacher.
@@ -40,11 +40,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # sim_teacher
-
-from sim_teacher import SimTeacher  # noqa: E402
+sys.path.insert(0, str(HERE.parent))  # promptclf from this checkout
 
 from promptclf.data.tables import bbc_sample, read_table, stratified_split, write_table  # noqa: E402
+from promptclf.testing.sim_teacher import SimTeacher  # noqa: E402
 
 T = "simulated teacher"
 

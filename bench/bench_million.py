@@ -2,7 +2,7 @@
 MiniLM student, and a labeling run killed at 60% and resumed.
 
 Data: N rows generated from BBC News sentences (each text two sentences of one article's topic,
-label = the topic), written as CSV. The server (``bench/instant_server.py``, a real HTTP server
+label = the topic), written as CSV. The server (``promptclf.testing``'s fake server answering from the prompt, a real HTTP server
 on 127.0.0.1 in this process) answers every batch at once: the topic of the item's first
 sentence, except for one item in ten (by a hash) which gets another label, so accuracy ~90%.
 
@@ -37,12 +37,35 @@ import tempfile
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # promptclf from this checkout
 
-from instant_server import InstantServer  # noqa: E402
+from promptclf.testing.answers import PromptAnswers  # noqa: E402
+from promptclf.testing.fake_server import FakeServer, Responder  # noqa: E402
+
+
+@dataclass
+class Instant:
+    """The fake server answering each prompt at once, and its answer counters."""
+
+    server: FakeServer
+    answers: PromptAnswers
+
+    @property
+    def items(self) -> int:
+        return self.answers.items
+
+    @property
+    def requests(self) -> int:
+        return self.answers.requests
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
 
 TOPICS = ["business", "entertainment", "politics", "sports", "tech"]
 
@@ -143,7 +166,7 @@ def label_cmd(src: Path, out: Path, base_url: str, a: argparse.Namespace) -> lis
     ]  # fmt: skip
 
 
-def bench_label(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.Namespace) -> None:
+def bench_label(work: Path, src: Path, n: int, srv: Instant, a: argparse.Namespace) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "PROMPTCLF_STORE": str(work / "label.sqlite")}
     out = work / "labeled.csv"
     print(f"\n## label: {n:,} rows, batch size {a.batch_size}, concurrency {a.concurrency}, chunks of {a.chunk_rows:,}")
@@ -167,14 +190,14 @@ def bench_label(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.N
     print(f"label: target >= 1,000 items/s and < 2 GB: {target}")
 
 
-def bench_resume(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.Namespace) -> None:
+def bench_resume(work: Path, src: Path, n: int, srv: Instant, a: argparse.Namespace) -> None:
     import pandas as pd
 
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "PROMPTCLF_STORE": str(work / "resume.sqlite")}
     out = work / "resumed.csv"
     print(f"\n## resume: {n:,} rows, SIGKILL at 60% of the items answered, then the same command again")
     print(f"before: {load()}")
-    srv.counts.clear()
+    srv.server.reset()
     base = srv.items
     w = Watch(label_cmd(src, out, srv.base_url, a), env, work / "kill.log", lambda: srv.items - base, every=0.2)
     while w.proc.poll() is None and srv.items - base < 0.6 * n:
@@ -182,7 +205,7 @@ def bench_resume(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.
     os.kill(w.proc.pid, signal.SIGKILL)
     rc, wall, _ = w.wait()
     answered = srv.items - base
-    sent_first = sum(srv.counts.values())
+    sent_first = len(srv.server.chat_records())
     partial = pd.read_csv(out, dtype=str, keep_default_na=False) if out.exists() else pd.DataFrame()
     ids = [f"r{i}" for i in range(len(partial))]
     prefix = list(partial.get("id", [])) == ids and bool(
@@ -199,10 +222,10 @@ def bench_resume(work: Path, src: Path, n: int, srv: InstantServer, a: argparse.
     final = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["id", "pred_status"])
     in_order = list(final["id"]) == [f"r{i}" for i in range(n)]
     run = json.loads((work / "resumed.run" / "run.json").read_text())
-    dup = srv.duplicates()
+    dup = srv.server.duplicates
     print(
         f"rerun: {wall2:.1f}s, {run['usage']['cached_requests']:,} requests from the store, "
-        f"{sum(srv.counts.values()) - sent_first:,} sent; peak RSS {peak2:.0f} MB"
+        f"{len(srv.server.chat_records()) - sent_first:,} sent; peak RSS {peak2:.0f} MB"
     )
     print(
         f"resume: request bodies received twice: {dup} (target 0); final file {len(final):,} rows, every row once "
@@ -296,7 +319,9 @@ def main() -> None:
             f"generated {a.rows:,} rows from {len(sents):,} BBC sentences in {time.perf_counter() - t0:.1f}s "
             f"({src.stat().st_size / 1e6:.0f} MB CSV)"
         )
-        with InstantServer(make_answer(sents)) as srv:
+        answers = PromptAnswers(make_answer(sents))
+        with FakeServer(Responder(answers)) as server:
+            srv = Instant(server, answers)
             if not a.skip_label:
                 bench_label(work, src, a.rows, srv, a)
             if not a.skip_resume:

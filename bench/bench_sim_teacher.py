@@ -1,6 +1,6 @@
 """What the simulated teacher is like: accuracy, where its errors fall, how confident it is.
 
-Builds :class:`sim_teacher.SimTeacher` on N BBC News articles (seeded stratified sample) and
+Builds :class:`promptclf.testing.sim_teacher.SimTeacher` on N BBC News articles (seeded stratified sample) and
 prints, all marked "simulated teacher": realised accuracy against the set one, how many errors
 go to the most similar class, the error rate by centroid-margin quartile, the chosen label's
 probability on right and wrong answers, the AUROC of that probability for telling the two
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim_teacher import SimTeacher, norm  # noqa: E402
+from promptclf.testing.sim_teacher import SimTeacher, norm  # noqa: E402
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -18,10 +18,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py, tests/faultproxy.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py
 
-from faultproxy import FaultProxy  # noqa: E402
 from servers import SERVER_MISSING, LlamaServer, server_available  # noqa: E402
+
+from promptclf.testing.fake_server import FakeServer, Upstream  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,9 +42,9 @@ def llama_server() -> Iterator[LlamaServer]:
 
 
 @pytest.fixture()
-def fault_proxy(llama_server: LlamaServer) -> Iterator[FaultProxy]:
-    """A fresh :class:`FaultProxy` in front of the session's server (no faults until a test adds some)."""
-    with FaultProxy(llama_server.root) as proxy:
+def fault_proxy(llama_server: LlamaServer) -> Iterator[FakeServer]:
+    """A fresh :class:`FakeServer` in front of the session's server (no faults until a test adds some)."""
+    with FakeServer(Upstream(llama_server.root)) as proxy:
         yield proxy
 
 

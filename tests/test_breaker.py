@@ -1,13 +1,12 @@
 """The circuit breaker (promptclf.providers.breaker) and the exit codes of ``promptclf label``.
 
 The breaker's rule is checked on a fake clock; the runs go through the real HTTP client against
-a dead port on 127.0.0.1 (nothing listening), a small OpenAI-compatible server in this file, and
-the same server answering 500 to one request in six.
+a dead port on 127.0.0.1 (nothing listening), the fake OpenAI-compatible server, and the same
+server answering 500 to one request in six.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
@@ -15,7 +14,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,9 @@ from promptclf.label.outcome import check_outcome
 from promptclf.label.stream import UNSENT
 from promptclf.providers.breaker import CircuitBreaker
 from promptclf.runs import LabelSummary
+from promptclf.testing.answers import PromptAnswers
+from promptclf.testing.fake_server import FakeServer, Responder
+from promptclf.testing.faults import Fault
 
 LABELS = ["alpha", "beta", "gamma"]
 _ITEM = re.compile(r"^\[(\d+)\] (.*)$", re.M)
@@ -45,74 +46,34 @@ def answer(text: str) -> str:
     return LABELS[zlib.crc32(text.encode("utf-8")) % len(LABELS)]
 
 
-class Server:
-    """An OpenAI-compatible chat server on 127.0.0.1 labeling every item by a hash of its text.
+class Server(FakeServer):
+    """The fake server on 127.0.0.1, labeling every item by a hash of its text.
 
-    ``fail_every``: answer HTTP 500 to every n-th request; ``die_after``: answer that many requests,
-    then close the listening socket (connections are refused from then on). ``items`` counts each
-    item text answered with 200."""
+    ``fail_every``: answer HTTP ``status`` to every n-th request; ``die_after``: answer that many
+    requests, then stop listening (connections are refused from then on). ``items`` counts each
+    item text answered with 200; ``requests`` every request received."""
 
     def __init__(self, port: int = 0, fail_every: int = 0, die_after: int | None = None, status: int = 500) -> None:
-        self.fail_every, self.die_after, self.status = fail_every, die_after, status
-        self.items: Counter[str] = Counter()
-        self.requests = 0
-        self.lock = threading.Lock()
-        srv = self
+        self.answers = PromptAnswers(lambda text, labels: answer(text))
+        self.die_after = die_after
+        super().__init__(Responder(self._respond), port=port, keep_alive=die_after is None)
+        if fail_every:
+            self.rule = lambda req: Fault("status", status) if (req.index + 1) % fail_every == 0 else None
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-                with srv.lock:
-                    srv.requests += 1
-                    n = srv.requests
-                if srv.fail_every and n % srv.fail_every == 0:
-                    return self._send(srv.status, {"error": {"message": "injected"}})
-                body = json.loads(raw)
-                user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-                items = [(int(m.group(1)), m.group(2)) for m in _ITEM.finditer(user[user.find("Texts to classify:") :])]
-                content = json.dumps({"items": [{"id": i, "label": answer(t)} for i, t in items]})
-                with srv.lock:
-                    srv.items.update(t for _, t in items)
-                usage = {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
-                choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                self._send(200, {"id": f"c{n}", "object": "chat.completion", "created": 0, "model": "m",
-                                 "choices": [choice], "usage": usage})  # fmt: skip
-                if srv.die_after is not None and n >= srv.die_after:
-                    threading.Thread(target=srv.stop, daemon=True).start()
-
-            def _send(self, status: int, obj: dict[str, Any]) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                if srv.die_after is not None:
-                    self.send_header("connection", "close")  # so a stopped server refuses the next request
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        self._stopped = False
+    def _respond(self, body: dict[str, Any]) -> dict[str, Any]:
+        out = self.answers(body)
+        if self.die_after is not None and self.answers.requests >= self.die_after:
+            threading.Thread(target=self.stop, daemon=True).start()
+        return out
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    def items(self) -> Counter[str]:
+        return self.answers.texts
 
-    def stop(self) -> None:
-        with self.lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    @property
+    def requests(self) -> int:
+        return self.received
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Label confidence from chat providers' token logprobs (promptclf.label.confidence) and where it ends up.
 
 Unit checks of the alignment on hand-written token lists; then the engine end to end against
-real servers: the simulated teacher (bench/sim_teacher.py), whose answers carry a known
+real servers: the simulated teacher (promptclf.testing.sim_teacher), whose answers carry a known
 distribution per text, so every row's ``pred_prob`` has an exact expected value, behind the
 fault proxy (reordered answers, re-asks, the cache, a server that rejects logprobs); and
 llama.cpp, to show its server returns logprobs in json_object mode and that they survive a
@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultproxy import Fault, FaultProxy
 
 from promptclf.label.confidence import compact_logprobs, item_confidence
 from promptclf.label.labeler import Labeler
@@ -26,10 +24,9 @@ from promptclf.label.options import LabelOptions
 from promptclf.labels import LabelSet
 from promptclf.providers.base import normalize_logprobs
 from promptclf.store import Store
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from sim_teacher import SimTeacher  # noqa: E402
+from promptclf.testing.fake_server import FakeServer, Upstream
+from promptclf.testing.faults import Fault
+from promptclf.testing.sim_teacher import SimTeacher  # noqa: E402
 
 LABELS = LabelSet.from_names(["business", "politics", "sport", "sports", "tech"])
 
@@ -152,11 +149,11 @@ def teacher(news: pd.DataFrame):
 
 @pytest.fixture()
 def proxy(teacher: SimTeacher):
-    with FaultProxy(teacher.base_url.removesuffix("/v1")) as p:
+    with FakeServer(Upstream(teacher.base_url.removesuffix("/v1"))) as p:
         yield p
 
 
-def _label(proxy: FaultProxy, df: pd.DataFrame, store: Path, **kw: object) -> tuple[pd.DataFrame, Labeler]:
+def _label(proxy: FakeServer, df: pd.DataFrame, store: Path, **kw: object) -> tuple[pd.DataFrame, Labeler]:
     opts = LabelOptions(
         provider="openai", base_url=proxy.base_url, model="simulated-teacher", batch_size=6, store=str(store), **kw
     )
@@ -183,7 +180,7 @@ def _assert_oracle(out: pd.DataFrame, teacher: SimTeacher, without: set[int] = f
         assert probs == pytest.approx({k: a.probs[k] / total for k in top}, abs=2e-6)
 
 
-def test_reordered_answers_keep_each_rows_probability(proxy: FaultProxy, teacher: SimTeacher, news, tmp_path):
+def test_reordered_answers_keep_each_rows_probability(proxy: FakeServer, teacher: SimTeacher, news, tmp_path):
     proxy.rule = lambda req: Fault("reorder")
     out, _ = _label(proxy, news, tmp_path / "s.sqlite")
     recs = proxy.chat_records()
@@ -194,7 +191,7 @@ def test_reordered_answers_keep_each_rows_probability(proxy: FaultProxy, teacher
     assert out["pred_prob"].nunique() > 10  # distinct values, so a mix-up would show
 
 
-def test_reasked_items_get_the_reasks_probability(proxy: FaultProxy, teacher: SimTeacher, news, tmp_path):
+def test_reasked_items_get_the_reasks_probability(proxy: FakeServer, teacher: SimTeacher, news, tmp_path):
     proxy.enqueue(Fault("drop_items", ids=(2, 5)), Fault("off_label", ids=(1,)))
     out, labeler = _label(proxy, news, tmp_path / "s.sqlite", concurrency=1)
     assert labeler.stats.reasks == 3
@@ -204,7 +201,7 @@ def test_reasked_items_get_the_reasks_probability(proxy: FaultProxy, teacher: Si
     _assert_oracle(out, teacher, without={0, 2, 3, 5, 7, 8, 9, 10, 11})
 
 
-def test_cached_answers_give_the_same_probabilities(proxy: FaultProxy, teacher: SimTeacher, news, tmp_path):
+def test_cached_answers_give_the_same_probabilities(proxy: FakeServer, teacher: SimTeacher, news, tmp_path):
     store = tmp_path / "s.sqlite"
     first, _ = _label(proxy, news, store)
     sent = len(proxy.chat_records())
@@ -214,7 +211,7 @@ def test_cached_answers_give_the_same_probabilities(proxy: FaultProxy, teacher: 
     _assert_oracle(again, teacher)
 
 
-def test_a_server_that_rejects_logprobs_still_labels(proxy: FaultProxy, teacher: SimTeacher, news, tmp_path, caplog):
+def test_a_server_that_rejects_logprobs_still_labels(proxy: FakeServer, teacher: SimTeacher, news, tmp_path, caplog):
     def reject(req):
         if (req.body or {}).get("logprobs"):
             return Fault("status", status=400, body={"error": {"message": "logprobs are not supported", "type": "x"}})
@@ -231,7 +228,7 @@ def test_a_server_that_rejects_logprobs_still_labels(proxy: FaultProxy, teacher:
     assert len(said) == 1 and said[0].levelname == "WARNING"
 
 
-def test_top_logprobs_zero_asks_for_none(proxy: FaultProxy, news, tmp_path):
+def test_top_logprobs_zero_asks_for_none(proxy: FakeServer, news, tmp_path):
     out, _ = _label(proxy, news.head(6), tmp_path / "s.sqlite", top_logprobs=0)
     assert not any("logprobs" in (r.body or {}) for r in proxy.chat_records())
     assert out["pred_prob"].isna().all() and set(out["pred_probs"]) == {""}
@@ -242,7 +239,7 @@ def test_top_logprobs_zero_asks_for_none(proxy: FaultProxy, news, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault_proxy: FaultProxy, tmp_path):
+def test_llama_cpp_logprobs_in_json_object_mode_survive_a_reordered_answer(fault_proxy: FakeServer, tmp_path):
     """llama.cpp returns token logprobs with json_object mode; with every answer reversed by the
     proxy, each row gets the probability its own item had in the server's original answer."""
     from promptclf.label.schema import parse_response

@@ -1,6 +1,6 @@
 """Failures a hosted API really produces, injected by a proxy in front of a real llama.cpp server.
 
-Every test runs the labeling engine (ChatOpenAI → FaultProxy → llama.cpp on SmolLM2) and
+Every test runs the labeling engine (ChatOpenAI → FakeServer → llama.cpp on SmolLM2) and
 checks the promises of docs/ARCHITECTURE.md: no row is lost, every row ends with a status
 and, when it is not ``ok``, a reason; transport failures are retried (Retry-After honoured,
 a bad key never); broken answers are re-asked for exactly the items they broke.
@@ -16,13 +16,14 @@ import json
 import httpx
 import pandas as pd
 import pytest
-from faultproxy import Fault, FaultProxy, edit_content
 
 from promptclf.data.tables import BBC_TOPICS
 from promptclf.errors import AuthenticationError
 from promptclf.label.labeler import Labeler
 from promptclf.label.options import LabelOptions
 from promptclf.labels import parse_labels
+from promptclf.testing.fake_server import FakeServer, Upstream
+from promptclf.testing.faults import Fault, edit_content
 
 pytestmark = pytest.mark.server
 
@@ -38,7 +39,7 @@ def texts() -> list[str]:
     return [t[:140] for t in bbc_sample(6, seed=3)["text"]]
 
 
-def _options(proxy: FaultProxy, tmp_path, **kw: object) -> LabelOptions:
+def _options(proxy: FakeServer, tmp_path, **kw: object) -> LabelOptions:
     base: dict[str, object] = {
         "provider": "openai",
         "model": "smollm2",
@@ -58,7 +59,7 @@ def _options(proxy: FaultProxy, tmp_path, **kw: object) -> LabelOptions:
     return LabelOptions(**base)  # type: ignore[arg-type]
 
 
-def _label(proxy: FaultProxy, tmp_path, texts: list[str], **kw: object) -> tuple[pd.DataFrame, Labeler]:
+def _label(proxy: FakeServer, tmp_path, texts: list[str], **kw: object) -> tuple[pd.DataFrame, Labeler]:
     labeler = Labeler(_options(proxy, tmp_path, **kw), progress=False)
     out = labeler.label(pd.DataFrame({"text": texts})).frame
     return out, labeler
@@ -110,7 +111,7 @@ def test_edit_content_breaks_exactly_the_named_items():
     assert edit_content("not json", Fault("drop_items")) is None
 
 
-def test_proxy_forwards_counts_and_injects(fault_proxy: FaultProxy):
+def test_proxy_forwards_counts_and_injects(fault_proxy: FakeServer):
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Say hi."}],
@@ -139,7 +140,7 @@ def test_proxy_forwards_counts_and_injects(fault_proxy: FaultProxy):
 # --- transport failures: retried, nothing lost ----------------------------------------------
 
 
-def test_429_waits_for_retry_after(fault_proxy: FaultProxy, tmp_path, texts):
+def test_429_waits_for_retry_after(fault_proxy: FakeServer, tmp_path, texts):
     fault_proxy.enqueue(Fault("status", status=429, retry_after=2))
     out, labeler = _label(fault_proxy, tmp_path, texts[:3], max_reasks=0, retry_max_wait_s=10)
     _check_complete(out, texts[:3])
@@ -151,7 +152,7 @@ def test_429_waits_for_retry_after(fault_proxy: FaultProxy, tmp_path, texts):
     assert labeler.stats.transport_retries == 1
 
 
-def test_5xx_timeouts_and_dropped_connections_are_retried(fault_proxy: FaultProxy, tmp_path, texts):
+def test_5xx_timeouts_and_dropped_connections_are_retried(fault_proxy: FakeServer, tmp_path, texts):
     fault_proxy.enqueue(
         Fault("status", status=500),
         Fault("status", status=502),
@@ -172,7 +173,7 @@ def test_5xx_timeouts_and_dropped_connections_are_retried(fault_proxy: FaultProx
     assert recs[4].status == 200 and labeler.stats.transport_retries == 4
 
 
-def test_persistent_500_marks_rows_error_with_reason(fault_proxy: FaultProxy, tmp_path, texts):
+def test_persistent_500_marks_rows_error_with_reason(fault_proxy: FakeServer, tmp_path, texts):
     fault_proxy.rule = lambda req: Fault("status", status=500)
     # The circuit breaker (tests/test_breaker.py) would stop this run; set high, the rows end as errors.
     out, labeler = _label(fault_proxy, tmp_path, texts, max_retries=2, concurrency=2, breaker_failures=1000)
@@ -185,7 +186,7 @@ def test_persistent_500_marks_rows_error_with_reason(fault_proxy: FaultProxy, tm
 
 
 def test_bad_key_fails_at_once_naming_the_env_var(llama_server, tmp_path, texts):
-    with FaultProxy(llama_server.root, require_key="sk-the-right-key") as proxy:
+    with FakeServer(Upstream(llama_server.root), require_key="sk-the-right-key") as proxy:
         with pytest.raises(AuthenticationError, match="OPENAI_API_KEY") as err:
             _label(proxy, tmp_path, texts, max_retries=5)
         assert len(proxy.chat_records()) == 1  # concurrency 1: the first 401 stops the run, no retry
@@ -197,7 +198,7 @@ def test_bad_key_fails_at_once_naming_the_env_var(llama_server, tmp_path, texts)
 # --- broken answers: the broken items are re-asked, nothing lost ----------------------------
 
 
-def _on_first_request(proxy: FaultProxy, fault: Fault) -> None:
+def _on_first_request(proxy: FakeServer, fault: Fault) -> None:
     """Break the answer to the first request every time it is sent (a transport retry of it too)."""
     first: list[str] = []
 
@@ -209,7 +210,7 @@ def _on_first_request(proxy: FaultProxy, fault: Fault) -> None:
     proxy.rule = rule
 
 
-def _rows_asked_after(proxy: FaultProxy, first: int, texts: list[str]) -> set[int]:
+def _rows_asked_after(proxy: FakeServer, first: int, texts: list[str]) -> set[int]:
     """Input rows whose text appears in a later chat request (re-asks; resends of the first ones excluded)."""
     recs = proxy.chat_records()
     seen = {r.body_hash for r in recs[:first]}
@@ -217,7 +218,7 @@ def _rows_asked_after(proxy: FaultProxy, first: int, texts: list[str]) -> set[in
     return {i for i, t in enumerate(texts) if any(t in body for body in later)}
 
 
-def test_truncated_json_keeps_whole_items_and_reasks_the_rest(fault_proxy: FaultProxy, tmp_path, texts):
+def test_truncated_json_keeps_whole_items_and_reasks_the_rest(fault_proxy: FakeServer, tmp_path, texts):
     _on_first_request(fault_proxy, Fault("truncate"))
     out, labeler = _label(fault_proxy, tmp_path, texts[:3])
     _check_complete(out, texts[:3])
@@ -236,7 +237,7 @@ def test_truncated_json_keeps_whole_items_and_reasks_the_rest(fault_proxy: Fault
     ],
     ids=["missing", "out-of-range-id", "conflicting-duplicate"],
 )
-def test_broken_item_is_reasked(fault_proxy: FaultProxy, tmp_path, texts, fault: Fault):
+def test_broken_item_is_reasked(fault_proxy: FakeServer, tmp_path, texts, fault: Fault):
     _on_first_request(fault_proxy, fault)
     out, _ = _label(fault_proxy, tmp_path, texts[:3])
     _check_complete(out, texts[:3])
@@ -244,7 +245,7 @@ def test_broken_item_is_reasked(fault_proxy: FaultProxy, tmp_path, texts, fault:
     assert 1 in _rows_asked_after(fault_proxy, 1, texts[:3])  # row 1 was item id 2 of the first batch
 
 
-def test_exact_duplicate_is_not_a_problem(fault_proxy: FaultProxy, tmp_path, texts):
+def test_exact_duplicate_is_not_a_problem(fault_proxy: FakeServer, tmp_path, texts):
     # one response whose item 2 is "business" twice: accepted once, not re-asked
     _on_first_request(fault_proxy, Fault("dup_items", ids=(2,), labels=("business", "business")))
     out, _ = _label(fault_proxy, tmp_path, texts[:3], max_reasks=1)
@@ -253,7 +254,7 @@ def test_exact_duplicate_is_not_a_problem(fault_proxy: FaultProxy, tmp_path, tex
     assert 1 not in _rows_asked_after(fault_proxy, 1, texts[:3])
 
 
-def test_off_list_label_is_reasked_with_feedback_then_invalid(fault_proxy: FaultProxy, tmp_path, texts):
+def test_off_list_label_is_reasked_with_feedback_then_invalid(fault_proxy: FakeServer, tmp_path, texts):
     # Every request answers item 1 with an off-list label, re-asks included.
     fault_proxy.rule = lambda req: Fault("off_label", ids=(1,), label="weather")
     out, _ = _label(fault_proxy, tmp_path, texts[:3], max_reasks=1)
@@ -264,7 +265,7 @@ def test_off_list_label_is_reasked_with_feedback_then_invalid(fault_proxy: Fault
     assert any(texts[0] in t and "'weather'" in t for t in reasks), "the re-ask should quote the bad answer"
 
 
-def test_off_list_label_once_is_recovered(fault_proxy: FaultProxy, tmp_path, texts):
+def test_off_list_label_once_is_recovered(fault_proxy: FakeServer, tmp_path, texts):
     _on_first_request(fault_proxy, Fault("off_label", ids=(1,), label="weather"))
     out, _ = _label(fault_proxy, tmp_path, texts[:3], max_reasks=1)
     _check_complete(out, texts[:3])
@@ -274,7 +275,7 @@ def test_off_list_label_once_is_recovered(fault_proxy: FaultProxy, tmp_path, tex
     assert 0 in _rows_asked_after(fault_proxy, 1, texts[:3])
 
 
-def test_answer_cut_at_max_tokens_is_salvaged_or_reasked(fault_proxy: FaultProxy, tmp_path, texts):
+def test_answer_cut_at_max_tokens_is_salvaged_or_reasked(fault_proxy: FakeServer, tmp_path, texts):
     """A real length-limited completion (finish_reason=length; the SDK raises on it) is not a
     failed request: its complete items are kept, the rest re-asked, then marked empty."""
     out, labeler = _label(fault_proxy, tmp_path, texts, max_tokens=16, max_reasks=1)

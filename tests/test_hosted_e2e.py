@@ -2,7 +2,7 @@
 
 The CLI runs as a subprocess, exactly as a user runs it: ``--provider openai --base-url``
 (LangChain ChatOpenAI) and ``--provider together`` with ``TOGETHER_API_BASE`` (ChatTogether),
-both talking to llama.cpp serving SmolLM2 through a pass-through :class:`FaultProxy` that
+both talking to llama.cpp serving SmolLM2 through a pass-through :class:`FakeServer` that
 shows what went over the wire. The API key must reach the server and nothing else.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultproxy import FaultProxy
 
 from promptclf.data.tables import BBC_TOPICS
+from promptclf.testing.fake_server import FakeServer, Upstream
 
 pytestmark = pytest.mark.server
 
@@ -80,7 +80,7 @@ def test_label_cli_through_hosted_provider(provider: str, llama_server, news_csv
     out_file = tmp_path / "labeled.csv"
     # require_key: the proxy answers 401 unless the key arrives as the bearer token, so every 200
     # below proves the key was sent, and its absence from the files below means something.
-    with FaultProxy(llama_server.root, require_key=key) as proxy:
+    with FakeServer(Upstream(llama_server.root), require_key=key) as proxy:
         env = {
             k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "OPENAI_BASE_URL")
         }

@@ -1,6 +1,6 @@
 """Interrupt ``promptclf label`` for real (SIGINT, SIGKILL) and resume it with the same command.
 
-The CLI runs as a subprocess against llama.cpp through a :class:`FaultProxy` that adds latency
+The CLI runs as a subprocess against llama.cpp through a :class:`FakeServer` that adds latency
 so the run is slow enough to interrupt midway (after the proxy has answered some requests).
 Rerunning the same command must give exactly the output of an uninterrupted run (temperature 0,
 finished responses served from the SQLite store), and no request body may be answered twice
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultproxy import FaultProxy
 
 from promptclf.data.tables import BBC_TOPICS
+from promptclf.testing.fake_server import FakeServer, Upstream
 
 pytestmark = pytest.mark.server
 
@@ -42,14 +42,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def proxy(llama_server) -> Iterator[FaultProxy]:
+def proxy(llama_server) -> Iterator[FakeServer]:
     # One proxy (one base URL) for the baseline and the resumed runs: the base URL is part of
     # each request's cache key, so the outputs, request ids included, must match exactly.
-    with FaultProxy(llama_server.root) as p:
+    with FakeServer(Upstream(llama_server.root)) as p:
         yield p
 
 
-def _cmd(workdir: Path, proxy: FaultProxy, out: Path) -> list[str]:
+def _cmd(workdir: Path, proxy: FakeServer, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "promptclf", "label", str(workdir / "news.csv"), "-o", str(out),
         "--provider", "openai", "--base-url", proxy.base_url, "--model", "smollm2", "--labels", TOPICS,
@@ -63,7 +63,7 @@ def _env(store: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def baseline(workdir: Path, proxy: FaultProxy) -> pd.DataFrame:
+def baseline(workdir: Path, proxy: FakeServer) -> pd.DataFrame:
     """An uninterrupted run with its own store."""
     out = workdir / "baseline.csv"
     res = subprocess.run(
@@ -80,7 +80,7 @@ def _default_sigint() -> None:
 
 
 def _interrupt_and_resume(
-    workdir: Path, proxy: FaultProxy, sig: signal.Signals, name: str
+    workdir: Path, proxy: FakeServer, sig: signal.Signals, name: str
 ) -> tuple[int, str, Path, pd.DataFrame | None]:
     store = workdir / f"{name}.sqlite"
     out = workdir / f"{name}.csv"
@@ -120,7 +120,7 @@ def _interrupt_and_resume(
     return first_rc, err, out, partial
 
 
-def test_sigint_then_rerun_matches_uninterrupted(workdir: Path, proxy: FaultProxy, baseline: pd.DataFrame):
+def test_sigint_then_rerun_matches_uninterrupted(workdir: Path, proxy: FakeServer, baseline: pd.DataFrame):
     rc, err, out, partial = _interrupt_and_resume(workdir, proxy, signal.SIGINT, "sigint")
     assert rc == 130, err[-2000:]
     assert "rerun the same command to resume" in err
@@ -132,7 +132,7 @@ def test_sigint_then_rerun_matches_uninterrupted(workdir: Path, proxy: FaultProx
     pd.testing.assert_frame_equal(resumed[COMPARE], baseline[COMPARE])
 
 
-def test_sigkill_then_rerun_matches_uninterrupted(workdir: Path, proxy: FaultProxy, baseline: pd.DataFrame):
+def test_sigkill_then_rerun_matches_uninterrupted(workdir: Path, proxy: FakeServer, baseline: pd.DataFrame):
     rc, _, out, _ = _interrupt_and_resume(workdir, proxy, signal.SIGKILL, "sigkill")
     assert rc == -signal.SIGKILL
     resumed = pd.read_csv(out, dtype=str, keep_default_na=False)

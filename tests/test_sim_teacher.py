@@ -1,4 +1,4 @@
-"""The simulated teacher (bench/sim_teacher.py): a real HTTP server answering batched prompts from gold labels.
+"""The simulated teacher (promptclf.testing.sim_teacher): a real HTTP server answering batched prompts from gold labels.
 
 Checked: the accuracy it realises over HTTP on prompts rendered by promptclf (clipped texts
 included), where its errors go (the most similar class, near class boundaries), that its
@@ -23,11 +23,7 @@ from promptclf.label.confidence import item_confidence
 from promptclf.label.prompts import Item, PromptBuilder
 from promptclf.label.schema import parse_response, response_schema
 from promptclf.labels import LabelSet
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-from sim_teacher import SimTeacher  # noqa: E402
+from promptclf.testing.sim_teacher import SimTeacher, norm
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,6 @@ def test_realised_accuracy_is_the_set_one(teacher, table, asked):
 def test_errors_go_to_the_most_similar_class_near_the_boundary(teacher, table):
     texts, gold, emb = table
     answers = teacher.answers()
-    from sim_teacher import norm
 
     cents = np.stack([emb[[g == lab for g in gold]].mean(0) for lab in teacher.labels])
     wrong_nearest, n_wrong = 0, 0
@@ -121,7 +116,6 @@ def test_errors_go_to_the_most_similar_class_near_the_boundary(teacher, table):
 
 def test_logprobs_are_less_confident_on_errors(teacher, table, asked):
     texts, gold, _ = table
-    from sim_teacher import norm
 
     right = [p for i, (lab, p) in asked.items() if lab == gold[i]]
     wrong = [p for i, (lab, p) in asked.items() if lab != gold[i]]
@@ -159,7 +153,7 @@ def test_answers_do_not_depend_on_the_batch_or_the_process(teacher, table):
 
 @pytest.mark.slow
 def test_label_cli_against_the_sim_teacher_cli(tmp_path: Path):
-    """``promptclf label --base-url`` against ``python bench/sim_teacher.py``, both as subprocesses."""
+    """``promptclf label --base-url`` against ``python -m promptclf.testing.sim_teacher``, both as subprocesses."""
     from promptclf.data.tables import bbc_sample
 
     df = bbc_sample(24, seed=11)[["id", "text", "label"]]
@@ -168,7 +162,7 @@ def test_label_cli_against_the_sim_teacher_cli(tmp_path: Path):
     df.to_csv(gold_csv, index=False)
     env = {**os.environ, "OPENAI_API_KEY": "sk-sim", "PROMPTCLF_STORE": str(tmp_path / "store.sqlite")}
     server = subprocess.Popen(
-        [sys.executable, str(BENCH / "sim_teacher.py"), "--gold", str(gold_csv), "--port", "0"],
+        [sys.executable, "-m", "promptclf.testing.sim_teacher", "--gold", str(gold_csv), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

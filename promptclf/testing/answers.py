@@ -3,7 +3,8 @@
 The batch prompt (``prompts/batch.j2``) lists the labels as ``- name[: description]`` under
 "Classify each text below into one of these labels:" and the items as ``[n] text`` under
 "Texts to classify:". :func:`parse_prompt` reads both back; an *answerer* maps one item's text
-and the label names to a label.
+and the label names to a label; :class:`PromptAnswers` turns one into the chat completion the
+fake server sends back.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
+import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import Any
 
 Answerer = Callable[[str, list[str]], str]
 
@@ -72,3 +77,61 @@ def noisy_answer(truth: Mapping[str, str], accuracy: float, seed: int = 0) -> An
 def answer_json(items: list[tuple[int, str]], labels: list[str], answer: Answerer) -> str:
     """The response the engine asks for: ``{"items": [{"id": n, "label": ...}]}``."""
     return json.dumps({"items": [{"id": i, "label": answer(text, labels)} for i, text in items]})
+
+
+def gold_answer(gold: Mapping[str, str], default: str = "unknown") -> Answerer:
+    """A perfect annotator: the gold label of the known text an item starts like (its first line's
+    first 30 characters, whitespace normalised, since the prompt shows the first line of an item)."""
+    known = [(" ".join(t.split()), lab) for t, lab in gold.items()]
+    index = {t[:30]: lab for t, lab in known}
+
+    def answer(text: str, labels: list[str]) -> str:
+        head = " ".join(text.split())[:30]
+        if head in index:
+            return index[head]
+        return next((lab for t, lab in known if t.startswith(head)), default)
+
+    return answer
+
+
+class PromptAnswers:
+    """A chat-completion responder for the fake server: reads each request's batch prompt back and
+    labels its items with ``answer``; usage counts ~4 characters a token. ``items`` and
+    ``requests`` count what it answered (a benchmark's progress), ``texts`` each item text."""
+
+    def __init__(self, answer: Answerer = hash_answer, model: str = "fake-model") -> None:
+        self.answer = answer
+        self.model = model
+        self.items = 0
+        self.requests = 0
+        self.texts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body.get("messages") or []
+        user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+        labels, items = parse_prompt(user)
+        content = json.dumps(
+            {"items": [{"id": i, "label": self.answer(t, labels)} for i, t in items]}, separators=(",", ":")
+        )
+        prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4
+        with self._lock:
+            self.items += len(items)
+            self.requests += 1
+            self.texts.update(t for _, t in items)
+            n = self.requests
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        finish = "stop"
+        if body.get("tools"):  # the tools mode: the answer as the arguments of a call
+            name = body["tools"][0].get("function", {}).get("name", "record_labels")
+            call = {"id": "call_0", "type": "function", "function": {"name": name, "arguments": content}}
+            message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        return {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(content) // 4,
+                      "total_tokens": prompt + len(content) // 4},
+        }  # fmt: skip

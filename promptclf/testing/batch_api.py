@@ -1,40 +1,36 @@
-"""A local provider batch API (files + batches endpoints) whose lines a real model answers.
+"""The provider batch API (files + batches) as a fake-server backend whose lines another backend answers.
 
-:class:`BatchServer` implements what ``promptclf label --batch-api`` talks to, in OpenAI's
-dialect or Together's (``dialect="together"``: ``/files/upload``, ``purpose=batch-api``, the
-created batch wrapped in ``job``, statuses in capitals, ``progress`` instead of
-``request_counts``):
+:class:`BatchAPI` implements what ``promptclf label --batch-api`` talks to, in OpenAI's dialect or
+Together's (``dialect="together"``: ``/files/upload``, ``purpose=batch-api``, the created batch
+wrapped in ``job``, statuses in capitals, ``progress`` instead of ``request_counts``):
 
 * ``POST /v1/files`` (``/v1/files/upload``), ``GET /v1/files/{id}/content``;
 * ``POST /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/batches``;
-* ``POST /v1/chat/completions`` and ``GET /v1/models``, forwarded to the upstream server
-  (the synchronous path for re-asks and leftovers).
+* ``POST /v1/chat/completions`` and ``GET /v1/models``, passed to the inner backend (the
+  synchronous path for re-asks and leftovers).
 
-Each batch runs in a worker thread that sends every line's body, unchanged, to the upstream
-server (llama.cpp on SmolLM2, ``tests/servers.py``) and writes the answers to an output file,
-the way a provider does. Faults, set on ``server.faults`` before a batch is created:
+Each batch runs in a worker thread that sends every line's body, unchanged, to the inner backend
+(a real model behind :class:`~promptclf.testing.fake_server.Upstream`, or an in-process
+:class:`~promptclf.testing.fake_server.Responder`) and writes the answers to an output file, the
+way a provider does. Faults, set on ``api.faults`` before a batch is created:
 
 * ``fail``: the batch fails validation (``status=failed`` with an error list, no output);
 * ``expire_after=N``: the batch expires after answering N lines; the rest are written to the
   error file with code ``batch_expired`` (OpenAI's behaviour);
-* ``line_errors={i, ...}``: those lines (0-based, input order) come back as HTTP 500 errors
-  in the error file;
+* ``line_errors={i, ...}``: those lines (0-based, input order) come back as HTTP 500 errors;
 * ``shuffle``: output lines are written in another order than the input's;
 * ``hold``: an Event the worker waits for before answering anything (the batch stays
   ``in_progress``): a test kills the client while it polls, then releases the batch;
-* ``report_cached=N``: every answer (batch line or synchronous) reports
-  ``usage.prompt_tokens_details.cached_tokens = min(N, prompt_tokens)``, as a provider with a
-  prompt cache does (llama.cpp reports none), so a test can check how it is read and priced.
+* ``report_cached=N``: every answer reports ``usage.prompt_tokens_details.cached_tokens =
+  min(N, prompt_tokens)``, as a provider with a prompt cache does.
 
-Everything is recorded (``uploads``, ``creates``, ``retrieves``, ``chat_posts``, ``answered``:
-the sha256 of the messages of every request sent upstream) so a test can assert nothing was sent twice.
-Standard library only, like ``tests/faultproxy.py``.
+Everything is recorded (``uploads``, ``creates``, ``retrieves``, ``chat_posts``, ``answered``: the
+sha256 of the messages of every request answered) so a test can assert nothing was sent twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import random
 import re
@@ -44,9 +40,11 @@ import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from .answers import PromptAnswers, gold_answer
+from .fake_server import Backend, FakeServer, Reply, Responder, Upstream
 
 
 @dataclass
@@ -66,54 +64,11 @@ class _Batch:
     faults: Faults
 
 
-_ITEM = re.compile(r"^\[(\d+)\] (.+)$", re.M)
+class BatchAPI:
+    """The batch endpoints in front of ``inner`` (see the module docstring)."""
 
-
-class Oracle:
-    """A deterministic answerer for when a real model is too slow for a test (2 loaded cores).
-
-    It answers a batched prompt the way a perfect annotator would: each numbered item
-    ``[k] text`` gets the gold label of the known text its first line starts (30 characters,
-    whitespace normalised), in the response shape the prompt asks for; usage counts ~4 characters a
-    token. The real-model path (``upstream_root``) is the default and the one the happy-path
-    test uses.
-    """
-
-    def __init__(self, gold: dict[str, str]) -> None:
-        self.gold = [(" ".join(t.split()), lab) for t, lab in gold.items()]
-        self.index = {t[:30]: lab for t, lab in self.gold}
-
-    def label(self, first_line: str) -> str:
-        head = " ".join(first_line.split())[:30]
-        if head in self.index:
-            return self.index[head]
-        return next((lab for t, lab in self.gold if t.startswith(head)), "unknown")  # a first line under 30 chars
-
-    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
-        user = body["messages"][-1]["content"]
-        items = [{"id": int(k), "label": self.label(text)} for k, text in _ITEM.findall(user)]
-        content = json.dumps({"items": items})
-        prompt = sum(len(m["content"]) for m in body["messages"]) // 4
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": len(content) // 4, "total_tokens": prompt + len(content) // 4},
-        }  # fmt: skip
-
-
-class BatchServer:
-    """The batch API on 127.0.0.1, as a context manager; ``base_url`` ends in ``/v1``.
-
-    Lines are answered by the real server at ``upstream_root`` or, when it is None, by
-    ``oracle`` (:class:`Oracle`)."""
-
-    def __init__(
-        self, upstream_root: str | None, dialect: str = "openai", seed: int = 0, oracle: Oracle | None = None
-    ) -> None:
-        if upstream_root is None and oracle is None:
-            raise ValueError("give an upstream server or an oracle")
-        self.upstream = urlsplit(upstream_root) if upstream_root else None
-        self.oracle = oracle
+    def __init__(self, inner: Backend, dialect: str = "openai", seed: int = 0) -> None:
+        self.inner = inner
         self.dialect = dialect
         self.faults = Faults()
         self.rng = random.Random(seed)
@@ -125,62 +80,27 @@ class BatchServer:
         self.retrieves: list[str] = []
         self.chat_posts = 0
         self.answered: list[str] = []
-        self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
-
-    # -- lifecycle --------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> BatchServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server._route(self, "GET")
-
-            def do_POST(self) -> None:
-                server._route(self, "POST")
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.faults.hold is not None:
-            self.faults.hold.set()
-        assert self._httpd is not None
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def wait_idle(self, timeout: float = 600.0) -> None:
         """Wait for every batch worker to finish (a test's last step before it checks records)."""
         for t in list(self._threads):
             t.join(timeout)
 
-    # -- upstream ---------------------------------------------------------------------------
-    def _upstream(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
-        if self.upstream is None:
-            assert self.oracle is not None
-            if method == "GET":
-                return 200, json.dumps({"object": "list", "data": [{"id": "oracle", "object": "model"}]}).encode()
-            return 200, json.dumps(self.oracle(json.loads(body or b"{}"))).encode()
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=600)
+    def close(self) -> None:
+        """Release held batches, so their workers end with the server."""
+        if self.faults.hold is not None:
+            self.faults.hold.set()
+        self.inner.close()
+
+    def handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
         try:
-            headers = {"Content-Type": "application/json"} if body is not None else {}
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+            code, payload = self._handle(method, urlsplit(path).path, headers.get("content-type", ""), raw)
+        except Exception as exc:  # a bug here must show up in the test, not hang it
+            code, payload = 500, {"error": {"message": f"{type(exc).__name__}: {exc}"}}
+        if isinstance(payload, bytes):
+            return code, [("Content-Type", "application/octet-stream")], payload
+        return code, [("Content-Type", "application/json")], json.dumps(payload).encode()
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         raw = json.dumps(body).encode()
@@ -189,7 +109,7 @@ class BatchServer:
         ident = json.dumps(body.get("messages"), sort_keys=True).encode()
         with self.lock:
             self.answered.append(hashlib.sha256(ident).hexdigest())
-        status, out = self._upstream("POST", "/v1/chat/completions", raw)
+        status, _, out = self.inner.handle("POST", "/v1/chat/completions", {"content-type": "application/json"}, raw)
         resp = json.loads(out)
         usage = resp.get("usage") if isinstance(resp, dict) else None
         if self.faults.report_cached and isinstance(usage, dict):
@@ -241,7 +161,8 @@ class BatchServer:
             obj["status"] = "in_progress"
         if f.hold is not None:
             f.hold.wait()
-        out, err = [], []
+        out: list[dict[str, Any]] = []
+        err: list[dict[str, Any]] = []
         for i, line in enumerate(b.lines):
             cid = line["custom_id"]
             if f.expire_after is not None and i >= f.expire_after:
@@ -274,22 +195,6 @@ class BatchServer:
                 obj["error_file_id"] = self._new_file(enc(err), "batch_output", "errors.jsonl")["id"]
             obj["status"] = "expired" if f.expire_after is not None and f.expire_after < len(b.lines) else "completed"
 
-    # -- routing ----------------------------------------------------------------------------
-    def _route(self, h: BaseHTTPRequestHandler, method: str) -> None:
-        path = urlsplit(h.path).path
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
-        try:
-            code, payload = self._handle(method, path, h.headers.get("Content-Type", ""), body)
-        except Exception as exc:  # a bug here must show up in the test, not hang it
-            code, payload = 500, {"error": {"message": f"{type(exc).__name__}: {exc}"}}
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        h.send_response(code)
-        h.send_header("Content-Type", "application/octet-stream" if isinstance(payload, bytes) else "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
     def _handle(self, method: str, path: str, ctype: str, body: bytes) -> tuple[int, Any]:
         upload = "/v1/files/upload" if self.dialect == "together" else "/v1/files"
         if method == "POST" and path == upload:
@@ -297,7 +202,8 @@ class BatchServer:
             fields: dict[str, bytes] = {}
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")
-                fields[str(name)] = part.get_payload(decode=True) or b""
+                payload = part.get_payload(decode=True)
+                fields[str(name)] = payload if isinstance(payload, bytes) else b""
             want = "batch-api" if self.dialect == "together" else "batch"
             if fields.get("purpose", b"").decode() != want or "file" not in fields:
                 return 400, {"error": {"message": f"purpose must be {want!r} and a file is required"}}
@@ -348,6 +254,30 @@ class BatchServer:
             status, out = self._answer(json.loads(body))
             return status, out
         if method == "GET" and path == "/v1/models":
-            status, raw = self._upstream("GET", "/v1/models", None)
+            status, _, raw = self.inner.handle("GET", "/v1/models", {}, b"")
             return status, json.loads(raw)
         return 404, {"error": {"message": f"no route {method} {path}"}}
+
+
+class BatchServer(FakeServer):
+    """A fake server whose backend is a :class:`BatchAPI`: its lines answered by the real server at
+    ``upstream_root`` or, without one, by a perfect annotator of ``gold`` (in process, for when a
+    real model is too slow). The API's faults and records are read and set through ``api``."""
+
+    def __init__(
+        self,
+        upstream_root: str | None = None,
+        *,
+        gold: dict[str, str] | None = None,
+        dialect: str = "openai",
+        seed: int = 0,
+    ) -> None:
+        if upstream_root is None and gold is None:
+            raise ValueError("give an upstream server or the gold labels")
+        inner: Backend = (
+            Upstream(upstream_root, timeout_s=600)
+            if upstream_root
+            else Responder(PromptAnswers(gold_answer(gold or {})))
+        )
+        self.api = BatchAPI(inner, dialect, seed)
+        super().__init__(self.api)

@@ -33,7 +33,7 @@ Python API::
 
 CLI (prints the base URL on stdout, then serves until interrupted)::
 
-    python bench/sim_teacher.py --gold FILE.csv --text-col text --label-col label --accuracy 0.85 --port 0
+    python -m promptclf.testing.sim_teacher --gold FILE.csv --text-col text --label-col label --accuracy 0.85 --port 0
 
 Endpoints: ``GET /v1/models``; ``POST /v1/chat/completions`` with ``messages``,
 ``response_format`` (json_object / json_schema / none: the answer is always
@@ -56,11 +56,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fake_server import FakeServer, Responder
 
 MODEL_NAME = "simulated-teacher"
 DEFAULT_ACCURACY = 0.85
@@ -101,7 +101,6 @@ class _Stats:
     requests: int = 0
     items: int = 0
     unmatched: int = 0  # items whose text is not in the gold table (answered by nearest centroid)
-    rejected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -158,8 +157,7 @@ class SimTeacher:
             emb = np.asarray(embeddings, dtype=np.float32)[rows]
         self._answers, self.margins = self._decide(emb, gold)
         self._emb = emb
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: FakeServer | None = None
 
     # -- the teacher's decisions ------------------------------------------------------------
     def _centroid_sims(self, emb: np.ndarray, gold: list[str] | None = None) -> np.ndarray:
@@ -302,25 +300,23 @@ class SimTeacher:
         }
 
     @property
-    def base_url(self) -> str:
+    def server(self) -> FakeServer:
         assert self._server is not None, "start() the teacher first"
-        return f"http://{self.host}:{self._server.server_address[1]}/v1"
+        return self._server
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
 
     def start(self) -> SimTeacher:
-        teacher = self
-
-        class Handler(_Handler):
-            owner = teacher
-
-        self._server = _Server((self.host, self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sim-teacher", daemon=True)
-        self._thread.start()
+        """Serve :meth:`respond` on the fake server (``latency_s`` before each answer)."""
+        responder = Responder(self.respond, MODEL_NAME)
+        self._server = FakeServer(responder, latency_s=self.latency_s, host=self.host, port=self.port).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> SimTeacher:
@@ -346,7 +342,7 @@ def parse_items(user: str) -> list[tuple[int, str]]:
     """
     head = user.rfind("Texts to classify:")
     body = user[head:] if head >= 0 else user
-    marks = []
+    marks: list[re.Match[str]] = []
     for m in _ITEM.finditer(body):
         if int(m.group(1)) == len(marks) + 1:
             marks.append(m)
@@ -415,59 +411,6 @@ def _logprob_entry(tok: dict[str, Any], top: int) -> dict[str, Any]:
     return {**entry(tok["token"], tok["logprob"]), "top_logprobs": [entry(t, lp) for t, lp in alts[:top]]}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: SimTeacher
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str) -> None:
-        with self.owner.stats.lock:
-            self.owner.stats.rejected += 1
-        self._json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None}})
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "bench"}]})
-        else:
-            self._error(404, f"no route {self.path}")
-
-    def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._error(404, f"no route {self.path}")
-            return
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            self._error(400, "request body is not JSON")
-            return
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            self._error(400, "request body needs a 'messages' list")
-            return
-        if body.get("stream"):
-            self._error(400, "the simulated teacher does not stream; send stream=false")
-            return
-        if self.owner.latency_s > 0:
-            time.sleep(self.owner.latency_s)
-        self._json(200, self.owner.respond(body))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Simulated teacher: an OpenAI-compatible server answering from gold labels."
@@ -484,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=None, help="SQLite store caching the embeddings (default: promptclf's store)")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from promptclf.data.tables import cell_text, read_table
     from promptclf.label.options import default_store
     from promptclf.store import Store
