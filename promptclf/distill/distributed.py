@@ -12,6 +12,7 @@ imported only when a group is really set up.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -161,3 +162,18 @@ def teardown() -> None:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+class _MainOnly(logging.Filter):
+    """Lets a record through on rank 0 only: under torchrun, one copy of each message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return is_main()
+
+
+def main_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` whose records are emitted by rank 0 only."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _MainOnly) for f in logger.filters):
+        logger.addFilter(_MainOnly())
+    return logger

@@ -13,7 +13,6 @@ and rerunning the same command continues from the last checkpoint.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from datetime import datetime, timezone
@@ -46,16 +45,7 @@ DEFAULT_GPU_HOURLY_USD = 2.50
 _RESUME_NEUTRAL = {"threads", "hourly_price", "name", "eval_batch_size", "logging_steps", "recipe"}
 
 
-log = logging.getLogger(__name__)
-
-
-def _log(msg: str, level: int = logging.INFO) -> None:
-    if distributed.is_main():  # under torchrun, one copy of each message
-        log.log(level, msg)
-
-
-def _warn(msg: str) -> None:
-    _log(msg, logging.WARNING)
+log = distributed.main_logger(__name__)  # under torchrun, one copy of each message
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -160,7 +150,7 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         # A class that drops to one row (often after --exclude) is still trained: refusing would throw
         # away the whole run for one rare class. Its single row goes to training (stratified_split keeps
         # one training row per class), so validation cannot measure it.
-        _warn(
+        log.warning(
             f"{where}: class(es) {', '.join(repr(lab) for lab in few)} have one training row and no "
             "validation row: trained on it, but validation macro-F1 does not measure them; add rows to fix"
         )
@@ -205,7 +195,7 @@ def _person_labels(
         human = [bool(v) for v in y]
         y = [v or f for v, f in zip(y, fallback, strict=True)]
     elif o.label_col != "pred_label" and "pred_label" in df.columns and sum(map(bool, y)) < len(y) / 2:
-        _warn(
+        log.warning(
             f"--label-col {o.label_col} is empty on {sum(not v for v in y)} of {len(y)} rows, which are "
             "not trained on; pass --fallback-col pred_label to use the LLM label there"
         )
@@ -224,9 +214,9 @@ def _person_labels(
             if t in fixes:
                 y[i], human[i] = fixes[t], True
                 matched.add(t)
-        _log(f"{o.corrections}: {len(fixes)} corrected labels, on {sum(human)} rows")
+        log.info(f"{o.corrections}: {len(fixes)} corrected labels, on {sum(human)} rows")
         if len(matched) < len(fixes):
-            _warn(f"{len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
+            log.warning(f"{len(fixes) - len(matched)} corrections match no row of {input_path} (matched by text)")
     return y, human
 
 
@@ -295,14 +285,14 @@ def distill(
 
     data = prepare_data(input_path, options)
     _same_data_on_every_rank(data)
-    _log(
+    log.info(
         f"{len(data.train_texts)} train / {len(data.val_texts)} validation / {len(data.test_texts)} gold test rows, "
         f"{len(data.labels)} labels; skipped: {data.counts.get('not_ok', 0)} not ok, "
         f"{data.counts['no_label']} without label or text"
     )
     extra = {k: data.counts[k] for k in ("corrected", "excluded", "soft_rows") if k in data.counts}
     if extra:
-        _log(
+        log.info(
             ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in extra.items())
             + (f" (T={options.temperature:g})" if options.soft else "")
         )
@@ -367,7 +357,7 @@ def _check_folder_or_raise(out: Path, options: DistillOptions, restart: bool) ->
                 "use another -o folder, or --restart to discard it and train anew"
             )
         if (out / "run.json").exists():
-            _log(f"{out} is already finished; returning its run.json (--restart trains again)")
+            log.info(f"{out} is already finished; returning its run.json (--restart trains again)")
             return json.loads((out / "run.json").read_text())
     return None
 

@@ -7,7 +7,6 @@ Kept apart from the data and run-folder logic so that importing :mod:`promptclf.
 from __future__ import annotations
 
 import json
-import logging
 import resource
 import signal
 import threading
@@ -35,16 +34,7 @@ from .models import (
 from .options import DistillData, DistillOptions, estimate_steps
 from .soft import SoftCollator, soft_dataset, soft_trainer_class
 
-log = logging.getLogger(__name__)
-
-
-def _log(msg: str, level: int = logging.INFO) -> None:
-    if distributed.is_main():  # under torchrun, one copy of each message
-        log.log(level, msg)
-
-
-def _warn(msg: str) -> None:
-    _log(msg, logging.WARNING)
+log = distributed.main_logger(__name__)  # under torchrun, one copy of each message
 
 
 def _fmt_s(s: float) -> str:
@@ -73,7 +63,7 @@ def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: d
             self.t0 = time.perf_counter()
             self.step0 = state.global_step
             if self.step0:
-                _log(f"resumed at step {self.step0}/{state.max_steps}")
+                log.info(f"resumed at step {self.step0}/{state.max_steps}")
 
         def elapsed(self) -> float:
             return times["before"] + time.perf_counter() - self.t0
@@ -89,12 +79,12 @@ def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: d
             rate = (time.perf_counter() - self.t0) / done if done else 0.0
             eta = rate * (state.max_steps - state.global_step)
             if "loss" in logs:
-                _log(
+                log.info(
                     f"step {state.global_step}/{state.max_steps} epoch {logs['epoch']:.2f} "
                     f"loss {logs['loss']:.4f} elapsed {_fmt_s(self.elapsed())} eta {_fmt_s(eta)}"
                 )
             elif "eval_macro_f1" in logs:
-                _log(
+                log.info(
                     f"validation at step {state.global_step}: macro-F1 {logs['eval_macro_f1']:.4f} "
                     f"accuracy {logs.get('eval_accuracy', float('nan')):.4f}"
                 )
@@ -139,7 +129,7 @@ class _SigintToFlag:
         if self.flag.is_set():
             raise KeyboardInterrupt
         self.flag.set()
-        _log("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
+        log.info("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
 
     def __exit__(self, *exc: object) -> None:
         if self.old is not None:
@@ -164,7 +154,7 @@ def _last_complete_checkpoint(folder: Path) -> str | None:
         # trainer_state.json is written after the weights, optimizer and scheduler states
         if (p / "trainer_state.json").exists() and (p / "optimizer.pt").exists():
             return str(p)
-        _log(f"ignoring incomplete checkpoint {p}")
+        log.info(f"ignoring incomplete checkpoint {p}")
     return None
 
 
@@ -187,7 +177,7 @@ def build_trainable(o: DistillOptions, labels: list[str]) -> tuple[Any, Any, Stu
                 "--method qlora needs a CUDA GPU (none found): 4-bit training on CPU is 10-100x slower. "
                 "Use --method lora with a small student, or pass --allow-cpu to run it on CPU anyway"
             )
-        _log("warning: QLoRA on CPU (--allow-cpu): bitsandbytes NF4 with float32 compute; expect it to be slow")
+        log.info("warning: QLoRA on CPU (--allow-cpu): bitsandbytes NF4 with float32 compute; expect it to be slow")
     spec = StudentSpec(
         base=o.student,
         base_path=path,
@@ -238,7 +228,7 @@ def _wrap(model: Any, tok: Any, spec: StudentSpec, causal: bool, config: Any, o:
             raise TrainingError(f"LoRA target modules {targets} do not fit {config.model_type}: {exc}") from exc
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
-        _log(f"LoRA r={o.lora_r} on {targets}: {n_train:,} trainable of {n_all:,} parameters")
+        log.info(f"LoRA r={o.lora_r} on {targets}: {n_train:,} trainable of {n_all:,} parameters")
     return model, tok, spec, causal
 
 
@@ -336,7 +326,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
     if last:
         step = last.rsplit("-", 1)[-1]
         before = float(json.loads(times_path.read_text()).get(step, 0.0)) if times_path.exists() else 0.0
-        _log(f"resuming from {last}")
+        log.info(f"resuming from {last}")
     times = {"before": before}
     callbacks = _callbacks(out, total, stop, times)
     if o.patience:
@@ -369,7 +359,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         if world > 1
         else ""
     )
-    _log(f"training {spec.base} ({o.method}, {o.head} head) on {device}{ranks}: {total} steps, lr {o.lr():g}")
+    log.info(f"training {spec.base} ({o.method}, {o.head} head) on {device}{ranks}: {total} steps, lr {o.lr():g}")
     t0 = time.perf_counter()
     step0 = 0
     with _SigintToFlag(stop), warnings.catch_warnings():
