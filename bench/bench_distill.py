@@ -15,7 +15,6 @@ Figures go to stdout; training progress to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -81,26 +80,26 @@ def bench_cpu(a: argparse.Namespace, work: Path) -> None:
     t0 = time.perf_counter()
     run = distill(data_path, out, opts, restart=True)
     wall = time.perf_counter() - t0
-    tr, m = run["train"], run["metrics"]
-    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False) if run["output"] else None
+    tr, m = run.train, run.metrics
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False) if run.output else None
     print(f"== {title}")
     print(
         f"torch threads: {torch.get_num_threads()}   options: method={opts.method} epochs={opts.epochs} "
         f"max_length={opts.max_length} lr={opts.lr():g} batch={opts.batch_size} lora_r={opts.lora_r}"
     )
-    print(f"rows: {json.dumps(run['data'])}")
+    print(f"rows: {run.data.model_dump_json()}")
     if m:
         majority = preds["gold"].value_counts().iloc[0] / len(preds)
         print(
             f"held-out accuracy: {m['accuracy']:.4f}   macro-F1: {m['macro_f1']:.4f}   "
             f"(majority-class baseline {majority:.4f}; n={m['n_gold']})"
         )
-    if run.get("teacher_agreement") is not None:
-        print(f"agreement with teacher ({run['teacher_agreement_on']}): {run['teacher_agreement']:.4f}")
+    if run.teacher_agreement is not None:
+        print(f"agreement with teacher ({run.teacher_agreement_on}): {run.teacher_agreement:.4f}")
     print(
-        f"training: {tr['time_s']:.1f}s for {tr['steps']} steps / {tr['epochs']} epochs "
-        f"({tr['examples_per_s']} examples/s), peak RSS {tr['peak_memory_mb']:.0f} MB, "
-        f"cost ${tr['train_cost_usd']:.4f} at ${tr['hourly_price_usd']}/h"
+        f"training: {tr.time_s:.1f}s for {tr.steps} steps / {tr.epochs} epochs "
+        f"({tr.examples_per_s} examples/s), peak RSS {tr.peak_memory_mb:.0f} MB, "
+        f"cost ${tr.train_cost_usd:.4f} at ${tr.hourly_price_usd}/h"
     )
     print(f"load average during run (1/5/15 min): {os.getloadavg()}")
     print(f"distill wall (incl. loading, evaluation): {wall:.1f}s")
@@ -115,7 +114,7 @@ def bench_cpu(a: argparse.Namespace, work: Path) -> None:
                     f"prediction {dtype:7s} batch {bs}: {rate:.1f} texts/s (median of 3 passes over "
                     f"{len(texts)} texts), accuracy {acc:.4f}"
                 )
-    print(f"run.json inference: {run['inference']}")
+    print(f"run.json inference: {run.inference}")
 
 
 def _bbc_file(work: Path, n: int) -> Path:
@@ -194,17 +193,17 @@ def bench_gpu(a: argparse.Namespace, work: Path) -> None:
             )
             out = work / f"gpu-{path.name}-{padding}"
             run = distill(data, out, opts, restart=True)
-            tr = run["train"]
+            tr = run.train
             import pandas as pd
 
             texts = pd.read_csv(data, keep_default_na=False)["text"].tolist()
             real = statistics.mean(min(len(ids), 512) for ids in tok(texts, add_special_tokens=True)["input_ids"])
             per_seq = real if padding == "dynamic" else 512
             print(
-                f"{name:28s} padding={padding:10s} peak {tr['peak_memory_mb'] / 1024:.2f} GiB  "
-                f"{tr['examples_per_s']:.2f} ex/s  ~{tr['examples_per_s'] * real:.0f} real tokens/s  "
-                f"(~{tr['examples_per_s'] * per_seq:.0f} processed tokens/s)  train {tr['time_s']:.1f}s  "
-                f"predict {run['items_per_s']:.1f} items/s"
+                f"{name:28s} padding={padding:10s} peak {tr.peak_memory_mb / 1024:.2f} GiB  "
+                f"{tr.examples_per_s:.2f} ex/s  ~{tr.examples_per_s * real:.0f} real tokens/s  "
+                f"(~{tr.examples_per_s * per_seq:.0f} processed tokens/s)  train {tr.time_s:.1f}s  "
+                f"predict {run.items_per_s:.1f} items/s"
             )
 
 

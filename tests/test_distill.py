@@ -26,6 +26,7 @@ from promptclf.cli import main  # noqa: E402
 from promptclf.data.tables import BBC_TOPICS, bbc_sample, write_table  # noqa: E402
 from promptclf.distill.run import DistillOptions, distill, load_recipe, prepare_data, recipe_names  # noqa: E402
 from promptclf.errors import ConfigError, InputError, TrainingError  # noqa: E402
+from promptclf.runs import DistillRun, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = sorted(BBC_TOPICS)
@@ -64,45 +65,45 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
 
 
 @pytest.mark.slow
-def test_minilm_lora_beats_majority_by_a_wide_margin(minilm_run: tuple[Path, Path, dict]) -> None:
+def test_minilm_lora_beats_majority_by_a_wide_margin(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     _, out, run = minilm_run
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     majority = preds["gold"].value_counts().iloc[0] / len(preds)
-    assert run["metrics"]["n_gold"] == len(preds) == run["n_items"] > 80
-    assert run["metrics"]["accuracy"] >= majority + 0.4, (run["metrics"]["accuracy"], majority)
-    assert run["train"]["last_loss"] < run["train"]["first_loss"]
-    assert 0.0 <= run["teacher_agreement"] <= 1.0 and run["teacher_agreement_on"] == "test"
+    assert run.metrics["n_gold"] == len(preds) == run.n_items > 80
+    assert run.metrics["accuracy"] >= majority + 0.4, (run.metrics["accuracy"], majority)
+    assert run.train.last_loss < run.train.first_loss
+    assert 0.0 <= run.teacher_agreement <= 1.0 and run.teacher_agreement_on == "test"
 
 
-def test_run_folder_contract(minilm_run: tuple[Path, Path, dict]) -> None:
+def test_run_folder_contract(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     _, out, run = minilm_run
     for name in ("run.json", "options.json", "labels.json", "student.json", "train_log.jsonl", "predictions.csv"):
         assert (out / name).exists(), name
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
-    assert run["kind"] == "distill" and run["labels"] == TOPICS == json.loads((out / "labels.json").read_text())
-    assert run["gold_col"] == "label" and run["output"] == "predictions.csv"
+    assert run.kind == "distill" and run.labels == TOPICS == json.loads((out / "labels.json").read_text())
+    assert run.gold_col == "label" and run.output == "predictions.csv"
     for key in ("time_s", "examples_per_s", "peak_memory_mb", "hourly_price_usd", "train_cost_usd"):
-        assert run["train"][key] is not None and run["train"][key] >= 0, key
-    assert run["train"]["hourly_price_usd"] == 0.10  # CPU default
-    assert run["inference"]["items_per_s"] > 0 and run["inference"]["cost_per_1k"] > 0
-    counts = run["data"]
-    assert counts["not_ok"] > 0  # invalid rows were skipped, not trained on
-    assert counts["train_rows"] + counts["val_rows"] + counts["test_rows"] <= counts["input_rows"]
+        assert getattr(run.train, key) is not None and getattr(run.train, key) >= 0, key
+    assert run.train.hourly_price_usd == 0.10  # CPU default
+    assert run.inference.items_per_s > 0 and run.inference.cost_per_1k > 0
+    counts = run.data
+    assert (counts.not_ok or 0) > 0  # invalid rows were skipped, not trained on
+    assert (counts.train_rows or 0) + (counts.val_rows or 0) + (counts.test_rows or 0) <= (counts.input_rows or 0)
     assert DistillOptions(**json.loads((out / "options.json").read_text())).epochs == 2
 
 
-def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, dict]) -> None:
+def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     from promptclf.predict.student import Student
 
     _, out, run = minilm_run
-    assert run["train"]["reload_same_labels"] and run["train"]["reload_max_abs_diff"] < 1e-5
+    assert run.train.reload_same_labels and run.train.reload_max_abs_diff < 1e-5
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     again = Student.load(out).predict(preds["text"].tolist(), batch_size=7)  # other batching, same answers
     assert [lab for lab, _ in again] == preds["pred"].tolist()
     assert max(abs(p - q) for (_, p), q in zip(again, preds["prob"], strict=True)) < 1e-4
 
 
-def test_cli_predict_writes_every_row(minilm_run: tuple[Path, Path, dict], tmp_path: Path) -> None:
+def test_cli_predict_writes_every_row(minilm_run: tuple[Path, Path, DistillRun], tmp_path: Path) -> None:
     from promptclf.predict.student import Student
 
     _, out, _ = minilm_run
@@ -122,10 +123,12 @@ def test_cli_predict_writes_every_row(minilm_run: tuple[Path, Path, dict], tmp_p
     assert [lab for lab, _ in direct] == got["pred_label"].tolist()
 
 
-def test_rerun_of_finished_run_returns_it_and_changed_options_are_refused(minilm_run: tuple[Path, Path, dict]) -> None:
+def test_rerun_of_finished_run_returns_it_and_changed_options_are_refused(
+    minilm_run: tuple[Path, Path, DistillRun],
+) -> None:
     data, out, run = minilm_run
     opts = DistillOptions(**json.loads((out / "options.json").read_text()))
-    assert distill(data, out, opts)["created"] == run["created"]  # no retraining
+    assert distill(data, out, opts).created == run.created  # no retraining
     with pytest.raises(ConfigError, match="different options.*epochs"):
         distill(data, out, opts.model_copy(update={"epochs": 5}))
 
@@ -321,7 +324,7 @@ def test_qlora_tiny_llama_trains_saves_reloads(
     assert len(losses) == 16
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
     assert (
-        run["train"]["reload_same_labels"] and run["train"]["reload_max_abs_diff"] < 5e-3
+        run.train.reload_same_labels and run.train.reload_max_abs_diff < 5e-3
     )  # bnb CPU kernels differ slightly between the trained and a fresh 4-bit model
     # the adapter really wraps 4-bit layers
     student = Student.load(out)
@@ -379,9 +382,9 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "resuming from" in res.output and "checkpoint-" in res.output
-    run = json.loads((out / "run.json").read_text())
-    assert run["train"]["resumed_from_step"] >= 4 and run["train"]["steps"] == 30
-    assert run["train"]["time_s"] > run["train"]["session_time_s"]  # includes the killed session's time
+    run = load_run(out)
+    assert run.train.resumed_from_step >= 4 and run.train.steps == 30
+    assert run.train.time_s > run.train.session_time_s  # includes the killed session's time
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])

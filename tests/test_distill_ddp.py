@@ -29,6 +29,7 @@ psutil = pytest.importorskip("psutil")  # installed with accelerate
 
 from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
 from promptclf.distill.run import DistillOptions, distill  # noqa: E402
+from promptclf.runs import load_run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # several processes training for real: the slow tier
 
@@ -71,8 +72,8 @@ def test_ddp_student_loads_and_predicts_like_a_single_process_one(
     from promptclf.predict.student import Student
 
     out2, res = ddp_run
-    run2 = json.loads((out2 / "run.json").read_text())
-    assert run2["train"]["processes"] == 2 and run2["train"]["effective_batch_size"] == 16
+    run2 = load_run(out2)
+    assert run2.train.processes == 2 and run2.train.effective_batch_size == 16
     # rank 0 alone prints: one summary on stdout, one copy of each log line on stderr
     assert res.stdout.count("gold test (") == 1, res.stdout
     assert res.stderr.count("[distill] training minilm") == 1, res.stderr
@@ -85,23 +86,23 @@ def test_ddp_student_loads_and_predicts_like_a_single_process_one(
         recipe="minilm-lora", max_length=64, patience=0, test_fraction=0.25, epochs=1, batch_size=16
     )
     run1 = distill(labeled, out1, opts)
-    assert run1["train"]["processes"] == 1 and run1["train"]["effective_batch_size"] == 16
-    assert run1["train"]["steps"] == run2["train"]["steps"]  # the same number of optimizer steps
+    assert run1.train.processes == 1 and run1.train.effective_batch_size == 16
+    assert run1.train.steps == run2.train.steps  # the same number of optimizer steps
 
     assert sorted(p.name for p in out1.iterdir()) == sorted(p.name for p in out2.iterdir())
-    assert run1["labels"] == run2["labels"] and run1["data"] == run2["data"]  # same split on every rank
+    assert run1.labels == run2.labels and run1.data == run2.data  # same split on every rank
     p1 = pd.read_csv(out1 / "predictions.csv", keep_default_na=False)
     p2 = pd.read_csv(out2 / "predictions.csv", keep_default_na=False)
-    assert p1["text"].tolist() == p2["text"].tolist() and len(p2) == run2["n_items"] > 30
+    assert p1["text"].tolist() == p2["text"].tolist() and len(p2) == run2.n_items > 30
 
     student = Student.load(out2)
     again = student.predict(p2["text"].tolist(), batch_size=5)
     assert [lab for lab, _ in again] == p2["pred"].tolist()  # the saved DDP student reloads to its own predictions
     same = (p1["pred"] == p2["pred"]).mean()
-    assert same >= 0.85, (same, run1["metrics"]["accuracy"], run2["metrics"]["accuracy"])
-    assert abs(run1["metrics"]["accuracy"] - run2["metrics"]["accuracy"]) <= 0.1
+    assert same >= 0.85, (same, run1.metrics["accuracy"], run2.metrics["accuracy"])
+    assert abs(run1.metrics["accuracy"] - run2.metrics["accuracy"]) <= 0.1
     majority = p2["gold"].value_counts().iloc[0] / len(p2)
-    assert run2["metrics"]["accuracy"] > majority + 0.2  # it learned something, not a constant
+    assert run2.metrics["accuracy"] > majority + 0.2  # it learned something, not a constant
 
 
 def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path) -> None:
@@ -141,14 +142,14 @@ def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from" in res.stderr and "checkpoint-" in res.stderr
     assert "resumed at step" in res.stderr
-    run = json.loads((out / "run.json").read_text())
-    assert run["train"]["resumed_from_step"] >= 3 and run["train"]["steps"] == 12
-    assert run["train"]["processes"] == 2
-    assert run["train"]["time_s"] > run["train"]["session_time_s"]  # includes the killed session's time
+    run = load_run(out)
+    assert run.train.resumed_from_step >= 3 and run.train.steps == 12
+    assert run.train.processes == 2
+    assert run.train.time_s > run.train.session_time_s  # includes the killed session's time
     # the resumed session logged steps after the checkpoint only, not from step 1 again
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     resumed = steps[len(killed_log) :]
-    assert resumed and min(resumed) > run["train"]["resumed_from_step"], steps
+    assert resumed and min(resumed) > run.train.resumed_from_step, steps
 
 
 SCRIPT = """
@@ -220,12 +221,12 @@ def test_qlora_lm_head_in_two_processes(tmp_path: Path) -> None:
     cmd += ["--batch-size", "4", "--max-length", "32", "--patience", "0", "--val-fraction", "0.25"]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
-    tr = run["train"]
-    assert tr["processes"] == 2 and tr["effective_batch_size"] == 8 and tr["steps"] == 16
-    assert run["data"]["val_rows"] == 16  # an even share for each rank: 8 texts each
+    run = load_run(out)
+    tr = run.train
+    assert tr.processes == 2 and tr.effective_batch_size == 8 and tr.steps == 16
+    assert run.data.val_rows == 16  # an even share for each rank: 8 texts each
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval_macro_f1" in r]
     assert [r["step"] for r in evals] == [8, 16]  # once per evaluation, not once per rank
-    if tr["reload_same_labels"]:  # the reloaded student gives the trained one's labels: metrics must agree
-        assert tr["best_val_macro_f1"] == pytest.approx(run["metrics_validation"]["macro_f1"], abs=1e-9)
+    if tr.reload_same_labels:  # the reloaded student gives the trained one's labels: metrics must agree
+        assert tr.best_val_macro_f1 == pytest.approx(run.metrics_validation["macro_f1"], abs=1e-9)

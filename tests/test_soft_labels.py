@@ -137,10 +137,12 @@ def test_soft_student_moves_toward_the_teachers_probabilities(soft_vs_hard: dict
 
 def test_soft_options_saved_and_described(soft_vs_hard: dict) -> None:
     folder, run = soft_vs_hard["soft"]
-    assert run["options"]["soft"] is True and run["options"]["temperature"] == 2.0
+    assert run.options["soft"] is True and run.options["temperature"] == 2.0
     assert json.loads((folder / "options.json").read_text())["soft"] is True
-    assert run["data"]["soft_rows"] == run["data"]["train_rows"]
-    assert "soft_rows" not in soft_vs_hard["hard"][1]["data"]
+    assert run.data.soft_rows == run.data.train_rows
+    hard_folder, hard_run = soft_vs_hard["hard"]
+    assert hard_run.data.soft_rows is None
+    assert "soft_rows" not in json.loads((hard_folder / "run.json").read_text())["data"]
     from promptclf.report.build import load_run
 
     assert "soft labels, T=2" in load_run(folder).describe()

@@ -46,15 +46,15 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
     run = run_distill(input, output, opts, restart=restart)
     if not is_main():  # under torchrun, rank 0 prints the summary
         return
-    m = run.get("metrics") or {}
-    tr = run["train"]
+    m = run.metrics or {}
+    tr = run.train
     if m:
-        click.echo(f"gold test ({run['n_items']} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
-    if run.get("teacher_agreement") is not None:
-        click.echo(f"agreement with teacher ({run['teacher_agreement_on']}): {run['teacher_agreement']:.4f}")
+        click.echo(f"gold test ({run.n_items} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    if run.teacher_agreement is not None:
+        click.echo(f"agreement with teacher ({run.teacher_agreement_on}): {run.teacher_agreement:.4f}")
     click.echo(
-        f"train {tr['time_s']:.1f}s (${tr['train_cost_usd']:.4f})  predict {run['items_per_s']:.1f} items/s "
-        f"(${run['cost_per_1k']:.5f}/1k)  peak {tr['peak_memory_mb']:.0f} MB"
+        f"train {tr.time_s:.1f}s (${tr.train_cost_usd or 0:.4f})  predict {run.items_per_s:.1f} items/s "
+        f"(${run.cost_per_1k:.5f}/1k)  peak {tr.peak_memory_mb or 0:.0f} MB"
     )
     click.echo(str(output))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..data.tables import cell_text, check_columns, read_table, stratified_split, write_table
 from ..errors import ConfigError, InputError, PromptclfError, TrainingError
+from ..runs import DistillRun, parse_run
 from . import distributed
 from .options import DistillData, DistillOptions, estimate_steps, load_recipe, recipe_names
 
@@ -262,8 +263,8 @@ def _same_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def distill(
     input_path: str | Path, out_dir: str | Path, options: DistillOptions, restart: bool = False
-) -> dict[str, Any]:
-    """Train a student on ``input_path`` into ``out_dir`` and return its ``run.json`` dict.
+) -> DistillRun:
+    """Train a student on ``input_path`` into ``out_dir`` and return its run record (``run.json``).
 
     A finished run folder is returned as is (pass ``restart=True`` to train again); an
     unfinished one with the same options resumes from its last checkpoint.
@@ -281,7 +282,7 @@ def distill(
         distributed.teardown()
         if isinstance(verdict, PromptclfError):
             raise verdict
-        return verdict
+        return _record(verdict, out)
 
     data = prepare_data(input_path, options)
     _same_data_on_every_rank(data)
@@ -310,7 +311,16 @@ def distill(
     if run is None:
         run = json.loads((out / "run.json").read_text())
     distributed.teardown()
-    return run
+    return _record(run, out)
+
+
+def _record(run: dict[str, Any], out: Path) -> DistillRun:
+    """The typed record of ``run`` (the dict ``run.json`` holds), its folder attached."""
+    rec = parse_run(run, str(out / "run.json"))
+    if not isinstance(rec, DistillRun):
+        raise InputError(f"{out / 'run.json'}: not a distill run (kind {rec.kind!r})")
+    rec.run_dir = out
+    return rec
 
 
 def _same_data_on_every_rank(data: DistillData) -> None:
