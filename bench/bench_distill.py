@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from promptclf.data.tables import load_bbc_news, write_table  # noqa: E402
-from promptclf.distill.run import DistillOptions, distill  # noqa: E402
+from promptclf.distill.options import DistillOptions  # noqa: E402
+from promptclf.distill.run import distill  # noqa: E402
 
 # Llama-3-8B's real shape (meta-llama/Meta-Llama-3-8B config.json); weights are random here.
 LLAMA3_8B = dict(

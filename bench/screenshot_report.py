@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promptclf.eval.metrics import evaluate  # noqa: E402
-from promptclf.report.build import build_report, screenshot  # noqa: E402
+from promptclf.report.build import build_report  # noqa: E402
+from promptclf.report.render import screenshot  # noqa: E402
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 

@@ -71,7 +71,8 @@ def run_demo(out_dir: str | Path = "demo", quick: bool = False, seed: int = 0, p
     student folders are reused on a rerun.
     """
     from .data.tables import bbc_sample, stratified_split, write_table
-    from .distill.run import DistillOptions, distill
+    from .distill.options import DistillOptions
+    from .distill.run import distill
     from .label.labeler import label_file
     from .label.options import LabelOptions
     from .report.build import build_report

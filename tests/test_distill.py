@@ -24,7 +24,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from promptclf.cli import main  # noqa: E402
 from promptclf.data.tables import BBC_TOPICS, bbc_sample, write_table  # noqa: E402
-from promptclf.distill.run import DistillOptions, distill, load_recipe, prepare_data, recipe_names  # noqa: E402
+from promptclf.distill.options import DistillOptions, load_recipe, recipe_names  # noqa: E402
+from promptclf.distill.run import distill, prepare_data  # noqa: E402
 from promptclf.errors import ConfigError, InputError, TrainingError  # noqa: E402
 from promptclf.runs import DistillRun, load_run
 

@@ -28,7 +28,8 @@ pytest.importorskip("peft")
 psutil = pytest.importorskip("psutil")  # installed with accelerate
 
 from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
-from promptclf.distill.run import DistillOptions, distill  # noqa: E402
+from promptclf.distill.options import DistillOptions  # noqa: E402
+from promptclf.distill.run import distill  # noqa: E402
 from promptclf.runs import load_run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # several processes training for real: the slow tier
@@ -154,7 +155,8 @@ def test_ddp_run_killed_after_a_checkpoint_resumes(labeled: Path, tmp_path: Path
 
 SCRIPT = """
 from promptclf.distill import distributed
-from promptclf.distill.run import DistillData, _same_data_on_every_rank
+from promptclf.distill.options import DistillData
+from promptclf.distill.run import _same_data_on_every_rank
 from promptclf.errors import TrainingError
 
 distributed.setup()

@@ -56,7 +56,8 @@ def ray_student(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         pass
     pytest.importorskip("peft")
     from promptclf.data.tables import write_table
-    from promptclf.distill.run import DistillOptions, distill
+    from promptclf.distill.options import DistillOptions
+    from promptclf.distill.run import distill
 
     work = tmp_path_factory.mktemp("ray_student")
     df = bbc_sample(40, seed=2)[["text", "label"]]

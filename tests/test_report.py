@@ -22,7 +22,8 @@ from promptclf.data.tables import write_table
 from promptclf.errors import InputError
 from promptclf.eval.metrics import evaluate
 from promptclf.pricing.costs import break_even_items, round_volume
-from promptclf.report.build import build_report, find_chromium, screenshot
+from promptclf.report.build import build_report
+from promptclf.report.render import find_chromium, screenshot
 
 LABELS = ["business", "sport", "tech"]
 CHROMIUM = find_chromium()

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from promptclf.cli import main
 from promptclf.data.tables import BBC_TOPICS, bbc_sample, read_table, write_table
-from promptclf.distill.run import DistillOptions, prepare_data
+from promptclf.distill.options import DistillOptions
+from promptclf.distill.run import prepare_data
 from promptclf.errors import ConfigError, InputError
 from promptclf.review.options import ReviewOptions, top_count
 from promptclf.review.queue import (

@@ -18,7 +18,8 @@ pytest.importorskip("peft")
 import torch.nn.functional as F  # noqa: E402
 
 from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
-from promptclf.distill.run import DistillOptions, distill, prepare_data  # noqa: E402
+from promptclf.distill.options import DistillOptions  # noqa: E402
+from promptclf.distill.run import distill, prepare_data  # noqa: E402
 from promptclf.distill.soft import soft_loss  # noqa: E402
 from promptclf.errors import ConfigError, InputError  # noqa: E402
 from promptclf.predict.student import Student  # noqa: E402

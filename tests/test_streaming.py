@@ -232,7 +232,8 @@ def test_label_reads_a_saved_dataset_folder(news_csv: Path, tmp_path: Path) -> N
 def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("peft")
     from promptclf.data.tables import bbc_sample
-    from promptclf.distill.run import DistillOptions, distill
+    from promptclf.distill.options import DistillOptions
+    from promptclf.distill.run import distill
 
     work = tmp_path_factory.mktemp("student")
     df = bbc_sample(40, seed=2)[["text", "label"]]

@@ -23,19 +23,7 @@ from ..data.tables import cell_text, check_columns, read_table, stratified_split
 from ..errors import ConfigError, InputError, PromptclfError, TrainingError
 from ..runs import DistillRun, parse_run
 from . import distributed
-from .options import DistillData, DistillOptions, estimate_steps, load_recipe, recipe_names
-
-# Re-exported: the options and data records live in distill_options, which the trainer imports too.
-__all__ = [
-    "DistillData",
-    "DistillOptions",
-    "distill",
-    "estimate_steps",
-    "finish_run",
-    "load_recipe",
-    "prepare_data",
-    "recipe_names",
-]
+from .options import DistillData, DistillOptions
 
 # Dollars per hour used for train_cost_usd and inference cost_per_1k unless --hourly-price is given:
 # a small 2-vCPU cloud VM, and one rented 24-80 GB GPU.
@@ -261,9 +249,7 @@ def _same_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if saved.get(k, defaults.get(k)) != now.get(k))
 
 
-def distill(
-    input_path: str | Path, out_dir: str | Path, options: DistillOptions, restart: bool = False
-) -> DistillRun:
+def distill(input_path: str | Path, out_dir: str | Path, options: DistillOptions, restart: bool = False) -> DistillRun:
     """Train a student on ``input_path`` into ``out_dir`` and return its run record (``run.json``).
 
     A finished run folder is returned as is (pass ``restart=True`` to train again); an

@@ -27,7 +27,6 @@ from ..runs import label_paths, resolve_run_dir
 from . import plots as report_plots
 from .render import (
     GOLD,
-    find_chromium,
     fmt_cost,
     fmt_pct,
     fmt_share,
@@ -35,13 +34,7 @@ from .render import (
     fmt_times,
     render_html,
     render_markdown,
-    screenshot,
-    table_cells,
 )
-
-# Re-exported: the rendering helpers lived here before report_render.py.
-__all__ = ["GOLD", "Run", "build_report", "find_chromium", "load_run", "screenshot", "table_cells", "verdict"]
-
 
 # --- loading ---------------------------------------------------------------------------------
 
