@@ -384,10 +384,11 @@ def test_cached_label_runs_have_no_measured_speed(tmp_path: Path) -> None:
 
 def test_description_marks_answer_only_local_runs():
     from promptclf.report.build import Run
+    from promptclf.runs import LabelRun
 
     def describe(provider: str, attention: str | None) -> str:
         opts = {"shots": 10, **({"shot_attention": attention} if attention else {})}
-        return Run(Path("x"), {"kind": "label", "provider": provider, "options": opts}).describe()
+        return Run(Path("x"), LabelRun(provider=provider, options=opts)).describe()
 
     assert describe("local", "answer") == "few-shot (10/class, answer-only attention)"
     assert describe("local", "full") == describe("local", None) == "few-shot (10/class)"

@@ -23,7 +23,8 @@ from typing import Any
 from ..data.tables import FORMATS
 from ..errors import InputError
 from ..pricing.costs import break_even_items, compute_cost_per_1k, round_volume
-from ..runs import label_paths, resolve_run_dir
+from ..runs import DataCounts, DistillRun, LabelRun, label_paths, resolve_run_dir
+from ..runs import load_run as load_record
 from . import plots as report_plots
 from .render import (
     GOLD,
@@ -44,7 +45,7 @@ class Run:
     """One run folder, flattened into the numbers the report compares."""
 
     path: Path
-    data: dict[str, Any]
+    rec: LabelRun | DistillRun  # run.json, typed (promptclf.runs)
     name: str = ""
     metrics: dict[str, Any] | None = None
     teacher: str | None = None  # name of the label run the student learned from, or "gold"
@@ -53,7 +54,7 @@ class Run:
 
     @property
     def kind(self) -> str:
-        return str(self.data.get("kind") or "label")
+        return self.rec.kind
 
     @property
     def is_student(self) -> bool:
@@ -61,37 +62,39 @@ class Run:
 
     @property
     def options(self) -> dict[str, Any]:
-        opts = self.data.get("options")
-        return opts if isinstance(opts, dict) else {}
+        return self.rec.options
+
+    @property
+    def student(self) -> DistillRun | None:
+        return self.rec if isinstance(self.rec, DistillRun) else None
 
     @property
     def cost_per_1k(self) -> float | None:
-        if self.is_student:
-            v = (self.data.get("inference") or {}).get("cost_per_1k", self.data.get("cost_per_1k"))
-        else:
-            v = self.data.get("cost_per_1k")
-        return _num(v)
+        st = self.student
+        if st is not None and st.inference.cost_per_1k is not None:
+            return _num(st.inference.cost_per_1k)
+        return _num(self.rec.cost_per_1k)
 
     @property
     def items_per_s(self) -> float | None:
-        if self.is_student:
-            return _num((self.data.get("inference") or {}).get("items_per_s", self.data.get("items_per_s")))
+        st = self.student
+        if st is not None:
+            return _num(st.inference.items_per_s if st.inference.items_per_s is not None else st.items_per_s)
         if self.cached_share > 0:
             return None  # answers came from the response cache: the speed is the cache's, not the model's
-        return _num(self.data.get("items_per_s"))
+        return _num(self.rec.items_per_s)
 
     @property
     def cached_share(self) -> float:
         """Share of a label run's requests answered from the cache (0 for students)."""
-        u = self.data.get("usage") if not self.is_student else None
-        if not isinstance(u, dict) or not u.get("requests"):
+        u = self.rec.usage
+        if self.is_student or not u.requests:
             return 0.0
-        return float(u.get("cached_requests") or 0) / float(u["requests"])
+        return u.cached_requests / u.requests
 
     @property
-    def train(self) -> dict[str, Any]:
-        t = self.data.get("train")
-        return t if isinstance(t, dict) else {}
+    def price_known(self) -> bool:
+        return self.rec.price_known if isinstance(self.rec, LabelRun) else True
 
     @property
     def shots(self) -> int | None:
@@ -100,15 +103,16 @@ class Run:
 
     def _label_treatment(self) -> str:
         """How a student used its labels: soft vs hard, review corrections, flagged rows left out."""
-        o, counts = self.options, self.data.get("data") or {}
+        o = self.options
+        counts = self.student.data if self.student is not None else DataCounts()
         said = []
         if o.get("soft"):
             said.append(f"soft labels, T={_num(o.get('temperature')) or 2.0:g}")
         if o.get("corrections") or o.get("fallback_col"):
-            n = counts.get("corrected")
+            n = counts.corrected
             said.append(f"{n} corrected labels" if n is not None else "corrected labels")
         if o.get("exclude"):
-            n = counts.get("excluded")
+            n = counts.excluded
             said.append(f"{n} flagged rows left out" if n is not None else "flagged rows left out")
         # Plain hard-label students stay "student on X labels"; a soft one says so beside them.
         return f" ({'; '.join(said)})" if said else ""
@@ -124,7 +128,7 @@ class Run:
         calibrated = ", calibrated" if self.options.get("calibrate") else ""
         if self.shots:
             # Only the local model reads --shot-attention; "answer" is a different prompt, so say so.
-            local_answer = self.data.get("provider") == "local" and self.options.get("shot_attention") == "answer"
+            local_answer = self.rec.provider == "local" and self.options.get("shot_attention") == "answer"
             similar = ", similar" if self.options.get("shot_selection") == "similar" else ""
             attention = ", answer-only attention" if local_answer else ""
             return f"few-shot ({self.shots}/class{similar}{attention}{calibrated})"
@@ -143,22 +147,16 @@ def _num(v: object) -> float | None:
 
 def load_run(path: str | Path) -> Run:
     """Read one run folder; metrics missing from run.json are computed from its output when it has gold."""
-    d = resolve_run_dir(path)
-    try:
-        data = json.loads((d / "run.json").read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(f"{d / 'run.json'}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{d / 'run.json'}: expected a JSON object")
-    run = Run(path=d, data=data, name=str(data.get("name") or d.name))
-    metrics = data.get("metrics")
-    run.metrics = metrics if isinstance(metrics, dict) else _metrics_from_output(run)
+    rec = load_record(path)
+    d = rec.run_dir or resolve_run_dir(path)
+    run = Run(path=d, rec=rec, name=rec.name or d.name)
+    run.metrics = rec.metrics if rec.metrics is not None else _metrics_from_output(run)
     run.collapse = _collapse(run)
     return run
 
 
 def _output_path(run: Run) -> Path | None:
-    out = run.data.get("output")
+    out = run.rec.output
     if not out:
         return None
     p = Path(str(out))
@@ -169,7 +167,7 @@ def _output_path(run: Run) -> Path | None:
 
 
 def _metrics_from_output(run: Run) -> dict[str, Any] | None:
-    gold_col = run.data.get("gold_col")
+    gold_col = run.rec.gold_col
     out = _output_path(run)
     if not gold_col or out is None:
         return None
@@ -180,13 +178,13 @@ def _metrics_from_output(run: Run) -> dict[str, Any] | None:
     if gold_col not in df.columns or "pred_label" not in df.columns:
         return None
     status = df["pred_status"].tolist() if "pred_status" in df.columns else None
-    return evaluate(df[gold_col].tolist(), df["pred_label"].tolist(), run.data.get("labels"), status=status)
+    return evaluate(df[gold_col].tolist(), df["pred_label"].tolist(), run.rec.labels or None, status=status)
 
 
 def _collapse(run: Run) -> dict[str, Any] | None:
     """The collapse warning the run recorded, or, for a label run that predates it, one computed from its output."""
-    for src in (run.data, run.metrics or {}):
-        if "collapse" in src:
+    for src in (run.rec.model_dump(), run.metrics or {}):
+        if "collapse" in src and src["collapse"] is not None:
             c = src["collapse"]
             return c if isinstance(c, dict) and c.get("message") else None
     out = _output_path(run)
@@ -198,7 +196,7 @@ def _collapse(run: Run) -> dict[str, Any] | None:
     df = read_table(out)
     if "pred_label" not in df.columns:
         return None
-    gold_col = run.data.get("gold_col")
+    gold_col = run.rec.gold_col
     gold = df[gold_col].tolist() if gold_col and gold_col in df.columns else None
     status = df["pred_status"].tolist() if "pred_status" in df.columns else None
     return collapse_check(df["pred_label"].tolist(), gold, status)
@@ -207,7 +205,7 @@ def _collapse(run: Run) -> dict[str, Any] | None:
 def _teacher_refs(run: Run) -> list[str]:
     """Strings in a distill run that may name its teacher: a run name, folder or labeled file."""
     refs: list[str] = []
-    for src in (run.data, run.options):
+    for src in (run.rec.model_dump(), run.options):
         for key in ("teacher", "teacher_run", "teacher_name", "train_file", "train", "input", "data", "labels_from"):
             v = src.get(key)
             if isinstance(v, str) and v:
@@ -225,7 +223,7 @@ def _match_teachers(runs: list[Run]) -> None:
     """Set ``teacher`` on each student: the label run it names (by name, folder or labeled file) or gold."""
     label_runs = [r for r in runs if not r.is_student]
     for s in (r for r in runs if r.is_student):
-        t = s.data.get("teacher")
+        t = s.rec.model_dump().get("teacher")
         if isinstance(t, dict):
             t = t.get("name") or t.get("kind")
         if (isinstance(t, str) and t.lower() == GOLD) or s.options.get("train_on") == GOLD:
@@ -274,7 +272,7 @@ def _unique_names(runs: list[Run]) -> None:
 def _hourly_price(runs: list[Run], hourly_price: float | None) -> float | None:
     if hourly_price is not None:
         return hourly_price
-    found = [_num(r.train.get("hourly_price_usd")) for r in runs if r.is_student]
+    found = [_num(r.student.train.hourly_price_usd) for r in runs if r.student is not None]
     prices = [p for p in found if p is not None and p > 0]
     return max(prices) if prices else None
 
@@ -282,40 +280,41 @@ def _hourly_price(runs: list[Run], hourly_price: float | None) -> float | None:
 def _row(run: Run, hourly: float | None) -> dict[str, Any]:
     m = run.metrics or {}
     cost = run.cost_per_1k
-    if cost == 0 and run.data.get("price_known") is False:
+    if cost == 0 and not run.price_known:
         cost = None  # no price in the table for this model: unknown, not free
-    local_free = cost == 0 and str(run.data.get("provider") or "") == "local"
+    local_free = cost == 0 and run.rec.provider == "local"
+    st = run.student
     return {
         "name": run.name,
         "kind": run.kind,
         "description": run.describe(),
-        "provider": run.data.get("provider"),
-        "model": run.data.get("model"),
+        "provider": run.rec.provider,
+        "model": run.rec.model,
         "path": str(run.path),
-        "n_items": run.data.get("n_items"),
+        "n_items": run.rec.n_items,
         "n_scored": m.get("n_scored"),
         "accuracy": m.get("accuracy"),
         "accuracy_ci": m.get("accuracy_ci"),
         "macro_f1": m.get("macro_f1"),
         "macro_f1_ci": m.get("macro_f1_ci"),
         "coverage": m.get("coverage"),
-        "cost_usd": _num(run.data.get("cost_usd")),
+        "cost_usd": _num(run.rec.cost_usd),
         "cost_per_1k": cost,
         "cost_is_local": local_free,
         # What the same work costs when the machine is rented by the hour: makes a $0 local run
         # comparable with a student whose cost is its (CPU/GPU) time.
         "compute_cost_per_1k": compute_cost_per_1k(run.items_per_s, hourly)
-        if hourly and (run.is_student or run.data.get("provider") == "local")
+        if hourly and (run.is_student or run.rec.provider == "local")
         else None,  # a hosted API's throughput says nothing about renting a machine
         "items_per_s": run.items_per_s,
         "cached_share": run.cached_share,
-        "latency_s_median": _num(run.data.get("latency_s_median")),
-        "wall_s": _num(run.data.get("wall_s")),
-        "train_cost_usd": _num(run.train.get("train_cost_usd")) if run.is_student else None,
-        "train_time_s": _num(run.train.get("time_s")) if run.is_student else None,
+        "latency_s_median": _num(run.rec.latency_s_median),
+        "wall_s": _num(run.rec.wall_s),
+        "train_cost_usd": _num(st.train.train_cost_usd) if st else None,
+        "train_time_s": _num(st.train.time_s) if st else None,
         "teacher": run.teacher,
-        "teacher_agreement": _num(run.data.get("teacher_agreement")),
-        "teacher_agreement_on": run.data.get("teacher_agreement_on"),
+        "teacher_agreement": _num(st.teacher_agreement) if st else None,
+        "teacher_agreement_on": st.teacher_agreement_on if st else None,
         "per_class": m.get("per_class") or {},
         "confusion": m.get("confusion") or {},
         "collapse": run.collapse,
@@ -447,7 +446,7 @@ def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list
 def _label_order(runs: list[Run], rows: list[dict[str, Any]]) -> list[str]:
     """One label order for every figure: the label runs' label sets first, then any other label seen."""
     order: list[str] = []
-    sources = [r.data.get("labels") for r in runs if not r.is_student] + [r.data.get("labels") for r in runs]
+    sources = [r.rec.labels for r in runs if not r.is_student] + [r.rec.labels for r in runs]
     for labels in sources + [list(row["per_class"]) for row in rows]:
         if isinstance(labels, list):
             order += [str(lab) for lab in labels if str(lab) not in order]
