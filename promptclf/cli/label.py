@@ -41,8 +41,12 @@ def _fmt_summary(rec: LabelRun) -> str:
     lines.append(f"  tokens: {u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion{cached}")
     if u.batch_requests:
         lines.append(f"  batch API: {u.batch_requests:,} requests answered by provider batches, at the batch price")
-    price = "" if rec.price_known else " (model not in the price table: add it with --prices)"
-    lines.append(f"  cost: ${rec.cost_usd:.4f} spent now; ${rec.cost_per_1k:.4f} per 1,000 items{price}")
+    if not rec.price_known:
+        lines.append("  cost: unknown: the model is not in the price table; add it with --prices")
+    elif rec.provider == "local" and rec.cost_usd == 0 and rec.cost_per_1k == 0:
+        lines.append("  cost: none (the local model runs on this machine; compare by its speed below)")
+    else:
+        lines.append(f"  cost: ${rec.cost_usd:.4f} spent now; ${rec.cost_per_1k:.4f} per 1,000 items")
     lines.append(f"  time: {rec.wall_s:.1f}s ({rec.items_per_s:.2f} items/s)")
     lines.append(f"  output: {rec.output}   run folder: {rec.run_dir}")
     if rec.dataset:

@@ -110,7 +110,8 @@ class Meter:
         """Advance the progress bar by ``n`` finished rows."""
         if self._bar is not None and n:
             self._bar.update(n)
-            self._bar.set_postfix_str(f"spent ${self.stats.cost_usd:.4f}", refresh=False)
+            # Spend only where a price is known, and none for a free (local) model.
+            self._bar.set_postfix_str(self.price.spend_text(self.stats.cost_usd), refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -44,6 +44,17 @@ class Price:
     cache_increment: int = CACHE_INCREMENT
 
     @property
+    def free(self) -> bool:
+        """Known and zero at every rate (the local model): there is no spend to show."""
+        return self.known and self.input_per_1m == 0 and self.output_per_1m == 0
+
+    def spend_text(self, spent_usd: float) -> str:
+        """What a progress bar says about money: the spend, or why there is none to show."""
+        if not self.known:
+            return "cost unknown: add --prices"
+        return "" if self.free else f"spent ${spent_usd:.4f}"
+
+    @property
     def batch_known(self) -> bool:
         """True when the table has this model's batch-API rates (else batch = synchronous prices)."""
         return self.batch_input_per_1m is not None
