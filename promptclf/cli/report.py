@@ -20,6 +20,12 @@ from .group import main
     help="Column with row statuses (ok/empty/invalid/error/shot). [default: pred_status when present]",
 )
 @click.option("--labels", "labels_spec", default=None, help="Label set: comma-separated names or a labels file.")
+@click.option(
+    "--prob-col",
+    default="pred_prob",
+    show_default=True,
+    help="Column with each label's confidence: calibration (ECE, AUROC, accuracy by coverage) when present.",
+)
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(0), help="Bootstrap resamples for CIs.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
@@ -29,11 +35,13 @@ def eval_cmd(
     pred_col: str,
     status_col: str | None,
     labels_spec: str | None,
+    prob_col: str,
     n_boot: int,
     seed: int,
     as_json: bool,
 ) -> None:
-    """Score a labeled file against its gold column: accuracy, macro-F1, per-class, confusion, CIs.
+    """Score a labeled file against its gold column: accuracy, macro-F1, per-class, confusion, CIs,
+    and the calibration of --prob-col (ECE, AUROC, how many rows to keep for 95/98/99% accuracy).
 
     Rows without gold are counted but not scored; rows that are not 'ok' count as wrong;
     few-shot example rows (status 'shot') are left out.
@@ -54,6 +62,7 @@ def eval_cmd(
         status_required=status_col is not None,
         n_boot=n_boot,
         seed=seed,
+        prob_col=prob_col,
     )
     click.echo(json.dumps(metrics, indent=2) if as_json else format_table(metrics))
 

@@ -36,6 +36,15 @@ def _clean(values: Sequence[object] | None, n: int) -> list[str]:
     return [cell_text(v).strip() for v in values]
 
 
+def _prob(cell: str) -> float | None:
+    """A ``pred_prob`` cell as a probability in [0, 1], or None (empty or not a number)."""
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    return v if 0.0 <= v <= 1.0 else None
+
+
 def _row_status(status: str, pred: str, valid: bool) -> str:
     """The effective status of one non-shot row: ok, empty, invalid or error."""
     status = status.lower()
@@ -66,8 +75,13 @@ def evaluate(
     status: Sequence[object] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    confidence: Sequence[object] | None = None,
 ) -> dict[str, Any]:
     """Score predictions against gold labels; returns the metrics dict of docs/ARCHITECTURE.md.
+
+    ``confidence``: each row's ``pred_prob`` (empty where there is none); the result then holds
+    ``calibration`` (:mod:`promptclf.eval.calibration`: ECE, reliability bins, AUROC, accuracy
+    by coverage) over the scored rows, or None when no scored row has a confidence.
 
     ``labels`` is the label set (names or a :class:`LabelSet`, whose aliases also map gold
     values such as ``Sport`` to ``sport``); ``None`` infers it from the gold values. Gold
@@ -100,6 +114,8 @@ def evaluate(
     keep = [i for i in range(n) if status_s[i].lower() != "shot"]
     n_shots = n - len(keep)
     scored: list[tuple[str, str | None, str]] = []  # (gold, valid pred or None, effective status)
+    probs: list[float | None] = []  # the scored rows' confidences
+    conf_cells = _clean(confidence, n) if confidence is not None else None
     for i in keep:
         if not gold_s[i]:
             continue
@@ -107,6 +123,7 @@ def evaluate(
         p = canon(pred_s[i])
         st = _row_status(status_s[i], pred_s[i], p is not None)
         scored.append((g, p if st == "ok" else None, st))
+        probs.append(_prob(conf_cells[i]) if conf_cells is not None else None)
 
     unknown_gold = sorted({g for g, _, _ in scored if g not in names})
     all_labels = names + unknown_gold
@@ -142,6 +159,11 @@ def evaluate(
     for g, p, _ in scored:
         conf[index[g], index[p] if p is not None else L] += 1
     result["confusion"]["matrix"] = conf.tolist()
+    if confidence is not None:
+        from .calibration import calibration
+
+        cal = calibration([p is not None and p == g for g, p, _ in scored], probs)
+        result["calibration"] = cal.model_dump() if cal is not None else None
     # Over every answered row, with gold or not: a collapse shows without gold too.
     answers = [canon(pred_s[i]) or "" for i in keep]
     result["collapse"] = collapse_check(
@@ -284,6 +306,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         for lab, v in per.items():
             lines.append(f"{lab:<{w}}  {v['precision']:9.3f}  {v['recall']:6.3f}  {v['f1']:5.3f}  {v['support']:7d}")
     conf = m.get("confusion") or {}
+    if m.get("calibration"):
+        from .calibration import CalibrationReport, format_calibration
+
+        lines += ["", *format_calibration(CalibrationReport(**m["calibration"]))]
     if conf.get("matrix"):
         cols = conf.get("columns") or [*conf["labels"], NONE_COLUMN]
         w = max(10, *(len(lab) for lab in conf["labels"]))
@@ -328,8 +354,10 @@ def evaluate_table(
     status_required: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
+    prob_col: str | None = "pred_prob",
 ) -> dict[str, Any]:
-    """Evaluate a DataFrame's columns; a missing status column is fine unless ``status_required``.
+    """Evaluate a DataFrame's columns; a missing status column is fine unless ``status_required``;
+    with ``prob_col`` present, the calibration of its confidences too.
 
     Without ``labels`` the label set comes from the run folder beside ``path``, else from
     the gold column's values.
@@ -344,4 +372,8 @@ def evaluate_table(
             check_columns(df, [status_col], path, "--status-col")
     if labels is None:
         labels = labels_beside(path)
-    return evaluate(df[gold_col].tolist(), df[pred_col].tolist(), labels, status=status, n_boot=n_boot, seed=seed)
+    confidence = df[prob_col].tolist() if prob_col and prob_col in df.columns else None
+    return evaluate(
+        df[gold_col].tolist(), df[pred_col].tolist(), labels, status=status, n_boot=n_boot, seed=seed,
+        confidence=confidence,
+    )  # fmt: skip

@@ -1,0 +1,79 @@
+"""Calibration of label confidences (promptclf.eval.calibration), on hand-computed examples, and
+in ``evaluate`` / ``promptclf eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from promptclf.cli import main
+from promptclf.eval.calibration import auroc, calibration, coverage_at
+from promptclf.eval.metrics import evaluate
+
+
+def test_ece_and_mce_by_hand() -> None:
+    rep = calibration([True, False, True, True], [0.9, 0.9, 0.6, 0.6])
+    assert rep is not None
+    # bin of 0.9: confidence 0.9, accuracy 0.5 (gap 0.4); bin of 0.6: 0.6 vs 1.0 (gap 0.4)
+    assert rep.ece == pytest.approx(0.4) and rep.mce == pytest.approx(0.4)
+    assert len(rep.bins) == 15 and sum(b.n for b in rep.bins) == 4
+    assert rep.bins[13].n == 2 and rep.bins[13].accuracy == 0.5 and rep.bins[9].n == 2
+    perfect = calibration([True, False], [1.0, 0.0])
+    assert perfect is not None and perfect.ece == 0.0 and perfect.bins[-1].n == 1  # 1.0 lands in the last bin
+
+
+def test_auroc_by_hand_ties_half_and_undefined() -> None:
+    import numpy as np
+
+    right = np.array([True, True, True, False])
+    conf = np.array([0.9, 0.6, 0.6, 0.9])
+    assert auroc(right, conf) == pytest.approx(0.5 / 3)  # one tie (half) and two losses out of three pairs
+    assert auroc(np.array([True, False]), np.array([0.8, 0.2])) == 1.0
+    rep = calibration([True, True], [0.7, 0.8])
+    assert rep is not None and rep.auroc is None and rep.auroc_note == "every row is right"
+
+
+def test_accuracy_coverage_table() -> None:
+    import numpy as np
+
+    right = np.array([True, True, True, False, True])
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7])
+    p = coverage_at(right, conf, 0.95)
+    assert p.reachable and p.kept == 3 and p.coverage == pytest.approx(0.6) and p.threshold == 0.9 and p.accuracy == 1.0
+    p = coverage_at(right, conf, 0.8)
+    assert p.kept == 5 and p.threshold == 0.7 and p.accuracy == pytest.approx(0.8)
+    # rows tied at a confidence are kept or dropped together
+    tied = coverage_at(np.array([True, False, True]), np.array([0.9, 0.9, 0.5]), 0.95)
+    assert not tied.reachable and tied.threshold is None
+
+
+def test_rows_without_a_confidence_are_counted() -> None:
+    rep = calibration([True, False, True], [0.9, None, float("nan")])
+    assert rep is not None and rep.n == 1 and rep.n_without_confidence == 2
+    assert calibration([True], [None]) is None
+    with pytest.raises(ValueError, match="2 correctness flags but 1"):
+        calibration([True, False], [0.5])
+
+
+def test_evaluate_reports_calibration_on_scored_rows() -> None:
+    gold = ["a", "b", "a", "b", "a"]
+    pred = ["a", "a", "a", "b", ""]
+    status = ["ok", "ok", "ok", "ok", "empty"]
+    m = evaluate(gold, pred, ["a", "b"], status=status, n_boot=0, confidence=["0.9", "0.8", "0.7", "", ""])
+    cal = m["calibration"]
+    assert cal["n"] == 3 and cal["n_without_confidence"] == 2 and cal["accuracy"] == pytest.approx(2 / 3)
+    assert "calibration" not in evaluate(gold, pred, ["a", "b"], status=status, n_boot=0)
+
+
+def test_eval_cli_prints_calibration(tmp_path: Path) -> None:
+    f = tmp_path / "x.csv"
+    pd.DataFrame(
+        {"label": ["a", "b", "a", "b"], "pred_label": ["a", "b", "b", "b"], "pred_prob": [0.99, 0.9, 0.6, 0.95]}
+    ).to_csv(f, index=False)
+    res = CliRunner().invoke(main, ["eval", str(f), "--gold-col", "label", "--n-boot", "0"])
+    assert res.exit_code == 0, res.output
+    assert "ECE (15 bins)" in res.output and "AUROC of confidence for correctness: 1.000" in res.output
+    assert "keep  75.0% of rows (3) at confidence >= 0.9000: accuracy 100.0% (target 95%)" in res.output
