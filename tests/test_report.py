@@ -383,7 +383,7 @@ def test_cached_label_runs_have_no_measured_speed(tmp_path: Path) -> None:
 
 
 def test_description_marks_answer_only_local_runs():
-    from promptclf.report.build import Run
+    from promptclf.report.load import Run
     from promptclf.runs import LabelRun
 
     def describe(provider: str, attention: str | None) -> str:

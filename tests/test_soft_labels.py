@@ -144,7 +144,7 @@ def test_soft_options_saved_and_described(soft_vs_hard: dict) -> None:
     hard_folder, hard_run = soft_vs_hard["hard"]
     assert hard_run.data.soft_rows is None
     assert "soft_rows" not in json.loads((hard_folder / "run.json").read_text())["data"]
-    from promptclf.report.build import load_run
+    from promptclf.report.load import load_run
 
     assert "soft labels, T=2" in load_run(folder).describe()
     assert "soft" not in load_run(soft_vs_hard["hard"][0]).describe()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..label.options import LabelOptions
+from ..pricing.costs import compute_cost_per_1k
 from .group import main
 from .options import flags_from, given
 
@@ -41,8 +42,14 @@ def _fmt_summary(rec: LabelRun) -> str:
     lines.append(f"  tokens: {u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion{cached}")
     if u.batch_requests:
         lines.append(f"  batch API: {u.batch_requests:,} requests answered by provider batches, at the batch price")
-    if not rec.price_known:
-        lines.append("  cost: unknown: the model is not in the price table; add it with --prices")
+    hourly = rec.options.get("hourly_price")
+    if not rec.price_known and isinstance(hourly, (int, float)) and rec.items_per_s > 0:
+        # A --base-url server priced by the hour: the basis is machine time, not a list price.
+        per_1k = compute_cost_per_1k(rec.items_per_s, float(hourly)) or 0.0
+        lines.append(f"  cost: ${per_1k:.4f} per 1,000 items, machine time at ${hourly:g}/h (no list price)")
+    elif not rec.price_known:
+        more = ", or pass --hourly-price for the serving machine" if rec.options.get("base_url") else ""
+        lines.append(f"  cost: unknown: the model is not in the price table; add it with --prices{more}")
     elif rec.provider == "local" and rec.cost_usd == 0 and rec.cost_per_1k == 0:
         lines.append("  cost: none (the local model runs on this machine; compare by its speed below)")
     else:

@@ -83,16 +83,25 @@ def eval_cmd(
     "--hourly-price",
     type=click.FloatRange(min=0),
     default=None,
-    help="Dollars per machine-hour to price measured throughput (default: what distill runs recorded).",
+    help="Dollars per machine-hour to price measured throughput, and a --base-url (self-hosted) teacher that has "
+    "no list price (default: what distill runs recorded, students and local models only).",
 )
-def report_cmd(runs: tuple[Path, ...], out_dir: Path, title: str, hourly_price: float | None) -> None:
+@click.option(
+    "--prices",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON price table (as for 'label --prices') to price runs whose model was not in the table when they ran.",
+)
+def report_cmd(
+    runs: tuple[Path, ...], out_dir: Path, title: str, hourly_price: float | None, prices: Path | None
+) -> None:
     """Compare run folders (or labeled files: x.csv → x.run/) in one HTML/Markdown/JSON report.
 
     Mix any runs: zero- and few-shot, providers and models, students on LLM labels or on gold.
     """
     from ..report.build import build_report
 
-    paths = build_report(list(runs), out_dir, title=title, hourly_price=hourly_price)
+    paths = build_report(list(runs), out_dir, title=title, hourly_price=hourly_price, prices=prices)
     click.echo(str(paths["html"]))
     click.echo(f"also: {paths['markdown']}, {paths['json']}", err=True)
 

@@ -204,6 +204,12 @@ class LabelOptions(BaseModel):
     prices: str | None = Field(
         None, description="JSON price table overriding the packaged one.", json_schema_extra={"path": "file"}
     )
+    hourly_price: float | None = Field(
+        None,
+        ge=0.0,
+        description="Dollars per hour of the machine serving a --base-url model with no list price: the run and "
+        "the report price it by machine time.",
+    )
     no_cache: bool = Field(False, description="Do not reuse stored responses (they are still recorded).")
 
     @field_validator("text_cols")
@@ -218,6 +224,11 @@ class LabelOptions(BaseModel):
     def _check(self) -> LabelOptions:
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
+        if self.hourly_price is not None and not self.base_url:
+            raise ValueError(
+                "--hourly-price prices the machine serving a --base-url model; hosted providers are priced per "
+                "token (add a model with --prices), and 'report --hourly-price' prices local runs"
+            )
         if self.shot_selection == "similar" and self.shots and self.shot_pool < self.shots:
             raise ValueError(
                 f"--shot-pool {self.shot_pool} is smaller than --shots {self.shots}: the pool must hold at least "

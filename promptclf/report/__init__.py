@@ -1,5 +1,8 @@
 """Reports that put prompting and fine-tuning side by side.
 
-Contract: :mod:`.build` loads label and distill run folders and computes the comparison rows, break-even
-volumes and the verdict; :mod:`.render` writes them as HTML and Markdown; :mod:`.plots` draws the PNGs.
+Contract: :mod:`.load` reads label and distill run folders and matches each student with its teacher;
+:mod:`.costs` prices each run on a stated basis (list price, local, machine time) or says which figure
+is missing; :mod:`.verdict` turns the rows into sentences that never conclude from a missing figure;
+:mod:`.build` computes the rows and break-even volumes and writes the files; :mod:`.render` writes
+HTML and Markdown; :mod:`.plots` draws the PNGs.
 """

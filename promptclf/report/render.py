@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..pricing.costs import round_volume
-
 # A student's ``teacher`` when it learned from the gold labels rather than an LLM run.
 GOLD = "gold"
 
@@ -67,7 +65,11 @@ def fmt_cost(r: dict[str, Any]) -> str:
     """A row's cost per 1,000 items; a free local model says so."""
     if r["cost_per_1k"] == 0 and r["cost_is_local"]:
         return "$0 (local)"
-    return _usd(r["cost_per_1k"])
+    if r["cost_per_1k"] is None and r.get("cost_missing"):
+        return "unknown"
+    basis = str(r.get("cost_basis") or "")
+    # A label run priced by machine time says so; a student's cost is always its machine time.
+    return _usd(r["cost_per_1k"]) + (f" ({basis})" if r["kind"] != "distill" and basis.startswith("machine") else "")
 
 
 def _latency(v: float | None) -> str:
@@ -222,7 +224,7 @@ def render_html(
                 _usd(b["llm_cost_per_1k"]),
                 _usd(b["student_cost_per_1k"]),
                 _usd(b["student_fixed_cost"]),
-                "never" if b["items"] is None else f"{round_volume(b['items'])} items",
+                b["when"],
                 b["basis"],
             ]
             parts.append(
@@ -294,8 +296,7 @@ def render_markdown(
     if breakeven:
         out += ["", "## Break-even", "", "| student | vs LLM run | pays off after | basis |", "|---|---|---|---|"]
         for b in breakeven:
-            when = "never" if b["items"] is None else f"{round_volume(b['items'])} items"
-            out.append(f"| {md(b['student'])} | {md(b['llm'])} | {when} | {b['basis']} |")
+            out.append(f"| {md(b['student'])} | {md(b['llm'])} | {md(b['when'])} | {md(b['basis'])} |")
     agree = _agreement_rows(rows)
     if agree:
         out += ["", "## Teacher–student agreement", ""]
