@@ -228,6 +228,54 @@ class DataCounts(_Part):
     soft_rows: int | None = None  # rows trained on the teacher's distribution (--soft)
 
 
+class TeacherRef(_Part):
+    """The label run whose labels a student learned from (``run.json["teacher"]``): enough to name it
+    and price its labels when its folder is not in a report."""
+
+    run: str  # the label run's folder, absolute
+    name: str = ""
+    provider: str = ""
+    model: str = ""
+    prompt: str = ""  # "zero-shot", "few-shot (5/class)", "few-shot (5/class, similar)", with ", calibrated"
+    n_items: int = 0  # rows it labeled
+    cost_usd: float = 0.0  # what it spent labeling them (responses from the cache cost 0)
+    cost_per_1k: float | None = None  # list price per 1,000 items; None where the model had no price
+    hourly_price: float | None = None  # a --base-url server's $/h, when the label run recorded one
+
+    @classmethod
+    def of(cls, rec: LabelRun) -> TeacherRef:
+        """The reference a student keeps to the label run ``rec`` (read from its folder)."""
+        o = rec.options
+        shots = o.get("shots")
+        prompt = "zero-shot"
+        if isinstance(shots, int) and shots > 0:
+            similar = ", similar" if o.get("shot_selection") == "similar" else ""
+            prompt = f"few-shot ({shots}/class{similar})"
+        if o.get("calibrate"):
+            prompt += ", calibrated"
+        hourly = o.get("hourly_price")
+        return cls(
+            run=str(rec.run_dir.resolve()) if rec.run_dir else "",
+            name=rec.name,
+            provider=rec.provider,
+            model=rec.model,
+            prompt=prompt,
+            n_items=rec.n_items,
+            cost_usd=rec.cost_usd,
+            cost_per_1k=rec.cost_per_1k if rec.price_known else None,
+            hourly_price=float(hourly) if isinstance(hourly, (int, float)) else None,
+        )
+
+
+def teacher_of(labeled: str | Path) -> TeacherRef | None:
+    """The label run behind a labeled file (its ``.run/`` folder beside it, or the run folder given), or None."""
+    try:
+        rec = load_run(labeled)
+    except InputError:
+        return None  # labels made elsewhere (or by hand): no run to name
+    return TeacherRef.of(rec) if isinstance(rec, LabelRun) else None
+
+
 class DistillRun(RunRecord):
     """``run.json`` of ``promptclf distill``: a student, how it was trained and what it costs to run."""
 
@@ -236,6 +284,7 @@ class DistillRun(RunRecord):
     metrics_validation: dict[str, Any] | None = None
     teacher_agreement: float | None = None
     teacher_agreement_on: str | None = None  # "test" or "validation"
+    teacher: TeacherRef | None = None  # the label run behind the training labels (None: gold, or not a run)
     data: DataCounts = Field(default_factory=DataCounts)
     train: TrainStats = Field(default_factory=TrainStats)
     inference: InferenceStats = Field(default_factory=InferenceStats)

@@ -27,7 +27,7 @@ from promptclf.data.tables import BBC_TOPICS, bbc_sample, write_table  # noqa: E
 from promptclf.distill.options import DistillOptions, load_recipe, recipe_names  # noqa: E402
 from promptclf.distill.run import distill, prepare_data  # noqa: E402
 from promptclf.errors import ConfigError, InputError, TrainingError  # noqa: E402
-from promptclf.runs import DistillRun, load_run
+from promptclf.runs import DistillRun, LabelRun, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = sorted(BBC_TOPICS)
@@ -58,6 +58,10 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     """One real MiniLM LoRA run: 400 BBC rows, 25% gold test held out, ~270 train rows, 2 epochs."""
     work = tmp_path_factory.mktemp("minilm")
     data = _teacher_file(work / "labeled.csv", 400, seed=3)
+    # the label run behind the labels, as 'promptclf label' leaves it beside the file: distill records it
+    LabelRun(provider="openai", model="gpt-4o-mini", n_items=400, cost_usd=0.03, cost_per_1k=0.075).save(
+        work / "labeled.run"
+    )
     opts = DistillOptions.build(
         recipe="minilm-lora", epochs=2, max_length=64, test_fraction=0.25, learning_rate=2e-3, patience=0
     )
@@ -91,6 +95,9 @@ def test_run_folder_contract(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     assert (counts.not_ok or 0) > 0  # invalid rows were skipped, not trained on
     assert (counts.train_rows or 0) + (counts.val_rows or 0) + (counts.test_rows or 0) <= (counts.input_rows or 0)
     assert DistillOptions(**json.loads((out / "options.json").read_text())).epochs == 2
+    assert run.teacher is not None and run.teacher.run == str((out.parent / "labeled.run").resolve())
+    assert (run.teacher.provider, run.teacher.model, run.teacher.prompt) == ("openai", "gpt-4o-mini", "zero-shot")
+    assert (run.teacher.cost_usd, run.teacher.cost_per_1k) == (0.03, 0.075)
 
 
 def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, DistillRun]) -> None:

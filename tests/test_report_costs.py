@@ -120,3 +120,74 @@ def test_label_summary_prices_a_served_model_by_the_hour() -> None:
     served.options["hourly_price"] = 2.0
     text = _fmt_summary(served)
     assert "cost: $0.1389 per 1,000 items, machine time at $2/h (no list price)" in text and "$0.0000" not in text
+
+
+def _record_teacher(student: Path, labeled: Path) -> None:
+    """What distill writes for a student trained on ``labeled``: its teacher and its training rows."""
+    from promptclf.runs import teacher_of
+
+    ref = teacher_of(labeled)
+    assert ref is not None
+    p = student / "run.json"
+    rj = json.loads(p.read_text())
+    rj.update(teacher=ref.model_dump(mode="json"), data={"train_rows": 800, "val_rows": 200})
+    p.write_text(json.dumps(rj))
+
+
+def test_teacher_record_of_a_label_run(tmp_path: Path) -> None:
+    from promptclf.runs import DistillRun, LabelRun, load_run, teacher_of
+
+    rec = LabelRun(provider="openai", model="gpt-4o-mini", n_items=90, cost_usd=0.02, cost_per_1k=0.25)
+    rec.options = {"shots": 5, "shot_selection": "similar"}
+    rec.save(tmp_path / "labeled.run")
+    ref = teacher_of(tmp_path / "labeled.csv")  # the labeled file: its run folder beside it
+    assert ref is not None
+    assert (ref.name, ref.provider, ref.model, ref.prompt) == (
+        "labeled",
+        "openai",
+        "gpt-4o-mini",
+        "few-shot (5/class, similar)",
+    )
+    assert (ref.run, ref.cost_usd, ref.cost_per_1k) == (str((tmp_path / "labeled.run").resolve()), 0.02, 0.25)
+    assert teacher_of(tmp_path / "elsewhere.csv") is None  # labels made without promptclf: nothing to record
+    # a student's run.json keeps it, typed
+    DistillRun(teacher=ref).save(tmp_path / "stu")
+    back = load_run(tmp_path / "stu")
+    assert isinstance(back, DistillRun) and back.teacher == ref
+    unpriced = LabelRun(provider="openai", model="x", price_known=False)
+    unpriced.save(tmp_path / "u.run")
+    assert teacher_of(tmp_path / "u.run").cost_per_1k is None  # type: ignore[union-attr]
+
+
+def test_student_compared_with_its_recorded_teacher(tmp_path: Path) -> None:
+    teacher = make_label_run(tmp_path, "gpt-labels", 0.7, 0.5, 20.0, provider="openai")
+    better = make_label_run(tmp_path, "other", 0.95, 2.0, 20.0, provider="openai")
+    # The student names only a file elsewhere as its input; its record points at its teacher's folder.
+    student = make_distill_run(tmp_path, "stu", tmp_path / "copied.csv", 0.8, train_cost=0.25, cost_per_1k=0.001)
+    _record_teacher(student, teacher)
+    paths = build_report([better, teacher, student], tmp_path / "r")
+    verdict, md = _verdict_and_md(paths)
+    assert "The student trained on gpt-labels's labels (stu)" in verdict
+    assert "teacher not recorded" not in verdict
+    # 1,000 train + validation rows at the teacher's $0.50 per 1k: $0.50, beside $0.25 of training
+    assert "Labeling the 1,000 rows stu trained and validated on by gpt-labels cost $0.50 (list price); " in verdict
+    assert "training stu cost $0.25." in verdict
+    assert re.search(r"\| stu \| student on gpt-labels labels \|.*\| \$0\.25 \+ \$0\.50 teacher labels \|", md)
+    doc = json.loads(paths["json"].read_text())
+    assert doc["break_even"][0]["llm"] == "gpt-labels"
+
+
+def test_recorded_teacher_missing_from_the_report_is_named_not_replaced(tmp_path: Path) -> None:
+    teacher = make_label_run(tmp_path, "gpt-labels", 0.7, 0.5, 20.0, provider="openai")
+    other = make_label_run(tmp_path, "other", 0.95, 2.0, 20.0, provider="openai")
+    student = make_distill_run(tmp_path, "stu", teacher, 0.8, train_cost=0.25, cost_per_1k=0.001)
+    _record_teacher(student, teacher)
+    paths = build_report([other, student], tmp_path / "r")
+    verdict, _ = _verdict_and_md(paths)
+    folder = teacher.with_suffix(".run").resolve()
+    assert (
+        f"The student stu learned from gpt-labels (openai / gpt-4o-mini, zero-shot), whose run folder {folder} is "
+        "not in this report: add it to compare them." in verdict
+    )
+    assert "compared with the best prompted run" not in verdict
+    assert json.loads(paths["json"].read_text())["break_even"] == []

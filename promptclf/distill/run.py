@@ -21,7 +21,7 @@ from typing import Any
 
 from ..data.tables import cell_text, check_columns, read_table, stratified_split, write_table
 from ..errors import ConfigError, InputError, PromptclfError, TrainingError
-from ..runs import DistillRun, parse_run
+from ..runs import DistillRun, parse_run, teacher_of
 from . import distributed
 from .options import DistillData, DistillOptions
 
@@ -358,6 +358,17 @@ def _check_folder_or_raise(out: Path, options: DistillOptions, restart: bool) ->
     return None
 
 
+def _teacher(input_path: str, o: DistillOptions) -> dict[str, Any] | None:
+    """The label run whose labels the student trains on, as ``run.json`` records it (None on gold)."""
+    if o.train_on != "teacher":
+        return None
+    ref = teacher_of(input_path)
+    if ref is None:
+        log.info(f"{input_path}: no label run folder beside it, so the student's teacher is not recorded")
+        return None
+    return ref.model_dump(mode="json")
+
+
 def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:
     """Reload the saved student, evaluate it, write predictions.csv and run.json."""
     import statistics
@@ -433,6 +444,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
         "metrics_validation": metrics_val,
         "teacher_agreement": agreement,
         "teacher_agreement_on": agreement_on,
+        "teacher": _teacher(input_path, o),
         "data": data.counts,
         "train": {
             **tr,

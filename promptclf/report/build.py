@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import InputError
 from ..pricing.costs import compute_cost_per_1k
 from . import plots as report_plots
-from .costs import break_even, label_cost, machine_hourly_price, student_cost
+from .costs import break_even, label_cost, machine_hourly_price, student_cost, teacher_label_cost
 from .load import Run, _num, load_run, match_teachers, unique_names
 from .render import GOLD, render_html, render_markdown
 from .verdict import verdict
@@ -126,11 +126,18 @@ def build_report(
     hourly = machine_hourly_price(runs, hourly_price)
     rows = [_row(r, hourly, hourly_price, str(prices) if prices else None) for r in runs]
     by_name = {r["name"]: r for r in rows}
+    for run, row in zip(runs, rows, strict=True):
+        if run.student is not None:
+            t = by_name.get(row["teacher"]) if row["teacher"] not in (None, GOLD) else None
+            row.update(teacher_label_cost(run, t))
+            rec = run.student.teacher
+            row["teacher_record"] = rec.model_dump(mode="json") if rec is not None else None
     llm_rows = [r for r in rows if r["kind"] != "distill"]
     breakeven = []
     for s in (r for r in rows if r["kind"] == "distill"):
         t = by_name.get(s["teacher"]) if s["teacher"] not in (None, GOLD) else None
-        if t is None and s["teacher"] is None and llm_rows:
+        # A student whose recorded teacher is not in the report is not compared with another run.
+        if t is None and s["teacher"] is None and not s.get("teacher_record") and llm_rows:
             scored = [r for r in llm_rows if r["accuracy"] is not None]
             t = max(scored, key=lambda r: r["accuracy"]) if scored else None
         if t is not None:

@@ -147,3 +147,32 @@ def break_even(student: dict[str, Any], teacher: dict[str, Any], hourly: float |
     else:
         out["status"], out["when"] = "pays off", f"{round_volume(out['items'])} items"
     return out
+
+
+def teacher_label_cost(run: Run, teacher: dict[str, Any] | None) -> dict[str, Any]:
+    """What the teacher's labels for a student's training set (train + validation rows) cost, and on which basis.
+
+    Priced at the teacher's row in the report when it is there (its basis, hourly or ``--prices``
+    included), else at the list price the student recorded with its teacher; ``None`` with the
+    missing figure otherwise.
+    """
+    st = run.student
+    out: dict[str, Any] = {"teacher_label_cost_usd": None, "teacher_label_cost_basis": None}
+    if st is None or st.teacher is None:
+        return out
+    rows = (st.data.train_rows or 0) + (st.data.val_rows or 0)
+    per_1k, basis, missing = st.teacher.cost_per_1k, "list price", None
+    if teacher is not None:
+        per_1k, basis, missing = teacher["cost_per_1k"], teacher["cost_basis"], teacher.get("cost_missing")
+    elif per_1k is None:
+        missing = f"a price for {st.teacher.name} ({st.teacher.provider}/{st.teacher.model}): add its run folder to the report"
+    if not rows:
+        missing = f"{run.name}'s training row count (not recorded)"
+    if missing or per_1k is None:
+        return {**out, "teacher_label_rows": rows, "teacher_label_cost_missing": missing or "a price for the teacher"}
+    return {
+        "teacher_label_cost_usd": per_1k * rows / 1000.0,
+        "teacher_label_cost_basis": basis,
+        "teacher_label_rows": rows,
+        "teacher_label_cost_missing": None,
+    }

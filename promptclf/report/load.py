@@ -188,7 +188,9 @@ def _teacher_refs(run: Run) -> list[str]:
             if isinstance(v, str) and v:
                 refs.append(v)
             elif isinstance(v, dict):
-                refs += [str(x) for x in (v.get("name"), v.get("path"), v.get("run")) if x]
+                refs += [
+                    str(x) for x in (v.get("run"), v.get("path"), v.get("name")) if x
+                ]  # the folder first: names repeat
     # Last resort: the labeled file it was tested on. When the teacher's own run is not in the report,
     # an LLM run over the student's test rows (same prompt, typically) is the fair comparison.
     if run.options.get("eval_file"):

@@ -25,7 +25,8 @@ def fmt_pct(v: float | None, digits: int = 1) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def _usd(v: float | None) -> str:
+def fmt_usd(v: float | None) -> str:
+    """Dollars with precision that suits the amount (``–`` when unknown)."""
     if v is None:
         return "–"
     if v == 0:
@@ -53,6 +54,11 @@ def _agreement_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["teacher_agreement"] is not None and r["teacher"] != GOLD]
 
 
+def _teacher_name(r: dict[str, Any]) -> str:
+    """The teacher a student is compared with: in the report, else the one it recorded."""
+    return str(r["teacher"] or (r.get("teacher_record") or {}).get("name") or "–")
+
+
 def _ci_text(ci: list[float] | None) -> str:
     return "" if not ci else f"±{100 * (ci[1] - ci[0]) / 2:.1f}"
 
@@ -69,7 +75,7 @@ def fmt_cost(r: dict[str, Any]) -> str:
         return "unknown"
     basis = str(r.get("cost_basis") or "")
     # A label run priced by machine time says so; a student's cost is always its machine time.
-    return _usd(r["cost_per_1k"]) + (f" ({basis})" if r["kind"] != "distill" and basis.startswith("machine") else "")
+    return fmt_usd(r["cost_per_1k"]) + (f" ({basis})" if r["kind"] != "distill" and basis.startswith("machine") else "")
 
 
 def _latency(v: float | None) -> str:
@@ -103,6 +109,14 @@ def _table_columns(hourly: float | None) -> list[tuple[str, str]]:
     return [c for c in TABLE_COLUMNS if c[0] != "compute_cost_per_1k" or hourly]
 
 
+def _label_cost(r: dict[str, Any]) -> str:
+    """A student's recorded teacher's cost to label its training set, beside its training cost."""
+    if not r.get("teacher_record"):
+        return ""
+    v = r.get("teacher_label_cost_usd")
+    return f" + {fmt_usd(v)} teacher labels" if v is not None else " + teacher labels (cost unknown)"
+
+
 def table_cells(r: dict[str, Any]) -> dict[str, str]:
     """The text of each table cell for one run (shared by HTML and Markdown, checked by the tests)."""
     acc = fmt_pct(r["accuracy"])
@@ -116,10 +130,10 @@ def table_cells(r: dict[str, Any]) -> dict[str, str]:
         "macro_f1": fmt_pct(r["macro_f1"]),
         "coverage": fmt_pct(r["coverage"]),
         "cost_per_1k": fmt_cost(r),
-        "compute_cost_per_1k": _usd(r["compute_cost_per_1k"]),
+        "compute_cost_per_1k": fmt_usd(r["compute_cost_per_1k"]),
         "items_per_s": "cached" if r.get("cached_share") else fmt_speed(r["items_per_s"]),
         "latency_s_median": _latency(r["latency_s_median"]),
-        "train_cost_usd": "–" if r["kind"] != "distill" else _usd(r["train_cost_usd"]),
+        "train_cost_usd": "–" if r["kind"] != "distill" else fmt_usd(r["train_cost_usd"]) + _label_cost(r),
     }
 
 
@@ -221,9 +235,9 @@ def render_html(
             vals = [
                 b["student"],
                 b["llm"],
-                _usd(b["llm_cost_per_1k"]),
-                _usd(b["student_cost_per_1k"]),
-                _usd(b["student_fixed_cost"]),
+                fmt_usd(b["llm_cost_per_1k"]),
+                fmt_usd(b["student_cost_per_1k"]),
+                fmt_usd(b["student_fixed_cost"]),
                 b["when"],
                 b["basis"],
             ]
@@ -246,7 +260,7 @@ def render_html(
         )
         for r in agree:
             parts.append(
-                f"<tr><td class='t'>{e(r['name'])}</td><td class='t'>{e(r['teacher'] or '–')}</td>"
+                f"<tr><td class='t'>{e(r['name'])}</td><td class='t'>{e(_teacher_name(r))}</td>"
                 f"<td class='t'>{e(r['teacher_agreement_on'] or 'test')} items</td>"
                 f"<td data-value='{e(json.dumps(r['teacher_agreement']))}'>{e(fmt_pct(r['teacher_agreement']))}</td></tr>"
             )
@@ -300,7 +314,7 @@ def render_markdown(
     agree = _agreement_rows(rows)
     if agree:
         out += ["", "## Teacher–student agreement", ""]
-        out += [f"- {r['name']} vs {r['teacher'] or '–'}: {fmt_pct(r['teacher_agreement'])}" for r in agree]
+        out += [f"- {r['name']} vs {_teacher_name(r)}: {fmt_pct(r['teacher_agreement'])}" for r in agree]
     if "per_class_f1" in images:
         out += ["", "## F1 per class", "", f"![F1 per class]({images['per_class_f1'].name})"]
     conf_keys = [k for k in images if k.startswith("confusion:")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..pricing.costs import round_volume
-from .render import GOLD, fmt_cost, fmt_pct, fmt_share, fmt_speed, fmt_times
+from .render import GOLD, fmt_cost, fmt_pct, fmt_share, fmt_speed, fmt_times, fmt_usd
 
 
 def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
@@ -69,6 +69,13 @@ def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list
         t = by_name.get(s["teacher"]) if s["teacher"] not in (None, GOLD) else None
         if s["teacher"] == GOLD:
             continue
+        rec = s.get("teacher_record")
+        if t is None and rec:
+            out.append(
+                f"The student {s['name']} learned from {rec['name']} ({rec['provider']} / {rec['model']}, "
+                f"{rec['prompt']}), whose run folder {rec['run']} is not in this report: add it to compare them."
+            )
+            continue
         if t is None and llm:
             t = max(llm, key=lambda r: r["accuracy"])
             lead = f"The student {s['name']} (teacher not recorded; compared with the best prompted run {t['name']})"
@@ -99,6 +106,8 @@ def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list
         elif be:
             sent += f"; at these prices ({be['basis']}) distilling never pays off in dollars"
         out.append(sent + ".")
+        if rec:
+            out.append(_label_cost_sentence(s, t["name"]))
         if s["teacher_agreement"] is not None:
             on = s.get("teacher_agreement_on") or "test"
             out.append(f"{s['name']} agrees with its teacher on {fmt_pct(s['teacher_agreement'])} of {on} items.")
@@ -110,3 +119,18 @@ def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list
             sent += f"; the best student on LLM labels ({p['name']}) recovers {100 * p['accuracy'] / g['accuracy']:.1f}% of it"
         out.append(sent + ".")
     return out
+
+
+def _label_cost_sentence(s: dict[str, Any], teacher: str) -> str:
+    """The teacher's cost to label the student's training set beside the student's training cost."""
+    rows = s.get("teacher_label_rows") or 0
+    if s.get("teacher_label_cost_usd") is not None:
+        labels = f"cost {fmt_usd(s['teacher_label_cost_usd'])} ({s['teacher_label_cost_basis']})"
+    else:
+        labels = f"has an unknown cost (needs {s.get('teacher_label_cost_missing')})"
+    train = (
+        f"training {s['name']} cost {fmt_usd(s['train_cost_usd'])}"
+        if s["train_cost_usd"] is not None
+        else f"{s['name']}'s training cost was not recorded"
+    )
+    return f"Labeling the {rows:,} rows {s['name']} trained and validated on by {teacher} {labels}; {train}."
