@@ -92,8 +92,28 @@ def eval_cmd(
     default=None,
     help="JSON price table (as for 'label --prices') to price runs whose model was not in the table when they ran.",
 )
+@click.option(
+    "--gold",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file with the true labels: every run and student is scored against it instead of its own gold.",
+)
+@click.option("--gold-col", default=None, help="The --gold file's column with the true labels.")
+@click.option(
+    "--gold-on",
+    default="text",
+    show_default=True,
+    help="Column joining the --gold file with each run's rows: the text, or a row id present in both.",
+)
 def report_cmd(
-    runs: tuple[Path, ...], out_dir: Path, title: str, hourly_price: float | None, prices: Path | None
+    runs: tuple[Path, ...],
+    out_dir: Path,
+    title: str,
+    hourly_price: float | None,
+    prices: Path | None,
+    gold: Path | None,
+    gold_col: str | None,
+    gold_on: str,
 ) -> None:
     """Compare run folders (or labeled files: x.csv → x.run/) in one HTML/Markdown/JSON report.
 
@@ -101,7 +121,16 @@ def report_cmd(
     """
     from ..report.build import build_report
 
-    paths = build_report(list(runs), out_dir, title=title, hourly_price=hourly_price, prices=prices)
+    paths = build_report(
+        list(runs),
+        out_dir,
+        title=title,
+        hourly_price=hourly_price,
+        prices=prices,
+        gold=gold,
+        gold_col=gold_col,
+        gold_on=gold_on,
+    )
     click.echo(str(paths["html"]))
     click.echo(f"also: {paths['markdown']}, {paths['json']}", err=True)
 

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..pricing.costs import compute_cost_per_1k
 from . import plots as report_plots
 from .costs import break_even, label_cost, machine_hourly_price, student_cost, teacher_label_cost
+from .gold import agreement, read_gold, score_against
 from .load import Run, _num, load_run, match_teachers, unique_names
 from .render import GOLD, render_html, render_markdown
 from .verdict import verdict
@@ -65,6 +66,7 @@ def _row(run: Run, hourly: float | None, explicit: float | None, prices: str | N
         "per_class": m.get("per_class") or {},
         "confusion": m.get("confusion") or {},
         "collapse": run.collapse,
+        "gold_match": run.extra.get("gold"),
     }
 
 
@@ -108,6 +110,9 @@ def build_report(
     title: str = "promptclf: prompting vs fine-tuning",
     hourly_price: float | None = None,
     prices: str | Path | None = None,
+    gold: str | Path | None = None,
+    gold_col: str | None = None,
+    gold_on: str = "text",
 ) -> dict[str, Path]:
     """Compare runs and write ``index.html``, ``report.md`` (+ PNGs) and ``report.json`` into ``out_dir``.
 
@@ -116,11 +121,19 @@ def build_report(
     against a student; by default it is the price the distill runs recorded, if any. Given
     here, it also prices a ``--base-url`` (self-hosted) run with no list price by its machine
     time. ``prices`` (a JSON price table) prices runs whose model was not in the table when they ran.
+    ``gold`` (a table) with ``gold_col`` scores every run against that file instead of its own
+    gold, joined by the column ``gold_on`` (the text, or a row id); with no gold anywhere the
+    verdict says so and shows how often the runs agree.
     Returns the paths written, keyed ``html``, ``markdown``, ``json`` and one per figure.
     """
     if not run_dirs:
         raise InputError("no runs given; pass run folders (or labeled files) written by 'promptclf label'/'distill'")
+    if gold is not None and not gold_col:
+        raise InputError("--gold needs --gold-col: the gold file's column with the true labels")
+    gold_table = read_gold(gold, gold_col, gold_on) if gold is not None and gold_col else None
     runs = [load_run(p) for p in run_dirs]
+    if gold_table is not None:
+        score_against(runs, gold_table)
     unique_names(runs)
     match_teachers(runs)
     hourly = machine_hourly_price(runs, hourly_price)
@@ -142,7 +155,8 @@ def build_report(
             t = max(scored, key=lambda r: r["accuracy"]) if scored else None
         if t is not None:
             breakeven.append(break_even(s, t, hourly))
-    lines = verdict(rows, breakeven)
+    agreements = agreement(runs) if all(r["accuracy"] is None for r in rows) else []
+    lines = verdict(rows, breakeven, gold_table.source if gold_table else None, agreements)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +191,8 @@ def build_report(
         "hourly_price_usd": hourly,
         "runs": [{k: v for k, v in r.items() if k != "confusion"} | {"confusion": r["confusion"]} for r in rows],
         "break_even": breakeven,
+        "gold": gold_table.source if gold_table else None,
+        "agreement": agreements,
         "verdict": lines,
         "images": {k: v.name for k, v in images.items()},
     }

@@ -16,16 +16,56 @@ def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
     return bool(a and b and a[0] <= b[1] and b[0] <= a[1])
 
 
-def verdict(rows: list[dict[str, Any]], breakeven: list[dict[str, Any]]) -> list[str]:
-    """Plain-language findings computed from the numbers; one sentence each."""
-    out: list[str] = []
+def _gold_lines(rows: list[dict[str, Any]], gold_source: str) -> list[str]:
+    """Where the gold came from, and how many of each run's items it covered."""
+    parts = []
+    for r in rows:
+        g = r.get("gold_match") or {}
+        if g.get("why"):
+            parts.append(f"{r['name']} not scored ({g['why']})")
+        elif g.get("matched", 0) < g.get("rows", 0):
+            parts.append(f"{r['name']} {g['matched']:,} of {g['rows']:,} items (the rest have no gold row)")
+    covered = "; ".join(parts) if parts else "every item of every run has a gold row"
+    return [f"Accuracy is scored against the gold file {gold_source}: {covered}."]
+
+
+def _no_gold(agreements: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "No run has gold labels to score against, so nothing here says which run is more accurate: pass "
+        "'report --gold FILE --gold-col COLUMN' (joined by text, or by a row id with --gold-on) to score them."
+    ]
+    if agreements:
+        out.append(
+            "Instead, how often the runs agree: "
+            + "; ".join(
+                f"{a['a']} and {a['b']} give the same label to {fmt_pct(a['agreement'])} of the {a['n']:,} items "
+                "both labeled"
+                for a in agreements
+            )
+            + ". Agreement is not accuracy: two runs can agree and both be wrong."
+        )
+    return out
+
+
+def verdict(
+    rows: list[dict[str, Any]],
+    breakeven: list[dict[str, Any]],
+    gold_source: str | None = None,
+    agreements: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Plain-language findings computed from the numbers; one sentence each.
+
+    ``gold_source``: the gold file the runs were scored against (``report --gold``); ``agreements``:
+    pairwise agreement between runs, shown when no run has gold.
+    """
+    out: list[str] = _gold_lines(rows, gold_source) if gold_source else []
     llm = [r for r in rows if r["kind"] != "distill" and r["accuracy"] is not None]
     students = [r for r in rows if r["kind"] == "distill" and r["accuracy"] is not None]
     by_name = {r["name"]: r for r in rows}
     # First, because it changes how every other number reads: a run that gave one label to nearly everything.
     out += [f"Warning, {r['name']}: {r['collapse']['message']}" for r in rows if r.get("collapse")]
     if not llm and not students:
-        return [*out, "No run has gold labels to score against, so the report compares cost and speed only."]
+        return [*out, *_no_gold(agreements or [])]
     if llm:
         best = max(llm, key=lambda r: r["accuracy"])
         out.append(
