@@ -61,3 +61,17 @@ def test_library_records_reach_stderr_through_the_cli_handler(capsys: pytest.Cap
     logging.getLogger("promptclf.label.x").debug("not shown at the default level")
     err = capsys.readouterr().err
     assert "[distill] hello from distill" in err and "not shown" not in err
+
+
+def test_the_cli_puts_the_sigterm_handler_back(tmp_path: Path) -> None:
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        CliRunner().invoke(main, ["sample", "-n", "5", "-o", str(tmp_path / "s.csv")])
+        assert signal.getsignal(signal.SIGTERM) is mine  # a host process keeps its own handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

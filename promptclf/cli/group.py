@@ -20,8 +20,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
-        # SIGTERM (kill, a CI timeout) stops a run like Ctrl-C: finished work is written first.
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        # SIGTERM (kill, a CI timeout) stops a run like Ctrl-C: finished work is written first. The
+        # previous handler comes back afterwards, so a host process (a test runner) keeps its own.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return super().invoke(ctx)
         except PromptclfError as exc:
@@ -43,6 +44,8 @@ class _Group(click.Group):
                 raise
             click.echo(f"promptclf: error: {_one_line(exc)}; rerun with --debug for the traceback", err=True)
             sys.exit(1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: BaseException) -> str:
