@@ -61,6 +61,7 @@ def test_gold_file_scores_every_run(tmp_path: Path, on: str) -> None:
     verdict = _verdict(paths)
     assert f"Accuracy is scored against the gold file gold.csv (column 'truth', joined by '{on}')" in verdict
     assert "every item of every run has a gold row" in verdict
+    assert "no gold labels to compare with" not in verdict
     assert f"{100 * want['accuracy']:.1f}% accuracy" in verdict
 
 

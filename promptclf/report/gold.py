@@ -79,7 +79,7 @@ def _frame(run: Run, on: str) -> tuple[list[str], list[str], list[str] | None] |
 
 def score_against(runs: list[Run], gold: Gold) -> None:
     """Replace each run's metrics with its score against ``gold``; ``extra["gold"]`` says what matched."""
-    from ..eval.metrics import evaluate
+    from ..eval.metrics import collapse_check, evaluate
 
     for run in runs:
         frame = _frame(run, gold.on)
@@ -94,12 +94,11 @@ def score_against(runs: list[Run], gold: Gold) -> None:
         if not hit:
             run.metrics = None
             continue
-        run.metrics = evaluate(
-            [gold.labels[keys[i]] for i in hit],
-            [pred[i] for i in hit],
-            run.rec.labels or None,
-            status=[status[i] for i in hit] if status else None,
-        )
+        truth, said = [gold.labels[keys[i]] for i in hit], [pred[i] for i in hit]
+        st = [status[i] for i in hit] if status else None
+        run.metrics = evaluate(truth, said, run.rec.labels or None, status=st)
+        if not run.is_student:  # the collapse warning, now with gold to compare with
+            run.collapse = collapse_check(said, truth, st)
 
 
 def agreement(runs: list[Run]) -> list[dict[str, Any]]:
