@@ -51,6 +51,10 @@ def test_missing_price_is_unknown_not_never(tmp_path: Path) -> None:
     assert "| stu | hosted | unknown: needs a price for hosted" in md
     (be,) = json.loads(paths["json"].read_text())["break_even"]
     assert be["status"] == "unknown" and be["items"] is None
+    # with its teacher recorded, the labels' cost is unknown too, and said so
+    _record_teacher(student, teacher)
+    verdict, _ = _verdict_and_md(build_report([teacher, student], tmp_path / "r2"))
+    assert "by hosted has an unknown cost (needs a price for hosted); training stu cost $0.50." in verdict
 
 
 def test_report_prices_reprice_an_unknown_model(tmp_path: Path) -> None:

@@ -167,7 +167,9 @@ def _label_cost_sentence(s: dict[str, Any], teacher: str) -> str:
     if s.get("teacher_label_cost_usd") is not None:
         labels = f"cost {fmt_usd(s['teacher_label_cost_usd'])} ({s['teacher_label_cost_basis']})"
     else:
-        labels = f"has an unknown cost (needs {s.get('teacher_label_cost_missing')})"
+        missing = s.get("teacher_label_cost_missing") or "a price for the teacher"
+        # The teacher's own missing price is said once, in its own sentence above.
+        labels = f"has an unknown cost (needs {'a price for ' + teacher if missing.startswith('a price for ' + teacher) else missing})"
     train = (
         f"training {s['name']} cost {fmt_usd(s['train_cost_usd'])}"
         if s["train_cost_usd"] is not None
