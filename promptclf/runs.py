@@ -276,6 +276,18 @@ def teacher_of(labeled: str | Path) -> TeacherRef | None:
     return TeacherRef.of(rec) if isinstance(rec, LabelRun) else None
 
 
+class TemperatureScaling(_Part):
+    """The temperature fitted on the student's validation split (``predict`` divides log-probabilities by it)."""
+
+    temperature: float = 1.0
+    fitted_on: str = "validation"
+    n: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None  # 15 bins
+    ece_after: float | None = None
+
+
 class DistillRun(RunRecord):
     """``run.json`` of ``promptclf distill``: a student, how it was trained and what it costs to run."""
 
@@ -288,6 +300,7 @@ class DistillRun(RunRecord):
     data: DataCounts = Field(default_factory=DataCounts)
     train: TrainStats = Field(default_factory=TrainStats)
     inference: InferenceStats = Field(default_factory=InferenceStats)
+    temperature_scaling: TemperatureScaling | None = None  # None: a run from before it was fitted (T = 1)
 
 
 Run = Annotated[LabelRun | DistillRun, Field(discriminator="kind")]

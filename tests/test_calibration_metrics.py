@@ -77,3 +77,21 @@ def test_eval_cli_prints_calibration(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "ECE (15 bins)" in res.output and "AUROC of confidence for correctness: 1.000" in res.output
     assert "keep  75.0% of rows (3) at confidence >= 0.9000: accuracy 100.0% (target 95%)" in res.output
+
+
+def test_temperature_fit_recovers_a_known_temperature() -> None:
+    import numpy as np
+
+    from promptclf.eval.calibration import apply_temperature, fit_temperature, nll
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(4000, 4))
+    true_t = 2.5  # the labels follow softmax(logits / 2.5): the raw softmax is overconfident
+    p_true = np.exp(logits / true_t) / np.exp(logits / true_t).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p_true])
+    raw = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    t = fit_temperature(raw, y)
+    assert t == pytest.approx(true_t, rel=0.1)
+    assert nll(apply_temperature(raw, t), y) < nll(raw, y)
+    assert np.allclose(apply_temperature(raw, 1.0), raw) and fit_temperature(raw[:0], y[:0]) == 1.0
+    assert (apply_temperature(raw, t).argmax(1) == raw.argmax(1)).all()  # labels never change

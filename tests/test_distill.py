@@ -90,6 +90,9 @@ def test_run_folder_contract(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     for key in ("time_s", "examples_per_s", "peak_memory_mb", "hourly_price_usd", "train_cost_usd"):
         assert getattr(run.train, key) is not None and getattr(run.train, key) >= 0, key
     assert run.train.hourly_price_usd == 0.10  # CPU default
+    ts = run.temperature_scaling  # fitted on the validation split, never worse in NLL there
+    assert ts is not None and ts.n == counts_val(run) and ts.temperature > 0
+    assert ts.nll_after is not None and ts.nll_before is not None and ts.nll_after <= ts.nll_before + 1e-9
     assert run.inference.items_per_s > 0 and run.inference.cost_per_1k > 0
     counts = run.data
     assert (counts.not_ok or 0) > 0  # invalid rows were skipped, not trained on
@@ -98,6 +101,27 @@ def test_run_folder_contract(minilm_run: tuple[Path, Path, DistillRun]) -> None:
     assert run.teacher is not None and run.teacher.run == str((out.parent / "labeled.run").resolve())
     assert (run.teacher.provider, run.teacher.model, run.teacher.prompt) == ("openai", "gpt-4o-mini", "zero-shot")
     assert (run.teacher.cost_usd, run.teacher.cost_per_1k) == (0.03, 0.075)
+
+
+def counts_val(run: DistillRun) -> int:
+    return run.data.val_rows or 0
+
+
+def test_predict_applies_the_fitted_temperature(minilm_run: tuple[Path, Path, DistillRun]) -> None:
+    import numpy as np
+
+    from promptclf.eval.calibration import apply_temperature
+    from promptclf.predict.student import Student
+
+    _, out, run = minilm_run
+    assert run.temperature_scaling is not None
+    student = Student.load(out)
+    assert student.temperature == pytest.approx(run.temperature_scaling.temperature)
+    texts = ["the match ended in a draw", "shares fell sharply on the stock market"]
+    scaled = student.predict_proba(texts)
+    student.temperature = 1.0
+    raw = student.predict_proba(texts)
+    assert np.allclose(scaled, apply_temperature(raw, run.temperature_scaling.temperature), atol=1e-5)
 
 
 def test_reload_gives_identical_predictions(minilm_run: tuple[Path, Path, DistillRun]) -> None:

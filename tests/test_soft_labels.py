@@ -129,6 +129,7 @@ def test_soft_student_moves_toward_the_teachers_probabilities(soft_vs_hard: dict
     means = {}
     for name, (folder, _) in soft_vs_hard.items():
         student = Student.load(folder)
+        student.temperature = 1.0  # what training learned, before the temperature fitted afterwards
         probs = student.predict_proba(df["text"].tolist())
         j = [student.labels.index(lab) for lab in df["label"]]
         means[name] = float(probs[range(len(j)), j].mean())

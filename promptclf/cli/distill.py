@@ -50,6 +50,12 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
     tr = run.train
     if m:
         click.echo(f"gold test ({run.n_items} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    ts = run.temperature_scaling
+    if ts is not None and ts.n:
+        click.echo(
+            f"temperature scaling: T={ts.temperature:.3f} on {ts.n} validation rows "
+            f"(NLL {ts.nll_before:.4f} -> {ts.nll_after:.4f}, ECE {ts.ece_before} -> {ts.ece_after}); predict applies it"
+        )
     if run.teacher_agreement is not None:
         click.echo(f"agreement with teacher ({run.teacher_agreement_on}): {run.teacher_agreement:.4f}")
     click.echo(

@@ -369,6 +369,31 @@ def _teacher(input_path: str, o: DistillOptions) -> dict[str, Any] | None:
     return ref.model_dump(mode="json")
 
 
+def _temperature_scaling(val_probs: Any, val_y: list[int]) -> dict[str, Any]:
+    """Fit the temperature on the validation split; NLL and ECE (15 bins) before and after."""
+    import numpy as np
+
+    from ..eval.calibration import apply_temperature, calibration, fit_temperature, nll
+
+    y = np.asarray(val_y, dtype=int)
+    probs = np.asarray(val_probs, dtype=float)
+    if not len(y):
+        return {"temperature": 1.0, "fitted_on": "validation", "n": 0}
+    t = fit_temperature(probs, y)
+    after = apply_temperature(probs, t)
+
+    def ece(p: Any) -> float | None:
+        rep = calibration((p.argmax(1) == y).tolist(), p.max(1).tolist())
+        return round(rep.ece, 6) if rep else None
+
+    log.info(f"temperature scaling on {len(y)} validation rows: T={t:.3f}, ECE {ece(probs)} -> {ece(after)}")
+    return {
+        "temperature": round(t, 6), "fitted_on": "validation", "n": int(len(y)),
+        "nll_before": round(nll(probs, y), 6), "nll_after": round(nll(after, y), 6),
+        "ece_before": ece(probs), "ece_after": ece(after),
+    }  # fmt: skip
+
+
 def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:
     """Reload the saved student, evaluate it, write predictions.csv and run.json."""
     import statistics
@@ -392,6 +417,8 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
         tr["reload_same_labels"] = bool((mem.argmax(-1) == val_probs.argmax(-1)).all())
     val_true = [data.labels[i] for i in data.val_y]
     metrics_val = _evaluate(val_true, val_pred, data.labels)
+    scaling = _temperature_scaling(val_probs, data.val_y)
+    student.temperature = scaling["temperature"]  # predictions.csv and every later predict use it
 
     timed = data.test_texts or data.val_texts
     t0 = time.perf_counter()
@@ -451,6 +478,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
             "hourly_price_usd": price,
             "train_cost_usd": round(price * hours, 6),
         },
+        "temperature_scaling": scaling,
         "inference": {
             "items_per_s": round(items_per_s, 2),
             "cost_per_1k": round(cost_per_1k, 6),

@@ -170,3 +170,43 @@ def format_calibration(rep: CalibrationReport) -> list[str]:
         else:
             lines.append(f"  target {p.target:.0%} accuracy: not reachable at any threshold")
     return lines
+
+
+# --- temperature scaling ---------------------------------------------------------------------------
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities softened (T > 1) or sharpened (T < 1): ``softmax(log p / T)``, row by row."""
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes ``y`` (row indices into ``probs``)."""
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)).mean())
+
+
+def fit_temperature(probs: np.ndarray, y: Sequence[int] | np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The temperature minimising the NLL of ``y`` under ``apply_temperature(probs, T)`` (Guo et al. 2017).
+
+    Probabilities are enough: log p is the logits up to a per-row constant, which softmax ignores.
+    Searched on log T in ``[lo, hi]``; 1.0 when there are no rows.
+    """
+    from scipy.optimize import minimize_scalar
+
+    labels = np.asarray(y, dtype=int)
+    if not len(labels):
+        return 1.0
+    res = minimize_scalar(
+        lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), labels),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    t = float(np.exp(res.x))
+    # Never worse than leaving the probabilities alone (the bounded search can stop near a flat optimum).
+    return t if nll(apply_temperature(probs, t), labels) <= nll(probs, labels) else 1.0

@@ -58,6 +58,8 @@ class Student:
         self.device = device
         self.parts = PromptParts.build(tokenizer, spec.lm_prompt, spec.labels) if spec.head == "lm" else None
         self.last_batch_s: list[float] = []  # seconds per batch of the last predict call
+        # Temperature scaling fitted at the end of distill (run.json); 1.0 leaves the probabilities as trained.
+        self.temperature = 1.0
 
     @property
     def labels(self) -> list[str]:
@@ -112,7 +114,9 @@ class Student:
         model.eval()
         if dtype != "float32":
             model = _reduce_precision(model, dtype, spec, device)
-        return cls(model, tok, spec, device)
+        student = cls(model, tok, spec, device)
+        student.temperature = fitted_temperature(folder)
+        return student
 
     def predict_proba(
         self, texts: list[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None
@@ -144,7 +148,7 @@ class Student:
                         batch, truncation=True, max_length=self.spec.max_length, padding=True, return_tensors="pt"
                     ).to(self.device)
                     scores = self.model(**enc).logits.float()
-                probs[idx] = torch.softmax(scores.float(), dim=-1).cpu().numpy()
+                probs[idx] = torch.softmax(scores.float() / self.temperature, dim=-1).cpu().numpy()
                 self.last_batch_s.append(time.perf_counter() - t0)
                 if on_batch is not None:
                     on_batch(len(idx))
@@ -155,6 +159,16 @@ class Student:
         probs = self.predict_proba(texts, batch_size=batch_size)
         best = probs.argmax(-1)
         return [(self.spec.labels[j], float(probs[i, j])) for i, j in enumerate(best)]
+
+
+def fitted_temperature(folder: Path) -> float:
+    """The temperature ``distill`` fitted for the student in ``folder`` (1.0 for runs from before it did)."""
+    try:
+        run = json.loads((folder / "run.json").read_text())
+        t = float((run.get("temperature_scaling") or {}).get("temperature", 1.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1.0
+    return t if t > 0 else 1.0
 
 
 def _reduce_precision(model: Any, dtype: str, spec: StudentSpec, device: str) -> Any:
