@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..data.tables import FORMATS
 from ..runs import DataCounts, DistillRun, LabelRun, label_paths, resolve_run_dir
 from ..runs import load_run as load_record
@@ -160,10 +162,14 @@ def _metrics_from_output(run: Run) -> dict[str, Any] | None:
 
 def _collapse(run: Run) -> dict[str, Any] | None:
     """The collapse warning the run recorded, or, for a label run that predates it, one computed from its output."""
-    for src in (run.rec.model_dump(), run.metrics or {}):
-        if "collapse" in src and src["collapse"] is not None:
-            c = src["collapse"]
-            return c if isinstance(c, dict) and c.get("message") else None
+    # A record that has the field (set, even to null) decides; only older ones are recomputed.
+    if "collapse" in run.rec.model_fields_set:
+        c = getattr(run.rec, "collapse", None)
+        c = c.model_dump() if isinstance(c, BaseModel) else c
+        return c if isinstance(c, dict) and c.get("message") else None
+    if run.metrics is not None and "collapse" in run.metrics:
+        c = run.metrics["collapse"]
+        return c if isinstance(c, dict) and c.get("message") else None
     out = _output_path(run)
     if run.is_student or out is None:
         return None
