@@ -373,7 +373,7 @@ def _temperature_scaling(val_probs: Any, val_y: list[int]) -> dict[str, Any]:
     """Fit the temperature on the validation split; NLL and ECE (15 bins) before and after."""
     import numpy as np
 
-    from ..eval.calibration import apply_temperature, calibration, fit_temperature, nll
+    from ..eval.calibration import apply_temperature, fit_temperature, nll, top_label_ece
 
     y = np.asarray(val_y, dtype=int)
     probs = np.asarray(val_probs, dtype=float)
@@ -381,16 +381,12 @@ def _temperature_scaling(val_probs: Any, val_y: list[int]) -> dict[str, Any]:
         return {"temperature": 1.0, "fitted_on": "validation", "n": 0}
     t = fit_temperature(probs, y)
     after = apply_temperature(probs, t)
-
-    def ece(p: Any) -> float | None:
-        rep = calibration((p.argmax(1) == y).tolist(), p.max(1).tolist())
-        return round(rep.ece, 6) if rep else None
-
-    log.info(f"temperature scaling on {len(y)} validation rows: T={t:.3f}, ECE {ece(probs)} -> {ece(after)}")
+    ece_before, ece_after = round(top_label_ece(probs, y), 6), round(top_label_ece(after, y), 6)
+    log.info(f"temperature scaling on {len(y)} validation rows: T={t:.3f}, ECE {ece_before} -> {ece_after}")
     return {
         "temperature": round(t, 6), "fitted_on": "validation", "n": int(len(y)),
         "nll_before": round(nll(probs, y), 6), "nll_after": round(nll(after, y), 6),
-        "ece_before": ece(probs), "ece_after": ece(after),
+        "ece_before": ece_before, "ece_after": ece_after,
     }  # fmt: skip
 
 

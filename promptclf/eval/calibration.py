@@ -78,6 +78,18 @@ def reliability_bins(correct: np.ndarray, conf: np.ndarray, n_bins: int = N_BINS
     return out
 
 
+def ece_of(bins: list[ReliabilityBin]) -> tuple[float, float]:
+    """(ECE, MCE) of reliability bins: the confidence-accuracy gap weighted by bin size, and the largest gap."""
+    gaps = [(b.n, abs((b.confidence or 0.0) - (b.accuracy or 0.0))) for b in bins if b.n]
+    total = sum(n for n, _ in gaps)
+    return (sum(n * g for n, g in gaps) / total if total else 0.0), max((g for _, g in gaps), default=0.0)
+
+
+def top_label_ece(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE of the most probable label's probability for the true classes ``y``."""
+    return ece_of(reliability_bins(probs.argmax(1) == y, probs.max(1), n_bins))[0]
+
+
 def auroc(correct: np.ndarray, conf: np.ndarray) -> float | None:
     """P(a right row is more confident than a wrong one), ties counted half; None if one class is absent."""
     pos, neg = conf[correct], conf[~correct]
@@ -133,8 +145,7 @@ def calibration(
     right = np.array([ok for ok, _ in have], dtype=bool)
     conf = np.clip(np.array([p for _, p in have], dtype=float), 0.0, 1.0)
     bins = reliability_bins(right, conf, n_bins)
-    gaps = [(b.n, abs((b.confidence or 0.0) - (b.accuracy or 0.0))) for b in bins if b.n]
-    ece = sum(n * g for n, g in gaps) / len(conf)
+    ece, mce = ece_of(bins)
     area = auroc(right, conf)
     note = "" if area is not None else ("every row is right" if right.all() else "every row is wrong")
     return CalibrationReport(
@@ -143,7 +154,7 @@ def calibration(
         accuracy=float(right.mean()),
         mean_confidence=float(conf.mean()),
         ece=float(ece),
-        mce=float(max(g for _, g in gaps)),
+        mce=float(mce),
         bins=bins,
         auroc=area,
         auroc_note=note,
