@@ -12,16 +12,16 @@
 
 Every flag's value defaults to None on the command line, so only what the user typed reaches
 the model and the model's own defaults stand for the rest (recipes and run files can then fill
-what the user left out). :func:`validate` builds the model and turns a
-:class:`pydantic.ValidationError` into one :class:`~promptclf.errors.ConfigError` that names
-the flag and the fix (:func:`promptclf.options.build_options`, which the library uses too).
+what the user left out). :func:`promptclf.options.build_options`, which the library uses too,
+builds the model and turns a :class:`pydantic.ValidationError` into one
+:class:`~promptclf.errors.ConfigError` that names the flag and the fix.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import click
@@ -40,12 +40,6 @@ def _strip_optional(tp: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return tp
-
-
-def _default_of(info: FieldInfo) -> Any:
-    if info.default_factory is not None:
-        return info.default_factory()  # type: ignore[call-arg]
-    return info.default
 
 
 def _click_type(tp: Any, extra: Mapping[str, Any]) -> tuple[Any, bool, bool]:
@@ -71,23 +65,22 @@ def _csv_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _help(info: FieldInfo, multiple: bool, is_flag: bool) -> str:
+def _help(info: FieldInfo, is_flag: bool) -> str:
     text = info.description or ""
-    default = _default_of(info)
+    default = info.get_default(call_default_factory=True)
     if is_flag or default is None or default == [] or (isinstance(default, str) and not default):
         return text
     shown = ", ".join(map(str, default)) if isinstance(default, list) else default
     return f"{text} [default: {shown}]".strip()
 
 
-def flags_from(model: type[BaseModel], exclude: Iterable[str] = ()) -> Callable[[F], F]:
-    """A decorator adding one click option per field of ``model`` (except ``exclude``), in field order."""
-    skip = set(exclude)
+def flags_from(model: type[BaseModel]) -> Callable[[F], F]:
+    """A decorator adding one click option per field of ``model`` (``{"cli": False}`` leaves one out), in field order."""
 
     def decorate(fn: F) -> F:
         for name, info in reversed(list(model.model_fields.items())):
             extra = _extra(info)
-            if name in skip or extra.get("cli") is False:
+            if extra.get("cli") is False:
                 continue
             ctype, multiple, is_flag = _click_type(info.annotation, extra)
             flag = flag_name(name, info)
@@ -95,7 +88,7 @@ def flags_from(model: type[BaseModel], exclude: Iterable[str] = ()) -> Callable[
             decls = [f"{flag}/--no-{flag[2:]}" if on_off else flag, name]
             if extra.get("short"):
                 decls.insert(0, str(extra["short"]))
-            kw: dict[str, Any] = {"help": _help(info, multiple, is_flag), "default": None}
+            kw: dict[str, Any] = {"help": _help(info, is_flag), "default": None}
             if on_off:
                 pass  # click gives True, False, or the default None
             elif is_flag:
