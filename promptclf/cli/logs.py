@@ -32,20 +32,19 @@ class OneLineFormatter(logging.Formatter):
         return f"{head} {level}{' '.join(record.getMessage().splitlines()) or ''}"
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is at the time (a test may swap it), one line per record."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(OneLineFormatter())
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # logging must never break a run
+            self.handleError(record)
 
 
 def install(verbosity: int = 0) -> logging.Handler:

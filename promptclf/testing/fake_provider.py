@@ -131,7 +131,7 @@ class FakeChatProvider:
             text=text,
             usage=Usage(prompt_tokens, estimate_tokens(text)),
             latency_s=self.latency_s,
-            logprobs=self._logprobs(answers) if self.top_logprobs and fault is None else None,
+            logprobs=self._logprobs(text) if self.top_logprobs and fault is None else None,
         )
 
     # -- faults ----------------------------------------------------------------------------
@@ -186,9 +186,8 @@ class FakeChatProvider:
         return text
 
     @staticmethod
-    def _logprobs(answers: list[tuple[int, str]]) -> list[dict[str, Any]]:
-        """Every token of the answer certain (logprob 0), in OpenAI's ``logprobs.content`` shape."""
-        text = json.dumps({"items": [{"id": i, "label": lab} for i, lab in answers]})
+    def _logprobs(text: str) -> list[dict[str, Any]]:
+        """Every character of the answer a certain token (logprob 0), in OpenAI's ``logprobs.content`` shape."""
         return [
             {"token": ch, "logprob": 0.0, "bytes": list(ch.encode()), "top_logprobs": [{"token": ch, "logprob": 0.0}]}
             for ch in text
