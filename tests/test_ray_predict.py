@@ -134,7 +134,9 @@ def test_driver_killed_mid_run_then_rerun_skips_finished_shards(ray_student: Pat
     assert start == len(df)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "promptclf", "predict", str(ray_student), str(tmp_path / "ds"), "-o", str(out),
-           "--engine", "ray", "--workers", "2"]  # fmt: skip
+           "--engine", "ray", "--workers", "2", "--batch-rows", "16"]  # fmt: skip
+    # Small batches: shards finish one by one, seconds apart, so the kill after the second lands mid-run on
+    # any machine (with the default 512 rows a batch spans several 250-row shards, which then finish together).
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: len(_outputs(out)) >= 2 or proc.poll() is not None, 900, "two finished shards")
