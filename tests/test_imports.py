@@ -83,7 +83,7 @@ LAYERS: list[set[str]] = [
     {"pricing"},
     {"label"},
     {"review"},
-    {"distill", "predict"},
+    {"distill", "predict", "export"},
     {"report"},
     {"demo"},
     {"cli", "testing"},  # testing: the fake providers and servers of the tests and benchmarks

@@ -250,7 +250,8 @@ def test_predict_in_chunks_equals_one_pass(student: Path, tmp_path: Path) -> Non
     import pyarrow.parquet as pq
 
     from promptclf.data.tables import bbc_sample
-    from promptclf.predict.student import Student, predict_file
+    from promptclf.predict.file import predict_file
+    from promptclf.predict.student import Student
 
     df = bbc_sample(23, seed=9)[["id", "text"]]
     df["text"] = df["text"].str.slice(0, 150)
@@ -273,7 +274,7 @@ def test_predict_in_chunks_equals_one_pass(student: Path, tmp_path: Path) -> Non
 
 
 def test_predict_refuses_to_overwrite_its_input(student: Path, tmp_path: Path) -> None:
-    from promptclf.predict.student import predict_file
+    from promptclf.predict.file import predict_file
 
     src = write_table(FRAME, tmp_path / "in.csv")
     with pytest.raises(InputError, match="is the input file"):

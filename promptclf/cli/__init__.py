@@ -18,6 +18,7 @@ def _register() -> None:
     # heavy libraries (torch, langchain) are imported inside the commands.
     from . import data as _data  # noqa: F401
     from . import distill as _distill  # noqa: F401
+    from . import export as _export  # noqa: F401
     from . import label as _label  # noqa: F401
     from . import report as _report  # noqa: F401
     from . import review as _review  # noqa: F401

@@ -110,7 +110,7 @@ def predict(run_dir: Path, input: str, output: Path, quiet: bool, **options: Any
     if ray_fields & set(values):
         flags = ", ".join(sorted(flag_name(f, RayOptions.model_fields[f]) for f in ray_fields & set(values)))
         raise click.UsageError(f"{flags} go with --engine ray")
-    from ..predict.student import predict_file
+    from ..predict.file import predict_file
 
     res = predict_file(run_dir, input, output, **common)  # type: ignore[arg-type]
     click.echo(f"{res['rows']:,} rows in {res['wall_s']:.1f}s ({res['items_per_s']} items/s) -> {output}", err=True)

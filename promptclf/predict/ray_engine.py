@@ -20,7 +20,6 @@ store; with GPUs in the cluster each worker takes one GPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -33,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..errors import InputError, PromptclfError, require
+from .loader import check_dtype, default_text_col, predictor_labels
 from .options import RayOptions
 from .shard_output import ShardTally, write_shard
 from .shards import (
@@ -78,18 +78,6 @@ class ShardedRun(BaseModel):
     @property
     def failed(self) -> list[ShardResult]:
         return [s for s in self.shards if s.status == "failed"]
-
-
-def _student_labels(student_dir: Path) -> list[str]:
-    meta = student_dir / "student.json"
-    if not meta.exists():
-        raise InputError(f"{student_dir}: not a student run folder, no student.json")
-    return list(json.loads(meta.read_text())["labels"])
-
-
-def _default_text_col(student_dir: Path) -> str:
-    opts = student_dir / "options.json"
-    return json.loads(opts.read_text()).get("text_col", "text") if opts.exists() else "text"
 
 
 def _object_store_bytes(mb: int | None) -> int:
@@ -259,8 +247,9 @@ def predict_shards(
     """
     opts = ray_opts or RayOptions()
     student = Path(student_dir)
-    labels = _student_labels(student)
-    text_col = text_col or _default_text_col(student)
+    labels = predictor_labels(student)
+    check_dtype(student, dtype)
+    text_col = text_col or default_text_col(student)
     out = Path(out_dir)
     shards = discover_shards(source, split)
     targets = plan_outputs(shards, out, source)

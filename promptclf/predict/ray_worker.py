@@ -83,11 +83,11 @@ class ShardPredictor:
     ) -> None:
         import torch
 
-        from .student import Student
+        from .loader import load_predictor
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self.student = Student.load(student_dir, merge=merge, dtype=dtype)
+        self.student = load_predictor(student_dir, merge=merge, dtype=dtype, threads=threads or None)
         self.batch_size = batch_size
         self.class_probs = class_probs
         self.pid = os.getpid()
