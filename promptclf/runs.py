@@ -166,10 +166,46 @@ class LabelSummary(_Part):
     calibration: Calibration | None = None
 
 
+class ThresholdChoice(_Part):
+    """How ``--threshold auto`` chose the cascade's threshold on the student's validation rows."""
+
+    target_agreement: float
+    met: bool  # False: no threshold met the target, so every row went to the LLM
+    n: int = 0  # validation rows it was measured on
+    label_source: str = (
+        "teacher"  # what the validation rows' labels are: the teacher's, or gold (distill --train-on gold)
+    )
+    agreement: float | None = None  # the cascade's labels vs those labels (the LLM's rows counted as agreeing)
+    coverage: float | None = None  # share of validation rows the student keeps at the threshold
+    student_agreement: float | None = None  # the student vs those labels, on the rows it keeps
+
+
+class CascadeStats(_Part):
+    """What ``label --student`` did: which rows the student labeled, which went to the LLM, and the saving."""
+
+    student: str  # the student's run folder, absolute
+    threshold: float | None  # the student keeps rows whose top probability is >= this; None: no row kept
+    threshold_mode: Literal["fixed", "auto"] = "fixed"
+    auto: ThresholdChoice | None = None  # how --threshold auto chose, measured on validation
+    n_rows: int = 0
+    n_student: int = 0  # rows labeled by the student
+    n_llm: int = 0  # rows sent to the LLM's labeling path (every row the student did not keep)
+    share_student: float = 0.0
+    share_llm: float = 0.0
+    llm_run: str | None = None  # the run folder of the LLM's part
+    llm_cost_usd: float = 0.0  # measured spend of the LLM's part now (cached responses cost 0)
+    llm_cost_per_1k_sent: float | None = None  # list price per 1,000 rows the LLM labeled; None: unknown
+    llm_only_cost_usd: float | None = None  # estimated list cost of sending every row to the LLM
+    saved_usd: float | None = None  # llm_only_cost_usd minus the LLM part's list cost
+    saving_basis: str = ""  # how the estimate was made, in words
+    student_s: float = 0.0  # seconds the student took over every row
+
+
 class LabelRun(RunRecord, LabelSummary):
     """``run.json`` of ``promptclf label``: the summary plus where the rows came from and went."""
 
     kind: Literal["label"] = "label"
+    cascade: CascadeStats | None = None  # --student: the student-first cascade's split and saving
     split: str | None = None
     dataset: str | None = None  # --save-dataset folder
     run_id: str | None = None  # the store's run id of this run's requests

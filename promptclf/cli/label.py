@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..errors import ConfigError
 from ..label.options import LabelOptions
 from ..pricing.costs import compute_cost_per_1k
 from .group import main
@@ -54,11 +55,41 @@ def _fmt_summary(rec: LabelRun) -> str:
         lines.append("  cost: none (the local model runs on this machine; compare by its speed below)")
     else:
         lines.append(f"  cost: ${rec.cost_usd:.4f} spent now; ${rec.cost_per_1k:.4f} per 1,000 items")
+    lines += _fmt_cascade(rec)
     lines.append(f"  time: {rec.wall_s:.1f}s ({rec.items_per_s:.2f} items/s)")
     lines.append(f"  output: {rec.output}   run folder: {rec.run_dir}")
     if rec.dataset:
         lines.append(f"  dataset (save_to_disk): {rec.dataset}")
     return "\n".join(lines)
+
+
+def _fmt_cascade(rec: LabelRun) -> list[str]:
+    """The student-first cascade's lines: who labeled what, the threshold, the LLM's cost and the saving."""
+    c = rec.cascade
+    if c is None:
+        return []
+    how = "auto" if c.auto is not None else "given"
+    t = f"{c.threshold:.4f}" if c.threshold is not None else "none (every row to the LLM)"
+    lines = [
+        f"  cascade: student {c.n_student:,} rows ({c.share_student:.1%}), LLM {c.n_llm:,} rows ({c.share_llm:.1%}); "
+        f"threshold {t} ({how})"
+    ]
+    a = c.auto
+    if a is not None and a.met:
+        lines.append(
+            f"    auto on {a.n:,} validation rows ({a.label_source} labels): agreement {a.agreement:.1%} "
+            f"(target {a.target_agreement:.1%}), student keeps {a.coverage:.1%}"
+        )
+    elif a is not None:
+        lines.append(f"    warning: no threshold met {a.target_agreement:.1%} agreement on {a.n:,} validation rows")
+    if c.saved_usd is not None and c.llm_only_cost_usd is not None:
+        lines.append(
+            f"    LLM list cost ${c.llm_only_cost_usd - c.saved_usd:.4f} vs ${c.llm_only_cost_usd:.4f} LLM only: "
+            f"saved ${c.saved_usd:.4f} ({c.saving_basis})"
+        )
+    else:
+        lines.append(f"    saving: {c.saving_basis}")
+    return lines
 
 
 @main.command()
@@ -108,6 +139,10 @@ def label(
     if labels_spec:
         values["labels"] = parse_labels(labels_spec).to_dict()
     opts = LabelOptions.build(**values)
+    if dry_run and opts.student:
+        raise ConfigError(
+            "--dry-run with --student: the cascade's share is known only after the student runs; drop one"
+        )
     if dry_run:
         labeler = Labeler(opts, progress=not quiet)
         examples = read_table(opts.examples) if opts.examples else None
@@ -131,7 +166,10 @@ def label(
         for line in est.notes:  # batch price, prompt-cache saving
             click.echo(f"# {line}")
         return
-    rec = label_file(input_path, output, opts, name=name, progress=not quiet, split=split, save_dataset=save_dataset)
+    run = label_file
+    if opts.student:
+        from ..predict.cascade import cascade_file as run
+    rec = run(input_path, output, opts, name=name, progress=not quiet, split=split, save_dataset=save_dataset)
     if not quiet:
         click.echo(_fmt_summary(rec), err=True)
     click.echo(rec.output)

@@ -396,6 +396,8 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
 
     import pandas as pd
 
+    from ..eval.calibration import apply_temperature
+    from ..eval.cascade import VALIDATION_FILE, validation_frame
     from ..predict.student import Student
 
     student = Student.load(out)
@@ -415,6 +417,11 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
     metrics_val = _evaluate(val_true, val_pred, data.labels)
     scaling = _temperature_scaling(val_probs, data.val_y)
     student.temperature = scaling["temperature"]  # predictions.csv and every later predict use it
+    # What `label --student --threshold auto` measures the cascade on: texts, labels trained on, calibrated probs.
+    calibrated = apply_temperature(val_probs, scaling["temperature"]) if len(data.val_y) else val_probs
+    write_table(
+        validation_frame(data.val_texts, data.labels, data.val_y, calibrated, o.train_on), out / VALIDATION_FILE
+    )
 
     timed = data.test_texts or data.val_texts
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..eval.cascade import VALIDATION_FILE
 from ..options import build_options
 from ..providers.spec import ProviderSpec
 
@@ -181,6 +182,26 @@ class LabelOptions(BaseModel):
         "else synchronously.",
     )
 
+    # student-first cascade (promptclf.predict.cascade): the student labels the rows it is sure of.
+    student: str | None = Field(
+        None,
+        description="A student run folder (promptclf distill): it predicts every row first and keeps the rows whose "
+        "top probability is at least --threshold; only the rest go to the LLM. Column pred_source says which.",
+    )
+    threshold: float | Literal["auto"] | None = Field(
+        None,
+        description="--student: keep the student's label where its probability is >= this, in (0, 1]; or 'auto': "
+        "the smallest threshold meeting --target-agreement on the student's validation rows. Default with "
+        "--student: auto.",
+    )
+    target_agreement: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="--threshold auto: share of the student's validation rows on which the cascade must agree "
+        "with the teacher's labels (the LLM's rows count as agreeing). Default 0.98.",
+    )
+
     # label confidence from chat providers (promptclf.label.confidence)
     top_logprobs: int = Field(
         5,
@@ -220,8 +241,24 @@ class LabelOptions(BaseModel):
             raise ValueError("--text-col must name at least one column")
         return cols
 
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip().lower()
+            if text == "auto":
+                return "auto"
+            try:
+                v = float(text)
+            except ValueError:
+                raise ValueError(f"--threshold {v!r}: give a probability in (0, 1], e.g. 0.9, or 'auto'") from None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0.0 < float(v) <= 1.0:
+            raise ValueError(f"--threshold {v}: give a probability in (0, 1], e.g. 0.9, or 'auto'")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> LabelOptions:
+        self._check_cascade()
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
         if self.hourly_price is not None and not self.base_url:
@@ -242,6 +279,35 @@ class LabelOptions(BaseModel):
                 "use --provider openai or together, or drop --batch-api"
             )
         return self
+
+    def _check_cascade(self) -> None:
+        """--student names a distill run folder; --threshold and --target-agreement only go with it."""
+        if self.student is None:
+            if self.threshold is not None or self.target_agreement is not None:
+                flag = "--threshold" if self.threshold is not None else "--target-agreement"
+                raise ValueError(f"{flag} sets the student-first cascade: add --student RUN (a distill run folder)")
+            return
+        folder = Path(self.student)
+        if not (folder / "student.json").is_file():
+            what = "no such folder" if not folder.is_dir() else "no student.json in it"
+            raise ValueError(
+                f"--student {self.student}: not a student run folder ({what}); pass a folder written by "
+                "'promptclf distill ... -o FOLDER'"
+            )
+        if self.target_agreement is not None and self.threshold not in (None, "auto"):
+            raise ValueError(
+                f"--target-agreement chooses the threshold of --threshold auto, not of --threshold {self.threshold}; "
+                "drop one of them"
+            )
+        if self.threshold in (None, "auto") and not (folder / VALIDATION_FILE).is_file():
+            raise ValueError(
+                f"--threshold auto measures the cascade on the student's validation rows, and {folder}/validation.csv "
+                "is missing (a distill run from before the cascade): pass --threshold 0.9, or distill it again"
+            )
+
+    def cascade_threshold(self) -> tuple[float | Literal["auto"], float]:
+        """(threshold or "auto", target agreement) of a --student run, defaults filled in."""
+        return (self.threshold if self.threshold is not None else "auto"), (self.target_agreement or 0.98)
 
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
