@@ -84,7 +84,7 @@ LAYERS: list[set[str]] = [
     {"label"},
     {"review"},
     {"distill", "predict", "export"},
-    {"report"},
+    {"report", "serve"},  # serve: the student (predict) behind an HTTP API
     {"demo"},
     {"cli", "testing"},  # testing: the fake providers and servers of the tests and benchmarks
     {"promptclf", "__main__"},  # the package root (lazy library API) and ``python -m promptclf``

@@ -22,6 +22,7 @@ def _register() -> None:
     from . import label as _label  # noqa: F401
     from . import report as _report  # noqa: F401
     from . import review as _review  # noqa: F401
+    from . import serve as _serve  # noqa: F401
 
 
 _register()

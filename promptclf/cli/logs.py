@@ -57,3 +57,19 @@ def install(verbosity: int = 0) -> logging.Handler:
     logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
     logger.propagate = True  # pytest's caplog and a host application's handlers still see the records
     return handler
+
+
+def attach(name: str) -> None:
+    """Print another library's logger (``uvicorn.error``) through the same one handler, not its own."""
+    handler = install_handler()
+    logger = logging.getLogger(name)
+    if handler not in logger.handlers:
+        logger.addHandler(handler)
+    logger.propagate = False  # printed once, here
+
+
+def install_handler() -> logging.Handler:
+    """The one handler on the ``promptclf`` logger, added at the current level if it is not there yet."""
+    logger = logging.getLogger("promptclf")
+    handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
+    return handler if handler is not None else install()
