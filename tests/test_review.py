@@ -112,13 +112,28 @@ def test_queue_csv_columns_and_order(labeled: Path, result, tmp_path: Path) -> N
 
 
 def test_missing_confidence_is_neutral(result) -> None:
+    """A row without a confidence is scored by its other signals, their weights renormalised over them."""
+    w = result.summary["weights"]["weights"]
+    assert abs(sum(w.values()) - 1) < 1e-3
     r = result.ranked
     no_conf = r["doubt_confidence"].isna()
     assert no_conf.any() and (~no_conf).any()
     both = r[no_conf]
-    mean2 = (both["doubt_student"] + both["doubt_neighbours"]) / 2
-    assert np.allclose(both["review_score"], mean2, atol=1e-3)
+    ws, wn = w["student"], w["neighbours"]
+    if ws + wn > 0:
+        want2 = (ws * both["doubt_student"] + wn * both["doubt_neighbours"]) / (ws + wn)
+    else:
+        want2 = (both["doubt_student"] + both["doubt_neighbours"]) / 2
+    assert np.allclose(both["review_score"], want2, atol=1e-3)
     three = r[~no_conf]
+    want3 = sum(w[k] * three[f"doubt_{k}"] for k in ("confidence", "student", "neighbours"))
+    assert np.allclose(three["review_score"], want3, atol=1e-3)
+
+
+def test_equal_weights_option_is_the_plain_mean(labeled: Path, store: str) -> None:
+    res = review(labeled, ReviewOptions.build(weights="equal", store=store), progress=False)
+    assert res.summary["weights"]["method"] == "equal"
+    three = res.ranked[res.ranked["doubt_confidence"].notna()]
     mean3 = (three["doubt_confidence"] + three["doubt_student"] + three["doubt_neighbours"]) / 3
     assert np.allclose(three["review_score"], mean3, atol=1e-3)
 
@@ -215,6 +230,7 @@ def test_cli_prints_precision_and_writes_queue(labeled: Path, store: str, tmp_pa
     )
     assert res.exit_code == 0, res.output
     assert "precision at 10% (k=24)" in res.stdout and "error rate" in res.stdout
+    assert "weights (fitted): confidence " in res.stdout and "equal weights, precision at 10%" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == str(out)
     assert len(pd.read_csv(out)) == 24
 

@@ -24,7 +24,8 @@ from .options import flags_from, given
 def review(input: Path, output: Path | None, **options: Any) -> None:
     """Rank the rows of INPUT (a `promptclf label` output) by how likely their LLM label is wrong.
 
-    Three signals, each an estimate of P(label wrong), averaged: low LLM confidence
+    Three signals, each an estimate of P(label wrong), combined with weights fitted on INPUT
+    itself (no gold; anchored on the LLM confidence; --weights equal for a plain mean): low LLM confidence
     (pred_probs/pred_prob; rows without one are neutral), disagreement with an out-of-fold
     student (logistic regression on all-MiniLM-L6-v2 embeddings, K folds), and disagreement
     with the LLM labels of the nearest other rows. Writes the top rows with the score, the

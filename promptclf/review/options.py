@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,11 @@ class ReviewOptions(BaseModel):
         gt=0,
         description="Inverse L2 strength of the logistic-regression student.",
         json_schema_extra={"flag": "--student-c"},
+    )
+    weights: Literal["fitted", "equal"] = Field(
+        "fitted",
+        description="How the signals combine: 'fitted' weighs each by its reliability on this file, estimated "
+        "without gold and anchored on the LLM's confidence; 'equal' takes their plain mean.",
     )
     seed: int = Field(0, description="Fold assignment seed.")
     store: str | None = Field(

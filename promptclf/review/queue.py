@@ -15,8 +15,9 @@ three signals, each an estimate on the same 0-1 scale of "this label is wrong":
 * **neighbours**: ``1 - share of the label`` among the k nearest other rows (cosine similarity
   weighted), copies of the same text left out (they carry the same LLM answer, not evidence).
 
-The score is the unweighted mean of the signals a row has. No weights are fitted: that would
-need gold labels, and tuning them on the benchmark data would flatter the benchmark. The
+The score is a weighted mean of the signals a row has. The weights are fitted on the file itself,
+without gold labels, anchored on the LLM's confidence (see :mod:`.weights`, which says why the usual
+agreement-based methods fail here); without a confidence the signals weigh equally. The
 suggested label is the argmax of the student's and the neighbours' distributions averaged.
 
 The queue (``write_review``) is a CSV for a person: the top N rows with rank, score, the
@@ -39,6 +40,7 @@ from ..data.tables import cell_text, check_columns, read_table, write_table
 from ..errors import InputError
 from ..label.confidence import parse_pred_probs
 from .options import ReviewOptions, top_count
+from .weights import SignalWeights, combine, equal_weights, fit_weights
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +254,12 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
     rows = np.arange(len(keep))
     doubts = np.stack([1 - conf, 1 - stud[rows, y], 1 - share[rows, y]], axis=1)
     have = ~np.isnan(doubts)
-    score = np.where(have.any(1), np.nansum(doubts, 1) / np.maximum(have.sum(1), 1), 0.0)
+    if o.weights == "fitted":
+        sw = fit_weights(doubts, SIGNALS, anchor=0)
+    else:
+        sw = equal_weights(doubts, SIGNALS, "equal weights (--weights equal)")
+    log.info("signal weights: %s (%s)", _weights_text(sw), sw.reason)
+    score = combine(doubts, sw, SIGNALS)
     both = np.nan_to_num(stud, nan=0.0) + np.nan_to_num(share, nan=0.0)
     suggested = [labels[j] for j in both.argmax(1)]
     order = np.lexsort((rows, -score))  # highest score first; ties keep file order
@@ -284,7 +291,8 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
         "not_ranked": skipped,
         "n_queue": n_top,
         "signals": {name: int(have[:, j].sum()) for j, name in enumerate(SIGNALS)},
-        "combination": "mean of the available signals' P(label wrong); no fitted weights",
+        "combination": "weighted mean of the available signals' P(label wrong)",
+        "weights": sw.as_dict(),
     }
     if o.gold_col:
         gold = [cell_text(df[o.gold_col].iat[keep[r]]).strip() for r in range(len(keep))]
@@ -302,8 +310,16 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
             o_sig = np.lexsort((rows, -d))
             o_sig_gold = np.array([pos[r] for r in o_sig if has[r]], dtype=np.int64)
             per[name] = precision_report(wrong_all[has], o_sig_gold, min(n_top, int(has.sum())))["at"]["10%"]
+        if sw.method == "fitted":  # what the weights bought over the plain mean, on the same rows
+            plain = combine(doubts, equal_weights(doubts, SIGNALS, ""), SIGNALS)
+            o_eq = np.array([pos[r] for r in np.lexsort((rows, -plain)) if has[r]], dtype=np.int64)
+            per["equal weights"] = precision_report(wrong_all[has], o_eq, min(n_top, int(has.sum())))["at"]["10%"]
         summary["gold"]["by_signal_at_10%"] = per
     return ReviewResult(ranked=ranked, queue=pd.DataFrame(queue), summary=summary)
+
+
+def _weights_text(sw: SignalWeights) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sw.weights.items())
 
 
 def default_output(path: str | Path) -> Path:
@@ -328,6 +344,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"{nr['no_label_or_text']} without label or text are not ranked); queue: top {summary['n_queue']}",
         "signals present: " + ", ".join(f"{k} {v}" for k, v in summary["signals"].items()),
     ]
+    w = summary.get("weights")
+    if w:
+        lines.append(
+            f"weights ({w['method']}): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in w["weights"].items())
+            + f"; {w['reason']}"
+        )
     g = summary.get("gold")
     if g:
         lines.append(f"LLM label error rate on {g['n_gold']} gold rows: {g['error_rate']:.4f} ({g['n_wrong']} wrong)")
@@ -336,5 +359,6 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             rec = f", recall {a['recall']:.3f}" if a["recall"] is not None else ""
             lines.append(f"precision at {name} (k={a['k']}): {a['precision']:.4f} ({lift}{rec})")
         for name, a in g.get("by_signal_at_10%", {}).items():
-            lines.append(f"  {name} alone, precision at 10%: {a['precision']:.4f}")
+            what = name if name == "equal weights" else f"{name} alone"
+            lines.append(f"  {what}, precision at 10%: {a['precision']:.4f}")
     return lines
