@@ -8,6 +8,12 @@
 
 Aliases let a model's near-miss (``sci/tech``) map to the canonical label
 (``science/technology``). Anything that still does not match is ``invalid``.
+
+**Ordinal sets** (ratings such as 0-5): ``--ordinal``, ``ordinal: true`` at the top of a YAML/JSON
+labels file, or a ``score`` on each entry. The labels keep the order given (lowest first) and each
+has a numeric score: its ``score`` if given, else its name when every name is a number, else its
+position (0, 1, ...). :meth:`LabelSet.expected_score` turns a distribution over the labels into a
+score, so an answer's probabilities give more than its label.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ class Label:
     name: str
     description: str = ""
     aliases: tuple[str, ...] = ()
+    score: float | None = None  # ordinal sets: the label's value on the scale
+
+
+def _number(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if v == v and abs(v) != float("inf") else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class LabelSet:
     """An ordered set of labels. Order is kept everywhere (prompts, enum, reports)."""
 
     labels: tuple[Label, ...]
+    ordinal: bool = False
     _lookup: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +72,53 @@ class LabelSet:
                     raise InputError(f"alias {key!r} is ambiguous: it matches {lookup[k]!r} and {lab.name!r}")
                 lookup[k] = lab.name
         object.__setattr__(self, "_lookup", lookup)
+        if any(lab.score is not None for lab in self.labels):
+            object.__setattr__(self, "ordinal", True)
+        if self.ordinal:
+            self._check_scale()
+
+    def _check_scale(self) -> None:
+        given = [lab.score for lab in self.labels]
+        if any(v is not None for v in given) and any(v is None for v in given):
+            missing = [lab.name for lab in self.labels if lab.score is None]
+            raise InputError(f"ordinal labels: give every label a score or none (no score: {', '.join(missing)})")
+        sc = self.scores
+        if any(b <= a for a, b in zip(sc, sc[1:], strict=False)):
+            order = ", ".join(f"{lab.name}={v:g}" for lab, v in zip(self.labels, sc, strict=True))
+            raise InputError(f"ordinal labels must be listed lowest first with increasing scores; got {order}")
+
+    @property
+    def scores(self) -> list[float]:
+        """Each label's value on the scale (ordinal sets; positions for any other)."""
+        if self.labels[0].score is not None:
+            return [float(lab.score or 0.0) for lab in self.labels]
+        nums = [_number(lab.name) for lab in self.labels]
+        if all(v is not None for v in nums):
+            return [float(v or 0.0) for v in nums]
+        return [float(i) for i in range(len(self.labels))]
+
+    def score_of(self, name: str) -> float | None:
+        """The scale value of label ``name`` (None for a name off the list)."""
+        names = self.names
+        return self.scores[names.index(name)] if name in names else None
+
+    def expected_score(self, probs: dict[str, float] | None, label: str | None = None) -> float | None:
+        """The mean score under ``probs`` (renormalised over the labels it covers), else ``label``'s score."""
+        if probs:
+            sc = dict(zip(self.names, self.scores, strict=True))
+            mass = sum(p for n, p in probs.items() if n in sc)
+            if mass > 0:
+                return sum(p * sc[n] for n, p in probs.items() if n in sc) / mass
+        return self.score_of(label) if label else None
+
+    def nearest(self, score: float) -> str:
+        """The label whose scale value is nearest ``score`` (ties go to the lower label)."""
+        sc = self.scores
+        return self.names[min(range(len(sc)), key=lambda i: (abs(sc[i] - score), i))]
+
+    def as_ordinal(self) -> LabelSet:
+        """This set as an ordinal scale (``--ordinal``): same labels, same order."""
+        return self if self.ordinal else LabelSet(self.labels, ordinal=True)
 
     @property
     def names(self) -> list[str]:
@@ -75,15 +138,23 @@ class LabelSet:
         return self._lookup.get(_norm(text))
 
     def to_dict(self) -> list[dict[str, object]]:
-        return [{"name": lab.name, "description": lab.description, "aliases": list(lab.aliases)} for lab in self.labels]
+        """The labels as mappings; an ordinal set gives each its ``score`` (which marks the set ordinal)."""
+        out: list[dict[str, object]] = []
+        scores = self.scores if self.ordinal else [None] * len(self.labels)
+        for lab, sc in zip(self.labels, scores, strict=True):
+            d: dict[str, object] = {"name": lab.name, "description": lab.description, "aliases": list(lab.aliases)}
+            if sc is not None:
+                d["score"] = sc
+            out.append(d)
+        return out
 
     @classmethod
-    def from_names(cls, names: Iterable[str]) -> LabelSet:
-        return cls(tuple(Label(str(n)) for n in names))
+    def from_names(cls, names: Iterable[str], ordinal: bool = False) -> LabelSet:
+        return cls(tuple(Label(str(n)) for n in names), ordinal=ordinal)
 
     @classmethod
-    def from_dict(cls, items: Sequence[dict[str, object]]) -> LabelSet:
-        return cls(tuple(_label_from_obj(it) for it in items))
+    def from_dict(cls, items: Sequence[dict[str, object]], ordinal: bool = False) -> LabelSet:
+        return cls(tuple(_label_from_obj(it) for it in items), ordinal=ordinal)
 
 
 def _label_from_obj(obj: object, name: str | None = None) -> Label:
@@ -98,7 +169,15 @@ def _label_from_obj(obj: object, name: str | None = None) -> Label:
         aliases = obj.get("aliases") or ()
         if isinstance(aliases, str):
             aliases = [a.strip() for a in aliases.split(",") if a.strip()]
-        return Label(str(nm), description=str(obj.get("description") or ""), aliases=tuple(str(a) for a in aliases))
+        score = obj.get("score")
+        if score is not None and (isinstance(score, bool) or _number(str(score)) is None):
+            raise InputError(f"label {nm!r}: score {score!r} is not a number")
+        return Label(
+            str(nm),
+            description=str(obj.get("description") or ""),
+            aliases=tuple(str(a) for a in aliases),
+            score=None if score is None else float(str(score)),
+        )
     if obj is None and name is not None:
         return Label(str(name))
     raise InputError(f"cannot read label entry {obj!r}; use a name or a mapping with name/description/aliases")
@@ -127,12 +206,14 @@ def load_labels_file(path: Path) -> LabelSet:
             import yaml
 
             data = yaml.safe_load(text)
+        ordinal = False
         if isinstance(data, dict) and "labels" in data:
+            ordinal = bool(data.get("ordinal", False))
             data = data["labels"]
         if isinstance(data, dict):
-            return LabelSet(tuple(_label_from_obj(v, name=k) for k, v in data.items()))
+            return LabelSet(tuple(_label_from_obj(v, name=k) for k, v in data.items()), ordinal=ordinal)
         if isinstance(data, list):
-            return LabelSet(tuple(_label_from_obj(v) for v in data))
+            return LabelSet(tuple(_label_from_obj(v) for v in data), ordinal=ordinal)
         raise InputError(f"{path}: expected a list or mapping of labels")
     labels = []
     for line in text.splitlines():
@@ -144,9 +225,21 @@ def load_labels_file(path: Path) -> LabelSet:
     return LabelSet(tuple(labels))
 
 
-def infer_labels(values: Iterable[str]) -> LabelSet:
-    """The label set from a label column's non-empty values, sorted for a stable order."""
+def infer_labels(values: Iterable[str], ordinal: bool = False) -> LabelSet:
+    """The label set from a label column's non-empty values, sorted for a stable order.
+
+    Ordinal: numeric names sort by value (``2`` before ``10``); other names cannot give an order, so
+    a labels file must.
+    """
     names = sorted({v.strip() for v in values if v and v.strip()})
     if not names:
         raise InputError("the label column has no values; pass --labels")
-    return LabelSet.from_names(names)
+    if ordinal:
+        nums = [_number(n) for n in names]
+        if any(v is None for v in nums):
+            raise InputError(
+                "--ordinal: the label column's values are not all numbers, so their order is unknown; pass "
+                "--labels with the labels lowest first (e.g. --labels 'poor,fair,good')"
+            )
+        names = sorted(names, key=lambda n: _number(n) or 0.0)
+    return LabelSet.from_names(names, ordinal=ordinal)

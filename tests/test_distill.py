@@ -86,7 +86,11 @@ def test_run_folder_contract(minilm_run: tuple[Path, Path, DistillRun]) -> None:
         assert (out / name).exists(), name
     val = pd.read_csv(out / "validation.csv", keep_default_na=False)  # what label --threshold auto measures on
     assert list(val.columns) == ["text", "label", "label_source", "pred", "prob"] and len(val) == counts_val(run)
-    assert set(val["label"]) <= set(TOPICS) and (val["label_source"] == "teacher").all() and val["prob"].between(0, 1).all()
+    assert (
+        set(val["label"]) <= set(TOPICS)
+        and (val["label_source"] == "teacher").all()
+        and val["prob"].between(0, 1).all()
+    )
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
     assert run.kind == "distill" and run.labels == TOPICS == json.loads((out / "labels.json").read_text())
     assert run.gold_col == "label" and run.output == "predictions.csv"

@@ -28,6 +28,24 @@ from .group import main
 )
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(0), help="Bootstrap resamples for CIs.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option(
+    "--ordinal",
+    is_flag=True,
+    help="The labels are an ordered scale (lowest first; numeric names sort by value): adds MAE, Spearman, "
+    "exact and within-one accuracy and F1 at --cut. Automatic when the run's label set is ordinal.",
+)
+@click.option(
+    "--cut",
+    type=float,
+    default=None,
+    help="Ordinal: binary F1 of 'score >= CUT' (FineWeb-Edu uses 3 on 0-5). [default: the middle label]",
+)
+@click.option(
+    "--score-col",
+    default="pred_score",
+    show_default=True,
+    help="Ordinal: the predicted expected score (if present), for MAE and Spearman on the score.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def eval_cmd(
     labeled: Path,
@@ -38,6 +56,9 @@ def eval_cmd(
     prob_col: str,
     n_boot: int,
     seed: int,
+    ordinal: bool,
+    cut: float | None,
+    score_col: str,
     as_json: bool,
 ) -> None:
     """Score a labeled file against its gold column: accuracy, macro-F1, per-class, confusion, CIs,
@@ -63,6 +84,9 @@ def eval_cmd(
         n_boot=n_boot,
         seed=seed,
         prob_col=prob_col,
+        ordinal=ordinal,
+        cut=cut,
+        score_col=score_col,
     )
     click.echo(json.dumps(metrics, indent=2) if as_json else format_table(metrics))
 

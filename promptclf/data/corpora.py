@@ -79,3 +79,22 @@ def bbc_skewed(n: int = 1000, seed: int = 0, positive: str = "tech", share: floa
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     df["label"] = np.where(df["label"] == positive, positive, "other")
     return df[["text", "label"]]
+
+
+# VADER's mean rating (-4..+4) cut into five ordered grades; the cuts sit between the lexicon's
+# clusters of ratings, not at values tuned to any result.
+VADER_GRADES = ((-4.0, -2.0, "0"), (-2.0, -0.6, "1"), (-0.6, 0.6, "2"), (0.6, 2.0, "3"), (2.0, 4.01, "4"))
+
+
+def vader_ordinal(n: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """An ordinal set: each entry graded 0 (very negative) to 4 (very positive) by its mean human rating.
+
+    Columns ``text``, ``label`` (``"0"``..``"4"``) and ``rating`` (the mean of the 10 ratings). The
+    grades are ordered by construction, unlike a topic set re-cut into numbers.
+    """
+    df = load_vader()
+    grade = np.full(len(df), "", dtype=object)
+    for lo, hi, name in VADER_GRADES:
+        grade[(df["mean"] >= lo) & (df["mean"] < hi)] = name
+    df["label"], df["rating"] = grade, df["mean"]
+    return _take(df[df["label"] != ""][["text", "label", "rating"]], n, seed)

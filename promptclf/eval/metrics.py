@@ -306,6 +306,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         for lab, v in per.items():
             lines.append(f"{lab:<{w}}  {v['precision']:9.3f}  {v['recall']:6.3f}  {v['f1']:5.3f}  {v['support']:7d}")
     conf = m.get("confusion") or {}
+    if m.get("ordinal"):
+        from .ordinal import format_ordinal
+
+        lines += ["", *format_ordinal(m["ordinal"])]
     if m.get("calibration"):
         from .calibration import CalibrationReport, format_calibration
 
@@ -355,9 +359,13 @@ def evaluate_table(
     n_boot: int = 1000,
     seed: int = 0,
     prob_col: str | None = "pred_prob",
+    ordinal: bool = False,
+    cut: float | None = None,
+    score_col: str = "pred_score",
 ) -> dict[str, Any]:
     """Evaluate a DataFrame's columns; a missing status column is fine unless ``status_required``;
-    with ``prob_col`` present, the calibration of its confidences too.
+    with ``prob_col`` present, the calibration of its confidences too; for an ordinal label set
+    (``ordinal``, or one saved as ordinal) the ordinal metrics under ``"ordinal"``.
 
     Without ``labels`` the label set comes from the run folder beside ``path``, else from
     the gold column's values.
@@ -373,7 +381,24 @@ def evaluate_table(
     if labels is None:
         labels = labels_beside(path)
     confidence = df[prob_col].tolist() if prob_col and prob_col in df.columns else None
-    return evaluate(
+    if ordinal and labels is None:
+        from ..labels import infer_labels
+
+        labels = infer_labels([cell_text(v) for v in df[gold_col]], ordinal=True)
+    elif ordinal and labels is not None:
+        labels = labels.as_ordinal()
+    metrics = evaluate(
         df[gold_col].tolist(), df[pred_col].tolist(), labels, status=status, n_boot=n_boot, seed=seed,
         confidence=confidence,
     )  # fmt: skip
+    if labels is not None and labels.ordinal:
+        from .ordinal import ordinal_metrics
+
+        scores = df[score_col].tolist() if score_col in df.columns else None
+        metrics["ordinal"] = ordinal_metrics(
+            df[gold_col].tolist(), df[pred_col].tolist(), labels, status=status, pred_score=scores, cut=cut,
+            n_boot=n_boot, seed=seed,
+        )  # fmt: skip
+    elif cut is not None:
+        raise InputError("--cut needs an ordinal label set: add --ordinal, or --labels with an ordinal labels file")
+    return metrics

@@ -86,9 +86,9 @@ def row_text(df: pd.DataFrame, i: int, cols: list[str]) -> str:
 
 def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source: str) -> LabelSet:
     if o.labels:
-        labels = LabelSet.from_dict(o.labels)
+        labels = LabelSet.from_dict(o.labels, ordinal=o.ordinal)
     elif gold is not None and any(gold):
-        labels = infer_labels(gold)
+        labels = infer_labels(gold, ordinal=o.ordinal)
     else:
         hint = f"column {o.label_col!r} is absent" if gold is None else f"column {o.label_col!r} is empty"
         raise InputError(

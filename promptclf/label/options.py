@@ -47,6 +47,12 @@ class LabelOptions(BaseModel):
     label_col: str | None = Field("label", description="Column with gold/example labels (optional on rows).")
     # LabelSet.to_dict(); None = infer from label_col. The CLI's --labels takes a spec and parses it.
     labels: list[dict[str, object]] | None = Field(None, json_schema_extra={"cli": False})
+    ordinal: bool = Field(
+        False,
+        description="The labels are an ordered scale, lowest first (e.g. ratings 0-5): the prompt says so and "
+        "each row gets pred_score, its expected score where probabilities are known. A labels file can say "
+        "'ordinal: true' instead.",
+    )
     max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
     max_item_chars: int = Field(
         200_000, ge=1, description="Rows longer than this many characters get status error instead of a label."

@@ -98,6 +98,7 @@ class PromptBuilder:
         try:
             context = {
                 "labels": list(self.labels),
+                "ordinal": self.labels.ordinal,
                 "shots": self.shots,
                 "max_chars": self.max_chars,
                 "shot_max_chars": self.shot_max_chars,

@@ -161,6 +161,9 @@ def labeled_frame(df: pd.DataFrame, job: Job) -> pd.DataFrame:
     # Numbers (NaN where unknown) in every chunk, so Parquet/Arrow chunks share one type.
     out["pred_prob"] = np.asarray([round(r.prob, 6) if r.prob is not None else np.nan for r in job.results], "float64")
     out["pred_probs"] = [probs_cell(r.probs) for r in job.results]
+    if job.labels.ordinal:  # the expected score where the answer's probabilities are known, else the label's
+        sc = [job.labels.expected_score(r.probs, r.label) if r.label else None for r in job.results]
+        out["pred_score"] = np.asarray([round(v, 4) if v is not None else np.nan for v in sc], "float64")
     out["pred_status"] = [r.status for r in job.results]
     out["pred_reason"] = [r.reason for r in job.results]
     out["pred_request"] = [r.request for r in job.results]
