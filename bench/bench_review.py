@@ -40,6 +40,7 @@ from promptclf.label.labeler import Labeler  # noqa: E402
 from promptclf.label.options import LabelOptions  # noqa: E402
 from promptclf.review.options import ReviewOptions  # noqa: E402
 from promptclf.review.queue import review  # noqa: E402
+from promptclf.store import Store  # noqa: E402
 
 SETS = {
     "topic": lambda n, s: bbc_sample(n, seed=s)[["text", "label"]].reset_index(drop=True),
@@ -73,11 +74,14 @@ def main() -> None:
     table: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store.sqlite"
+        cache = Store(store)  # the teacher's embeddings, reused by the review
         for name in a.sets:
             for seed in a.seeds:
                 t0 = time.perf_counter()
                 df = SETS[name](a.n, seed)
-                with SimTeacher(df["text"].tolist(), df["label"].tolist(), accuracy=a.accuracy, seed=seed) as sim:
+                with SimTeacher(
+                    df["text"].tolist(), df["label"].tolist(), accuracy=a.accuracy, seed=seed, store=cache
+                ) as sim:
                     out = label(df, store, sim.base_url)
                 out["gold"] = df["label"].to_numpy()
                 path = write_table(pd.concat([df[["text"]], out.drop(columns=["text"], errors="ignore")], axis=1),
