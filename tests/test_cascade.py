@@ -126,6 +126,8 @@ def test_rows_above_the_threshold_never_reach_the_provider(
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert out["text"].tolist() == texts  # every row, in input order
     assert set(out["pred_source"]) == {"student", "llm"} and (out["pred_status"] == "ok").all()
+    assert out["student_label"].tolist() == [LABELS[int(p.argmax())] for p in probs]  # on every row
+    assert np.allclose(out["student_prob"].astype(float), probs.max(-1), atol=1e-6)
     for row, p in zip(out.itertuples(), probs, strict=True):
         if row.text in sure:
             assert row.pred_source == "student" and row.pred_label == LABELS[int(p.argmax())]
@@ -282,3 +284,35 @@ def test_pick_threshold_and_frontier() -> None:
     assert by["student only"].accuracy == 0.25 and by["student only"].cost_per_1k == 0.1
     c = by["cascade t=0.90"]
     assert (c.share_student, c.accuracy, c.cost_per_1k) == (0.5, 0.75, pytest.approx(0.6))  # rows 0, 2 by the student
+
+
+def test_report_draws_the_frontier_a_cascade_run_supports(
+    tiny_student: Path, data: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    from promptclf.report.build import build_report
+
+    path, gold = data
+    fake = FakeChatProvider(answer=gold_answer(gold))
+    top = _top(tiny_student, list(gold))
+    t = float(np.median(top.max(-1)))
+    half = cascade_file(
+        path, tmp_path / "half.csv", _opts(tmp_path, tiny_student, threshold=t), provider=fake, progress=False
+    )
+    cascade_file(
+        path, tmp_path / "all.csv", _opts(tmp_path, tiny_student, threshold=1.0), provider=fake, progress=False
+    )
+    paths = build_report([tmp_path / "half.run", tmp_path / "all.run"], tmp_path / "report")
+    assert paths["image:cascade:half"].exists() and paths["image:cascade:all"].exists()
+    doc = json.loads(paths["json"].read_text())
+    pts = {r["name"]: {p["name"]: p for p in r["cascade_frontier"]} for r in doc["runs"]}
+    # The student kept rows the LLM never saw: LLM only and thresholds above the run's are unknown.
+    assert "LLM only" not in pts["half"] and all(p["threshold"] <= t for p in pts["half"].values())
+    this = pts["half"][f"cascade this run (t={t:.3f})"]
+    assert half.metrics is not None and half.cascade is not None
+    assert this["accuracy"] == pytest.approx(half.metrics["accuracy"])
+    assert this["share_student"] == pytest.approx(half.cascade.share_student)
+    # Threshold 1: every row went to the LLM (gold answers), so every point is known and LLM only is perfect.
+    assert pts["all"]["LLM only"]["accuracy"] == 1.0 and pts["all"]["cascade t=0.99"]["share_student"] == 0.0
+    student_acc = np.mean([LABELS[int(p.argmax())] == gold[x] for x, p in zip(gold, top, strict=True)])
+    assert pts["all"]["student only"]["accuracy"] == pytest.approx(student_acc)
+    assert "Cascade: half" in (tmp_path / "report" / "report.md").read_text()

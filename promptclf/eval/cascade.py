@@ -60,7 +60,7 @@ class Pick:
         return self.threshold is not None
 
 
-def pick_threshold(confidence: Sequence[float], agrees: Sequence[bool], target: float) -> Pick:
+def pick_threshold(confidence: Sequence[float] | np.ndarray, agrees: Sequence[bool], target: float) -> Pick:
     """The smallest threshold ``t`` (one of the confidences) such that keeping the student's label on
     rows with confidence ``>= t`` leaves at most ``(1 - target) * n`` disagreements.
 
@@ -113,7 +113,7 @@ class FrontierPoint:
 
 def frontier(
     student_pred: Sequence[str],
-    student_prob: Sequence[float],
+    student_prob: Sequence[float] | np.ndarray,
     llm_pred: Sequence[str],
     gold: Sequence[str],
     llm_cost_per_1k: float,

@@ -7,7 +7,8 @@
    any provider, ``--batch-api`` included) into the run folder's ``llm/`` run, with the label set
    fixed to the student's (or ``--labels``), so every class can be answered.
 3. Both are merged back in input order into the labeled file (``pred_source`` = ``llm`` where the
-   LLM gave a label, empty where the row has none), and ``run.json`` gets a :class:`CascadeStats`.
+   LLM gave a label, empty where the row has none; ``student_label``/``student_prob``: the student's
+   answer on every row, kept or not), and ``run.json`` gets a :class:`CascadeStats`.
 
 ``--threshold auto`` picks the smallest threshold whose cascade agrees with the teacher's labels on
 the student's validation rows (``validation.csv`` of the distill run) at ``--target-agreement``
@@ -91,6 +92,16 @@ def choose_threshold(student: Student, opts: LabelOptions) -> tuple[float | None
         coverage=pick.coverage,
         student_agreement=pick.student_agreement,
     )
+    if pick.n * (1.0 - target) < 1.0:
+        log.warning(
+            "--threshold auto: %d validation rows are too few to measure %.1f%% agreement (one disagreement is "
+            "already %.1f%%; %d rows at least): the threshold is a rough guess; distill with more rows or a larger "
+            "--val-fraction, or pass --threshold",
+            pick.n,
+            100 * target,
+            100 / max(1, pick.n),
+            int(np.ceil(1.0 / (1.0 - target))) if target < 1 else pick.n,
+        )
     if not pick.met:
         log.warning(
             "--threshold auto: no threshold keeps the cascade at %.1f%% agreement with the %s labels on the "
@@ -115,6 +126,7 @@ class _Split:
     """The student's pass over the input: per row, whether it keeps the row, its label and probabilities."""
 
     keep: np.ndarray  # bool
+    usable: np.ndarray  # bool: the row has a text the student could read (others go to the LLM path's error)
     best: np.ndarray  # index into the student's labels
     probs: np.ndarray  # (rows, labels) float32
     has_gold: bool
@@ -125,7 +137,7 @@ def _split_input(
     chunks: TableChunks, opts: LabelOptions, student: Student, threshold: float | None, llm_in: Path, progress: bool
 ) -> _Split:
     """Predict every row with the student and write the rows it does not keep to ``llm_in``."""
-    keep_parts, best_parts, prob_parts = [], [], []
+    keep_parts, best_parts, prob_parts, usable_parts = [], [], [], []
     has_gold = False
     bar = None
     if progress:
@@ -152,6 +164,7 @@ def _split_input(
                 if len(sent):
                     writer.write(sent)
                 keep_parts.append(keep)
+                usable_parts.append(usable)
                 best_parts.append(probs.argmax(-1))
                 prob_parts.append(probs)
                 offset += len(chunk)
@@ -162,6 +175,7 @@ def _split_input(
             bar.close()
     return _Split(
         keep=np.concatenate(keep_parts),
+        usable=np.concatenate(usable_parts),
         best=np.concatenate(best_parts),
         probs=np.concatenate(prob_parts),
         has_gold=has_gold,
@@ -225,8 +239,8 @@ def _merge(
         label = np.array([names[j] for j in best], dtype=object)
         prob = probs.max(-1).astype("float64").round(6)
         cols = {
-            "pred_label": label,
-            "pred_prob": prob,
+            "pred_label": label.copy(),  # the LLM's rows are filled in below; label and prob stay the student's
+            "pred_prob": prob.copy(),
             "pred_probs": np.array(
                 [probs_cell(dict(zip(names, map(float, p), strict=True))) for p in probs], dtype=object
             ),
@@ -248,6 +262,10 @@ def _merge(
         for c, v in cols.items():
             frame[c] = v if c != "pred_prob" else np.asarray(v, dtype="float64")
         frame["pred_source"] = source
+        # The student's answer on every row it could read, kept or not: the accuracy-cost frontier of the report.
+        usable = split.usable[offset : offset + n]
+        frame["student_label"] = np.where(usable, label, "").astype(object)
+        frame["student_prob"] = np.where(usable, prob, np.nan)
         writer.write(frame)
         if dataset is not None:
             dataset.write(frame)

@@ -21,7 +21,9 @@ from typing import Any
 
 from ..errors import InputError
 from ..pricing.costs import compute_cost_per_1k
+from ..runs import LabelRun
 from . import plots as report_plots
+from .cascade import cascade_points
 from .costs import break_even, label_cost, machine_hourly_price, student_cost, teacher_label_cost
 from .gold import agreement, read_gold, score_against
 from .load import Run, _num, load_run, match_teachers, unique_names
@@ -168,6 +170,13 @@ def build_report(
         and (p := report_plots.throughput(rows, out / "throughput.png")) is not None
     ):
         images["throughput"] = p
+    for run, row in zip(runs, rows, strict=True):
+        pts = cascade_points(run.rec) if isinstance(run.rec, LabelRun) else None
+        if pts:  # a student-first cascade run: accuracy against cost at the thresholds its rows support
+            row["cascade_frontier"] = pts
+            title = f"Cascade {run.name}: student first, LLM for the rest"
+            if (p := report_plots.cascade_frontier(pts, out / f"cascade_{_slug(run.name)}.png", title)) is not None:
+                images[f"cascade:{run.name}"] = p
     all_labels = _label_order(runs, rows)
     for r in rows:
         r["confusion"] = _reorder_confusion(r["confusion"], all_labels)

@@ -194,3 +194,44 @@ def throughput(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def cascade_frontier(points: list[dict[str, Any]], path: Path, title: str = "Cascade: student first") -> Path | None:
+    """Accuracy against cost per 1,000 items (log scale) of LLM only, student only and the cascade at each
+    threshold (a line, from the cheapest threshold to the dearest); ``points`` are
+    :class:`promptclf.eval.cascade.FrontierPoint` dicts. $0 is clamped to a floor, as in :func:`accuracy_vs_cost`."""
+    pts = [p for p in points if p.get("accuracy") is not None and p.get("cost_per_1k") is not None]
+    if not pts:
+        return None
+    plt = _plt()
+    floor = zero_floor([p["cost_per_1k"] for p in pts])
+
+    def x_of(p: dict[str, Any]) -> float:
+        return float(p["cost_per_1k"]) if p["cost_per_1k"] > 0 else floor
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    line = sorted((p for p in pts if p["name"].startswith("cascade")), key=lambda p: p["cost_per_1k"])
+    if line:
+        ax.plot([x_of(p) for p in line], [100 * p["accuracy"] for p in line], "-o", color=PALETTE[2], ms=5,
+                label="cascade (threshold at each point)")  # fmt: skip
+        for p in line:
+            tag = "auto" if "auto" in p["name"] else f"{p['threshold']:.2f}"
+            ax.annotate(tag, (x_of(p), 100 * p["accuracy"]), textcoords="offset points", xytext=(4, -11), fontsize=7.5)
+    for p, colour, marker in ((q, PALETTE[0], "o") for q in pts if q["name"] == "LLM only"):
+        ax.plot(x_of(p), 100 * p["accuracy"], marker, color=colour, ms=9, label="LLM only")
+    for p in (q for q in pts if q["name"] == "student only"):
+        ax.plot(x_of(p), 100 * p["accuracy"], "s", color=PALETTE[3], ms=9, label="student only")
+    xs = [x_of(p) for p in pts]
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 3, max(xs) * 3)
+    if any(p["cost_per_1k"] <= 0 for p in pts):
+        ax.annotate(ZERO_LABEL, (floor, ax.get_ylim()[0]), fontsize=8, xytext=(0, 3), textcoords="offset points")
+    ax.set_xlabel("cost per 1,000 items (log scale)")
+    ax.set_ylabel("accuracy on gold (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

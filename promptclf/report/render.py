@@ -223,6 +223,9 @@ def render_html(
 
     parts.append("<h2>Accuracy vs cost</h2>")
     fig("accuracy_vs_cost", "Accuracy against cost per 1,000 items (log scale); $0 runs sit at the left edge.")
+    for key in (k for k in images if k.startswith("cascade:")):
+        parts.append(f"<h2>Cascade: {e(key.split(':', 1)[1])}</h2>")
+        fig(key, "Student first, LLM below the threshold: accuracy against cost per 1,000 items at each threshold.")
     if "throughput" in images:
         parts.append("<h2>Throughput</h2>")
         fig("throughput", "Items classified per second, as measured in each run.")
@@ -307,6 +310,8 @@ def render_markdown(
     for key, heading in (("accuracy_vs_cost", "Accuracy vs cost"), ("throughput", "Throughput")):
         if key in images:
             out += ["", f"## {heading}", "", f"![{heading}]({images[key].name})"]
+    for key in (k for k in images if k.startswith("cascade:")):
+        out += ["", f"## Cascade: {key.split(':', 1)[1]}", "", f"![cascade]({images[key].name})"]
     if breakeven:
         out += ["", "## Break-even", "", "| student | vs LLM run | pays off after | basis |", "|---|---|---|---|"]
         for b in breakeven:
