@@ -134,3 +134,18 @@ def test_eval_cli_ordinal(tmp_path: Path) -> None:
     assert "ordinal scale 0-5 on 200 rows" in table.stdout and "at cut >= 3:" in table.stdout
     bad = CliRunner().invoke(main, ["eval", str(path), "--gold-col", "gold", "--cut", "3"])
     assert bad.exit_code != 0 and "--cut needs an ordinal label set" in bad.output
+
+
+def test_label_summary_has_the_calibration_of_its_confidences(tmp_path: Path) -> None:
+    """A run with gold and log-probabilities records the calibration of its confidences in run.json's metrics."""
+    df = pd.DataFrame({"text": [f"item {'x' * i}" for i in range(12)]})
+    df["label"] = [_scale_answer(t, SCALE) if i % 3 else "0" for i, t in enumerate(df["text"])]
+    opts = LabelOptions(  # type: ignore[call-arg]
+        labels=[{"name": n} for n in SCALE], label_col="label", batch_size=4, top_logprobs=5,
+        store=str(tmp_path / "s.sqlite"),
+    )  # fmt: skip
+    fake = FakeChatProvider(answer=_scale_answer, logprobs=True)
+    lab = Labeler(opts, provider=fake, progress=False)
+    lab.label(df)
+    cal = lab.summary().metrics["calibration"]
+    assert cal["n"] == 12 and 0 <= cal["ece"] <= 1 and len(cal["bins"]) == 15

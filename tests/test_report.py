@@ -13,6 +13,7 @@ import random
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -394,3 +395,36 @@ def test_description_marks_answer_only_local_runs():
     assert describe("local", "answer") == "few-shot (10/class, answer-only attention)"
     assert describe("local", "full") == describe("local", None) == "few-shot (10/class)"
     assert describe("together", "answer") == "few-shot (10/class)"  # hosted providers ignore the option
+
+
+def test_calibration_side_by_side_with_a_reliability_diagram(tmp_path: Path) -> None:
+    """Runs whose metrics carry a calibration (teacher from log-probabilities, student after temperature
+    scaling) get a calibration table and one reliability diagram; a run without confidences is left out."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, sharp in (("teacher", 0.9), ("student", 0.6)):
+        out = make_label_run(tmp_path, name, 0.8, 0.1, 10.0)
+        d = out.with_suffix(".run")
+        rec = json.loads((d / "run.json").read_text())
+        df = pd.read_csv(out, keep_default_na=False)
+        right = (df["pred_label"] == df["label"]).to_numpy()
+        conf = np.where(right, rng.uniform(sharp, 1.0, len(df)), rng.uniform(0.34, sharp, len(df)))
+        rec["metrics"] = evaluate(df["label"].tolist(), df["pred_label"].tolist(), LABELS,
+                                  status=df["pred_status"].tolist(), confidence=conf.tolist())  # fmt: skip
+        (d / "run.json").write_text(json.dumps(rec))
+        paths.append(d)
+    paths.append(make_label_run(tmp_path, "no-confidence", 0.7, 0.1, 10.0).with_suffix(".run"))
+    written = build_report(paths, tmp_path / "rep")
+    doc = json.loads(written["json"].read_text())
+    by = {r["name"]: r for r in doc["runs"]}
+    assert (
+        by["teacher"]["calibration"]["ece"]
+        == json.loads((paths[0] / "run.json").read_text())["metrics"]["calibration"]["ece"]
+    )
+    assert by["no-confidence"]["calibration"] is None
+    assert doc["images"]["reliability"] == "reliability.png" and (tmp_path / "rep" / "reliability.png").stat().st_size
+    html = written["html"].read_text()
+    table = html[html.index("id='calibration'") : html.index("</table>", html.index("id='calibration'"))]
+    assert "teacher" in table and "student" in table and "no-confidence" not in table
+    md = written["markdown"].read_text()
+    assert "## Calibration" in md and "![Reliability](reliability.png)" in md

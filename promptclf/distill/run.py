@@ -231,12 +231,15 @@ def _soft_targets(
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def _evaluate(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
-    """Metrics over the student's labels plus any gold label it never saw in training."""
+def _evaluate(
+    gold: list[str], pred: list[str], labels: list[str], confidence: list[float] | None = None
+) -> dict[str, Any]:
+    """Metrics over the student's labels plus any gold label it never saw in training; with
+    ``confidence`` (the student's calibrated probability of its label) their calibration too."""
     from ..eval.metrics import evaluate
 
     all_labels = list(labels) + sorted({g for g in gold if g and g not in labels})
-    return evaluate(gold, pred, all_labels, status=None)
+    return evaluate(gold, pred, all_labels, status=None, confidence=confidence)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -435,7 +438,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
     agreement_on = None
     if data.test_texts:
         test_pred = [lab for lab, _ in preds]
-        metrics = _evaluate(data.test_gold, test_pred, data.labels)
+        metrics = _evaluate(data.test_gold, test_pred, data.labels, confidence=[float(p) for _, p in preds])
         frame: dict[str, list[Any]] = {"text": data.test_texts, "gold": data.test_gold}
         if data.test_teacher is not None:
             frame["teacher"] = data.test_teacher

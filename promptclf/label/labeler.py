@@ -191,7 +191,8 @@ class Labeler:
         ok = statuses.get("ok", 0)
         metrics = None
         if tally.gold is not None and any(tally.gold):
-            metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status)
+            conf = tally.prob if any(p is not None for p in tally.prob) else None
+            metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status, confidence=conf)
         # Gold or not: one label for nearly every item is worth a warning either way.
         gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
         collapse = collapse_check(tally.pred, gold, tally.status)

@@ -49,6 +49,7 @@ def _row(run: Run, hourly: float | None, explicit: float | None, prices: str | N
         "macro_f1": m.get("macro_f1"),
         "macro_f1_ci": m.get("macro_f1_ci"),
         "coverage": m.get("coverage"),
+        "calibration": m.get("calibration"),
         "cost_usd": _num(run.rec.cost_usd),
         **cost,
         # What the same work costs when the machine is rented by the hour: makes a $0 local run
@@ -180,6 +181,8 @@ def build_report(
     all_labels = _label_order(runs, rows)
     for r in rows:
         r["confusion"] = _reorder_confusion(r["confusion"], all_labels)
+    if (p := report_plots.reliability(rows, out / "reliability.png")) is not None:
+        images["reliability"] = p
     if (p := report_plots.per_class_f1(rows, all_labels, out / "per_class_f1.png")) is not None:
         images["per_class_f1"] = p
     for r in rows:

@@ -61,8 +61,8 @@ def read_gold(path: str | Path, col: str, on: str = "text") -> Gold:
     return Gold(p, col, on, labels)
 
 
-def _frame(run: Run, on: str) -> tuple[list[str], list[str], list[str] | None] | None:
-    """(join keys, predictions, statuses) of a run's output, or None when it has no ``on`` column."""
+def _frame(run: Run, on: str) -> tuple[list[str], list[str], list[str] | None, list[str] | None] | None:
+    """(join keys, predictions, statuses, confidences) of a run's output, or None when it has no ``on`` column."""
     out = _output_path(run)
     if out is None:
         return None
@@ -74,7 +74,9 @@ def _frame(run: Run, on: str) -> tuple[list[str], list[str], list[str] | None] |
     if key_col not in df.columns or pred_col not in df.columns:
         return None
     status = [cell_text(v) for v in df["pred_status"]] if "pred_status" in df.columns else None
-    return [cell_text(v).strip() for v in df[key_col]], [cell_text(v) for v in df[pred_col]], status
+    prob_col = "prob" if run.is_student else "pred_prob"
+    conf = [cell_text(v) for v in df[prob_col]] if prob_col in df.columns else None
+    return [cell_text(v).strip() for v in df[key_col]], [cell_text(v) for v in df[pred_col]], status, conf
 
 
 def score_against(runs: list[Run], gold: Gold) -> None:
@@ -87,7 +89,7 @@ def score_against(runs: list[Run], gold: Gold) -> None:
             run.metrics = None
             run.extra["gold"] = {"matched": 0, "rows": 0, "why": f"its output has no {gold.on!r} column to join by"}
             continue
-        keys, pred, status = frame
+        keys, pred, status, conf = frame
         rows = [i for i, k in enumerate(keys) if not status or status[i] != "shot"]
         hit = [i for i in rows if keys[i] in gold.labels]
         run.extra["gold"] = {"matched": len(hit), "rows": len(rows), "why": None}
@@ -96,7 +98,8 @@ def score_against(runs: list[Run], gold: Gold) -> None:
             continue
         truth, said = [gold.labels[keys[i]] for i in hit], [pred[i] for i in hit]
         st = [status[i] for i in hit] if status else None
-        run.metrics = evaluate(truth, said, run.rec.labels or None, status=st)
+        cf = [conf[i] for i in hit] if conf else None
+        run.metrics = evaluate(truth, said, run.rec.labels or None, status=st, confidence=cf)
         if not run.is_student:  # the collapse warning, now with gold to compare with
             run.collapse = collapse_check(said, truth, st)
 
@@ -109,7 +112,7 @@ def agreement(runs: list[Run]) -> list[dict[str, Any]]:
         frame = _frame(run, str(cols[0])) if len(cols) == 1 else None
         if frame is None:
             continue
-        keys, pred, status = frame
+        keys, pred, status, conf = frame
         ok = range(len(keys)) if status is None else [i for i, s in enumerate(status) if s == "ok"]
         labeled[run.name] = {keys[i]: pred[i] for i in ok if keys[i] and pred[i]}
     out = []

@@ -157,7 +157,10 @@ def _metrics_from_output(run: Run) -> dict[str, Any] | None:
     if gold_col not in df.columns or "pred_label" not in df.columns:
         return None
     status = df["pred_status"].tolist() if "pred_status" in df.columns else None
-    return evaluate(df[gold_col].tolist(), df["pred_label"].tolist(), run.rec.labels or None, status=status)
+    conf = df["pred_prob"].tolist() if "pred_prob" in df.columns else None
+    return evaluate(
+        df[gold_col].tolist(), df["pred_label"].tolist(), run.rec.labels or None, status=status, confidence=conf
+    )
 
 
 def _collapse(run: Run) -> dict[str, Any] | None:

@@ -123,6 +123,36 @@ def per_class_f1(rows: list[dict[str, Any]], labels: list[str], path: Path) -> P
     return path
 
 
+def reliability(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Reliability diagram: accuracy against mean confidence per 15-bin, one line per run with a calibration."""
+    runs = [r for r in rows if r.get("calibration") and r["calibration"].get("n")]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.6), dpi=110)
+    ax.plot([0, 1], [0, 1], color="#9aa3ad", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for i, r in enumerate(runs):
+        cal = r["calibration"]
+        pts = [(b["confidence"], b["accuracy"], b["n"]) for b in cal["bins"] if b["n"]]
+        xs, ys, ns = zip(*pts, strict=True) if pts else ((), (), ())
+        total = max(1, sum(ns))
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(xs, ys, color=color, linewidth=1.4, label=f"{r['name']} (ECE {cal['ece']:.3f}, n={cal['n']})")
+        # Marker area follows the bin's share of rows, so a sparse bin does not look like a trend.
+        ax.scatter(xs, ys, s=[12 + 400 * n / total for n in ns], color=color, alpha=0.6, linewidths=0)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (mean per bin)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability: is a label given at 90% right 90% of the time?", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def confusion(name: str, conf: dict[str, Any], path: Path) -> Path | None:
     """Heatmap of one run's confusion matrix, shaded by row share, annotated with counts."""
     matrix = conf.get("matrix") or []
