@@ -316,3 +316,35 @@ def test_report_draws_the_frontier_a_cascade_run_supports(
     student_acc = np.mean([LABELS[int(p.argmax())] == gold[x] for x, p in zip(gold, top, strict=True)])
     assert pts["all"]["student only"]["accuracy"] == pytest.approx(student_acc)
     assert "Cascade: half" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_cli_cascade_through_the_batch_api(
+    tiny_student: Path, data: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    from promptclf.testing.answers import parse_prompt
+    from promptclf.testing.batch_api import BatchServer
+
+    path, gold = data
+    texts = list(gold)
+    top = _top(tiny_student, texts).max(-1)
+    t = float(np.median(top))
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"openai/m": {"input": 1.0, "output": 2.0, "batch_input": 0.5, "batch_output": 1.0}}))
+    env = {"OPENAI_API_KEY": "sk-test", "PROMPTCLF_STORE": str(tmp_path / "store.sqlite")}
+    with BatchServer(gold=gold) as server:
+        args = [
+            "label", str(path), "-o", str(tmp_path / "out.csv"), "--provider", "openai", "--base-url",
+            server.base_url, "--model", "m", "--batch-api", "--poll-interval", "0.05", "--batch-size", "4",
+            "--top-logprobs", "0", "--prices", str(prices), "--student", str(tiny_student), "--threshold", str(t),
+        ]  # fmt: skip
+        res = CliRunner().invoke(main, args, env=env)
+        server.api.wait_idle()
+        lines = [json.loads(x) for fid in server.api.uploads for x in server.api.files[fid].decode().splitlines()]
+    assert res.exit_code == 0, res.output
+    assert "cascade: student 15 rows (50.0%), LLM 15 rows (50.0%)" in res.output and "saved $" in res.output
+    sent = [x for line in lines for _, x in parse_prompt(line["body"]["messages"][-1]["content"])[1]]
+    assert sorted(sent) == sorted(x for x, p in zip(texts, top, strict=True) if p < t)  # only the unsure rows
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert (out["pred_source"] == np.where(top >= t, "student", "llm")).all() and (out["pred_status"] == "ok").all()
+    run = json.loads((tmp_path / "out.run" / "run.json").read_text())
+    assert run["usage"]["batch_requests"] == len(lines) > 0 and run["cascade"]["n_llm"] == 15
