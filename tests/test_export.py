@@ -132,7 +132,11 @@ def test_onnx_applies_the_run_temperature(tiny_run: Path, exported: Path, tmp_pa
 
 
 def test_int8_export_is_smaller_and_loads(tiny_run: Path, exported: Path, tmp_path: Path) -> None:
+    import logging
+
+    root_handlers = list(logging.getLogger().handlers)
     res = export_onnx(tiny_run, tmp_path / "int8", ExportOptions(int8=True))
+    assert logging.getLogger().handlers == root_handlers  # the quantizer's logging.warning() left no handler
     assert res.manifest.precision == "int8" and res.manifest.parity is not None
     assert (res.folder / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
     assert not (res.folder / "model.fp32.onnx").exists()
@@ -220,3 +224,38 @@ def test_missing_onnx_names_the_extra(tiny_run: Path, tmp_path: Path, monkeypatc
     with pytest.raises(MissingDependencyError, match=r"pip install 'promptclf\[onnx\]'"):
         export_onnx(tiny_run, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# --- slow tier: a real MiniLM LoRA student ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A real MiniLM LoRA student (400 BBC articles, gold labels, 2 epochs) and 300 BBC texts it never saw."""
+    from promptclf.data.tables import load_bbc_news
+    from promptclf.distill.options import DistillOptions
+    from promptclf.distill.run import distill
+
+    work = tmp_path_factory.mktemp("minilm-export")
+    train = bbc_sample(400, seed=3)[["id", "text", "label"]]
+    data = write_table(train, work / "train.csv")
+    opts = DistillOptions.build(recipe="minilm-lora", train_on="gold", epochs=2, patience=0)
+    distill(data, work / "student", opts)
+    unseen = load_bbc_news(dedupe=True)
+    unseen = unseen[~unseen["id"].isin(set(train["id"]))].sample(300, random_state=1)
+    return work / "student", unseen["text"].tolist()
+
+
+@pytest.mark.slow
+def test_real_minilm_float32_parity_and_int8_keeps_the_labels(
+    minilm_student: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    run, texts = minilm_student
+    ref = Student.load(run).predict_proba(texts)
+    fp32 = OnnxStudent.load(export_onnx(run, tmp_path / "fp32").folder).predict_proba(texts, batch_size=16)
+    assert float(np.abs(fp32 - ref).max()) <= 1e-4
+    int8 = OnnxStudent.load(export_onnx(run, tmp_path / "int8", ExportOptions(int8=True)).folder)
+    p8 = int8.predict_proba(texts)
+    same = float((p8.argmax(-1) == ref.argmax(-1)).mean())
+    assert same >= 0.99, f"int8 gives PyTorch float32's label on {same:.1%} of {len(texts)} texts"
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.4 * (tmp_path / "fp32" / "model.onnx").stat().st_size

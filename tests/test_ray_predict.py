@@ -273,3 +273,23 @@ def test_corrupt_shard_is_named_once_and_the_others_finish(ray_student: Path, tm
     summary = json.loads((out / "_promptclf_predict.json").read_text())
     assert {s["name"]: s["status"] for s in summary["shards"]}["part-999.parquet"] == "failed"
     _check_output(out, expected, ray_student)
+
+
+def test_export_folder_on_ray_matches_onnx_in_process(ray_student: Path, tmp_path: Path, cluster: str) -> None:
+    """``predict --engine ray`` takes an ONNX export folder too: every row once, in order, as ONNX Runtime says."""
+    pytest.importorskip("onnxruntime")
+    from promptclf.export.onnx_export import export_onnx
+    from promptclf.export.onnx_student import OnnxStudent
+
+    exported = export_onnx(ray_student, tmp_path / "onnx").folder
+    expected = _write_shards(tmp_path / "corpus", 2, 150, seed=5)
+    out = tmp_path / "out"
+    run = predict_shards(exported, tmp_path / "corpus", out, RayOptions(workers=1), progress=False)
+    assert [s.status for s in run.shards] == ["done"] * 2 and run.rows == 300
+    onnx = OnnxStudent.load(exported)
+    for name, src in expected.items():
+        got = pd.read_parquet(out / name)
+        assert got["id"].tolist() == src["id"].tolist()
+        ref = onnx.predict_proba(src["text"].tolist())
+        assert got["pred_label"].tolist() == [onnx.labels[j] for j in ref.argmax(1)]
+        assert np.allclose(got["pred_prob"].to_numpy(), ref.max(1), atol=1e-5)
