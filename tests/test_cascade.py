@@ -348,3 +348,34 @@ def test_cli_cascade_through_the_batch_api(
     assert (out["pred_source"] == np.where(top >= t, "student", "llm")).all() and (out["pred_status"] == "ok").all()
     run = json.loads((tmp_path / "out.run" / "run.json").read_text())
     assert run["usage"]["batch_requests"] == len(lines) > 0 and run["cascade"]["n_llm"] == 15
+
+
+@pytest.mark.slow
+def test_real_minilm_student_auto_threshold_end_to_end(tmp_path: Path) -> None:
+    """A real (briefly trained) MiniLM LoRA student: distill saves validation.csv, auto measures on it."""
+    pytest.importorskip("peft")
+    from promptclf.data.tables import bbc_sample, write_table
+    from promptclf.distill.options import DistillOptions
+    from promptclf.distill.run import distill
+
+    df = bbc_sample(80, seed=5)[["text", "label"]]
+    df["text"] = df["text"].str.slice(0, 200)
+    teacher = df.iloc[:60].assign(pred_label=df["label"].iloc[:60], pred_status="ok")
+    write_table(teacher, tmp_path / "teacher.csv")
+    opts = DistillOptions.build(recipe="minilm-lora", max_steps=4, max_length=48, test_fraction=0.0, patience=0)
+    run = distill(tmp_path / "teacher.csv", tmp_path / "student", opts)
+    val = pd.read_csv(tmp_path / "student" / "validation.csv", keep_default_na=False)
+    assert len(val) == run.data.val_rows and set(val["label"]) <= set(run.labels)
+    new = df.iloc[60:]
+    write_table(new, tmp_path / "new.csv")
+    gold = dict(zip(new["text"], new["label"], strict=True))
+    fake = FakeChatProvider(answer=gold_answer(gold))
+    o = LabelOptions.build(student=str(tmp_path / "student"), target_agreement=0.9, batch_size=5, top_logprobs=0)
+    rec = cascade_file(tmp_path / "new.csv", tmp_path / "out.csv", o, provider=fake, progress=False)
+    c = rec.cascade
+    assert c is not None and c.auto is not None and c.auto.n == len(val) and c.threshold_mode == "auto"
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert out["text"].tolist() == new["text"].tolist() and (out["pred_status"] == "ok").all()
+    kept = out["student_prob"].astype(float) >= (c.threshold if c.threshold is not None else 2.0)
+    assert (out["pred_source"] == np.where(kept, "student", "llm")).all()
+    assert len({x for call in fake.calls for x in call.texts}) == int((~kept).sum()) == c.n_llm
