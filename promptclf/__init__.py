@@ -14,7 +14,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["LabelOptions", "Labeler", "LabelSet", "label_file", "__version__"]
+__all__ = ["LabelOptions", "Labeler", "LabelSet", "cascade_file", "label_file", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from .label import labeler
 
         return getattr(labeler, name)
+    if name == "cascade_file":  # label student first, the LLM for the rest (LabelOptions.student)
+        from .predict.cascade import cascade_file
+
+        return cascade_file
     if name == "LabelOptions":
         from .label.options import LabelOptions
 

@@ -379,3 +379,15 @@ def test_real_minilm_student_auto_threshold_end_to_end(tmp_path: Path) -> None:
     kept = out["student_prob"].astype(float) >= (c.threshold if c.threshold is not None else 2.0)
     assert (out["pred_source"] == np.where(kept, "student", "llm")).all()
     assert len({x for call in fake.calls for x in call.texts}) == int((~kept).sum()) == c.n_llm
+
+
+def test_the_llm_labeler_alone_refuses_a_student(tiny_student: Path, data: tuple[Path, dict[str, str]]) -> None:
+    import promptclf
+    from promptclf.label.labeler import Labeler, label_file
+
+    opts = LabelOptions.build(student=str(tiny_student), threshold=0.9)
+    with pytest.raises(ConfigError, match="cascade_file"):
+        label_file(data[0], None, opts, provider=FakeChatProvider())
+    with pytest.raises(ConfigError, match="cascade_file"):
+        Labeler(opts, provider=FakeChatProvider())
+    assert promptclf.cascade_file is cascade_file

@@ -42,6 +42,11 @@ from .stream import Streamed, TableChunks, label_stream, prepare_job
 
 log = logging.getLogger(__name__)
 
+STUDENT_NEEDS_CASCADE = (
+    "options.student asks for the student-first cascade, which the LLM's labeler alone cannot run: call "
+    "promptclf.cascade_file (promptclf.predict.cascade), or drop student"
+)
+
 
 @dataclass
 class LabelResult:
@@ -69,6 +74,8 @@ class Labeler:
         run_id: str | None = None,
     ) -> None:
         self.options = options or LabelOptions()
+        if self.options.student is not None:
+            raise ConfigError(STUDENT_NEEDS_CASCADE)
         if provider is None:
             self.spec = self.options.provider_spec()
             self.spec.announce()
@@ -260,6 +267,8 @@ def label_file(
     from ..runs import label_paths
 
     opts = options or LabelOptions()
+    if opts.student is not None:
+        raise ConfigError(STUDENT_NEEDS_CASCADE)
     examples = read_table(opts.examples) if opts.examples else None
     out_file, run_dir = label_paths(output or default_output(input_path, split))
     src = Path(input_path)
