@@ -14,6 +14,12 @@ labels file, or a ``score`` on each entry. The labels keep the order given (lowe
 has a numeric score: its ``score`` if given, else its name when every name is a number, else its
 position (0, 1, ...). :meth:`LabelSet.expected_score` turns a distribution over the labels into a
 score, so an answer's probabilities give more than its label.
+
+**Multi-label sets** (``--multi-label``, or ``multi_label: true`` at the top of a YAML/JSON labels
+file): each text gets zero or more labels. A cell holding several labels is a JSON list
+(``["sport", "politics"]``) or ``;``-separated names (``sport;politics``): :func:`split_labels`
+reads either. A run saves the set as ``{"multi_label": true, "labels": [...]}`` in its
+``labels.json`` (:meth:`LabelSet.file_data`); a single-label set stays a plain list, as before.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class LabelSet:
 
     labels: tuple[Label, ...]
     ordinal: bool = False
+    multi_label: bool = False  # each text gets zero or more labels
     _lookup: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +83,11 @@ class LabelSet:
             object.__setattr__(self, "ordinal", True)
         if self.ordinal:
             self._check_scale()
+        if self.ordinal and self.multi_label:
+            raise InputError(
+                "a label set cannot be both ordinal and multi-label: a scale gives each text one grade; "
+                "drop --ordinal or --multi-label"
+            )
 
     def _check_scale(self) -> None:
         given = [lab.score for lab in self.labels]
@@ -120,6 +132,17 @@ class LabelSet:
         """This set as an ordinal scale (``--ordinal``): same labels, same order."""
         return self if self.ordinal else LabelSet(self.labels, ordinal=True)
 
+    def as_multi_label(self) -> LabelSet:
+        """This set for multi-label classification (``--multi-label``): same labels, same order."""
+        return self if self.multi_label else LabelSet(self.labels, multi_label=True)
+
+    def normalize_all(self, cell: object) -> tuple[list[str], list[str]]:
+        """(canonical labels in label-set order, the names off the list) of a multi-label cell."""
+        names = split_labels(cell)
+        known = {n for n in (self.normalize(x) for x in names) if n is not None}
+        unknown = [x for x in names if self.normalize(x) is None]
+        return [n for n in self.names if n in known], unknown
+
     @property
     def names(self) -> list[str]:
         return [lab.name for lab in self.labels]
@@ -148,13 +171,44 @@ class LabelSet:
             out.append(d)
         return out
 
-    @classmethod
-    def from_names(cls, names: Iterable[str], ordinal: bool = False) -> LabelSet:
-        return cls(tuple(Label(str(n)) for n in names), ordinal=ordinal)
+    def file_data(self) -> list[dict[str, object]] | dict[str, object]:
+        """What a run's ``labels.json`` holds: the labels (:meth:`to_dict`), wrapped with
+        ``multi_label: true`` for a multi-label set (a single-label set stays a plain list)."""
+        return {"multi_label": True, "labels": self.to_dict()} if self.multi_label else self.to_dict()
 
     @classmethod
-    def from_dict(cls, items: Sequence[dict[str, object]], ordinal: bool = False) -> LabelSet:
-        return cls(tuple(_label_from_obj(it) for it in items), ordinal=ordinal)
+    def from_names(cls, names: Iterable[str], ordinal: bool = False, multi_label: bool = False) -> LabelSet:
+        return cls(tuple(Label(str(n)) for n in names), ordinal=ordinal, multi_label=multi_label)
+
+    @classmethod
+    def from_dict(
+        cls, items: Sequence[dict[str, object]], ordinal: bool = False, multi_label: bool = False
+    ) -> LabelSet:
+        return cls(tuple(_label_from_obj(it) for it in items), ordinal=ordinal, multi_label=multi_label)
+
+
+def split_labels(cell: object) -> list[str]:
+    """The labels in one multi-label cell: a JSON list (``["a", "b"]``) or ``;``-separated names
+    (``a;b``); an empty cell or ``[]`` is no label. Names are stripped, empties dropped."""
+    items: list[str] | None = None
+    if cell is None:
+        return []
+    if isinstance(cell, (list, tuple)):
+        items = [str(x) for x in cell]
+    else:
+        text = str(getattr(cell, "value", cell)).strip()
+        if text.lower() in ("", "nan", "none"):
+            return []
+        if text.startswith("["):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = None
+            if isinstance(data, list):
+                items = [str(x) for x in data]
+        if items is None:
+            items = text.split(";")
+    return [x.strip() for x in items if x.strip()]
 
 
 def _label_from_obj(obj: object, name: str | None = None) -> Label:
@@ -206,14 +260,16 @@ def load_labels_file(path: Path) -> LabelSet:
             import yaml
 
             data = yaml.safe_load(text)
-        ordinal = False
+        ordinal = multi = False
         if isinstance(data, dict) and "labels" in data:
             ordinal = bool(data.get("ordinal", False))
+            multi = bool(data.get("multi_label", False))
             data = data["labels"]
         if isinstance(data, dict):
-            return LabelSet(tuple(_label_from_obj(v, name=k) for k, v in data.items()), ordinal=ordinal)
+            entries = tuple(_label_from_obj(v, name=k) for k, v in data.items())
+            return LabelSet(entries, ordinal=ordinal, multi_label=multi)
         if isinstance(data, list):
-            return LabelSet(tuple(_label_from_obj(v) for v in data), ordinal=ordinal)
+            return LabelSet(tuple(_label_from_obj(v) for v in data), ordinal=ordinal, multi_label=multi)
         raise InputError(f"{path}: expected a list or mapping of labels")
     labels = []
     for line in text.splitlines():
@@ -225,12 +281,17 @@ def load_labels_file(path: Path) -> LabelSet:
     return LabelSet(tuple(labels))
 
 
-def infer_labels(values: Iterable[str], ordinal: bool = False) -> LabelSet:
+def infer_labels(values: Iterable[str], ordinal: bool = False, multi_label: bool = False) -> LabelSet:
     """The label set from a label column's non-empty values, sorted for a stable order.
 
     Ordinal: numeric names sort by value (``2`` before ``10``); other names cannot give an order, so
-    a labels file must.
+    a labels file must. Multi-label: every cell is split (:func:`split_labels`) into its labels.
     """
+    if multi_label:
+        names = sorted({x for v in values for x in split_labels(v)})
+        if not names:
+            raise InputError("the label column has no values; pass --labels")
+        return LabelSet.from_names(names, multi_label=True)
     names = sorted({v.strip() for v in values if v and v.strip()})
     if not names:
         raise InputError("the label column has no values; pass --labels")

@@ -28,7 +28,12 @@ def _fmt_summary(rec: LabelRun) -> str:
     if rec.rerun_rows:
         lines.append(f"  rerun: {rec.rerun_rows:,} rows (error or unsent) would be sent again by the same command")
     m = rec.metrics
-    if m and m.get("n_scored"):
+    if m and m.get("n_scored") and m.get("multi_label"):
+        lines.append(
+            f"  multi-label on {m['n_scored']:,} rows with gold labels: micro-F1 {m['micro_f1']:.3f}, macro-F1 "
+            f"{m['macro_f1']:.3f}, subset accuracy {m['subset_accuracy']:.1%}, Hamming loss {m['hamming_loss']:.3f}"
+        )
+    elif m and m.get("n_scored"):
         lines.append(
             f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})"
         )
@@ -137,7 +142,10 @@ def label(
 
     values = given(kw)
     if labels_spec:
-        values["labels"] = parse_labels(labels_spec).to_dict()
+        parsed = parse_labels(labels_spec)
+        values["labels"] = parsed.to_dict()
+        if parsed.multi_label:  # a labels file's 'multi_label: true' is --multi-label
+            values["multi_label"] = True
     opts = LabelOptions.build(**values)
     if dry_run and opts.student:
         raise ConfigError(

@@ -46,6 +46,13 @@ from .group import main
     show_default=True,
     help="Ordinal: the predicted expected score (if present), for MAE and Spearman on the score.",
 )
+@click.option(
+    "--multi-label",
+    is_flag=True,
+    help="Each row has zero or more labels (gold cells: JSON lists or ';'-separated; predictions from pred_labels): "
+    "micro-, macro- and sample-F1, subset accuracy, Hamming loss, per-label scores. Automatic when the run is "
+    "multi-label.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def eval_cmd(
     labeled: Path,
@@ -59,6 +66,7 @@ def eval_cmd(
     ordinal: bool,
     cut: float | None,
     score_col: str,
+    multi_label: bool,
     as_json: bool,
 ) -> None:
     """Score a labeled file against its gold column: accuracy, macro-F1, per-class, confusion, CIs,
@@ -87,6 +95,7 @@ def eval_cmd(
         ordinal=ordinal,
         cut=cut,
         score_col=score_col,
+        multi_label=multi_label,
     )
     click.echo(json.dumps(metrics, indent=2) if as_json else format_table(metrics))
 

@@ -287,6 +287,10 @@ def _ci(ci: Sequence[float] | None) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A plain-text summary for the terminal: headline numbers, per-class table, confusion matrix."""
     m = metrics
+    if m.get("multi_label"):
+        from .multilabel import format_multilabel
+
+        return format_multilabel(m)
     lines = [
         f"rows {m['n_rows']}  with gold {m['n_gold']}  scored {m['n_scored']}"
         + (f"  (few-shot examples excluded: {m['n_shots']})" if m.get("n_shots") else ""),
@@ -339,12 +343,14 @@ def labels_beside(path: str | Path) -> LabelSet | None:
                 data = json.loads(cand.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            multi = False
             if isinstance(data, dict) and "labels" in data:
+                multi = bool(data.get("multi_label", False))  # a multi-label run (LabelSet.file_data)
                 data = data["labels"]
             if isinstance(data, list) and data:
                 if all(isinstance(x, str) for x in data):
-                    return LabelSet.from_names(data)
-                return LabelSet.from_dict(data)
+                    return LabelSet.from_names(data, multi_label=multi)
+                return LabelSet.from_dict(data, multi_label=multi)
     return None
 
 
@@ -362,10 +368,13 @@ def evaluate_table(
     ordinal: bool = False,
     cut: float | None = None,
     score_col: str = "pred_score",
+    multi_label: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a DataFrame's columns; a missing status column is fine unless ``status_required``;
     with ``prob_col`` present, the calibration of its confidences too; for an ordinal label set
-    (``ordinal``, or one saved as ordinal) the ordinal metrics under ``"ordinal"``.
+    (``ordinal``, or one saved as ordinal) the ordinal metrics under ``"ordinal"``; for a multi-label
+    set (``multi_label``, or a run saved as multi-label) the multi-label metrics instead
+    (:func:`promptclf.eval.multilabel.multilabel_metrics`).
 
     Without ``labels`` the label set comes from the run folder beside ``path``, else from
     the gold column's values.
@@ -380,6 +389,12 @@ def evaluate_table(
             check_columns(df, [status_col], path, "--status-col")
     if labels is None:
         labels = labels_beside(path)
+    if multi_label or (labels is not None and labels.multi_label):
+        from .multilabel import evaluate_multilabel_table
+
+        if ordinal or cut is not None:
+            raise InputError("--ordinal/--cut and --multi-label do not go together: a scale gives one grade per row")
+        return evaluate_multilabel_table(df, path, gold_col, pred_col, status, labels, n_boot, seed)
     confidence = df[prob_col].tolist() if prob_col and prob_col in df.columns else None
     if ordinal and labels is None:
         from ..labels import infer_labels

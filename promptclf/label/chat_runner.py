@@ -28,7 +28,7 @@ from .context import RunContext
 from .jobs import Job, RowResult, Task
 from .options import LabelOptions
 from .prompts import Item, PromptBuilder
-from .schema import FORMAT_INSTRUCTIONS, ParsedBatch, parse_response, response_schema, schema_for_batch
+from .schema import ParsedBatch, format_instructions_for, parse_response, response_schema, schema_for_batch
 
 
 class RateLimiter:
@@ -92,7 +92,7 @@ def chat_mode(options: LabelOptions, provider: ChatProvider) -> StructuredMode:
 
 def format_instructions(mode: StructuredMode, labels: LabelSet) -> str | None:
     """The JSON shape spelled out in the prompt, for servers with no structured-output mode."""
-    return FORMAT_INSTRUCTIONS.format(labels=", ".join(labels.names)) if mode == "prompt" else None
+    return format_instructions_for(labels) if mode == "prompt" else None
 
 
 class ChatRunner:
@@ -211,7 +211,12 @@ class ChatRunner:
             bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
             if bad:
                 feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
-            feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
+            if job.labels.multi_label:
+                feedback += (
+                    f" Give one entry per text, with a list of labels taken only from: {', '.join(job.labels.names)}."
+                )
+            else:
+                feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
         mode = self.mode
         fmt = format_instructions(mode, job.labels)
         # Similar-example shots: this request's own examples (nearest to its rows), so they are
@@ -220,7 +225,10 @@ class ChatRunner:
         messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt, shots=shots)
         schema = schema_for_batch(self.schema, len(items), strict=mode == "json_schema")
         longest = max(len(n) for n in job.labels.names)
-        max_tokens = o.max_tokens or 32 + len(items) * (16 + longest // 2)
+        # Multi-label: room for a few labels per item (a list, with its quotes and commas).
+        per_label = longest // 2 + (3 if job.labels.multi_label else 0)
+        per_item = 16 + per_label * (min(len(job.labels), 8) if job.labels.multi_label else 1)
+        max_tokens = o.max_tokens or 32 + len(items) * per_item
         payload = {
             "provider": ctx.spec.name,
             "model": ctx.spec.model,
@@ -289,7 +297,7 @@ class ChatRunner:
             if k in parsed.labels:
                 c = conf.get(k)  # matched by item id, so reordered answers keep each row's own
                 job.results[row] = RowResult(
-                    parsed.labels[k], c.prob if c else None, "ok", "", key, c.probs if c else None
+                    parsed.labels[k], c.prob if c else None, "ok", "", key, c.probs if c else None, parsed.sets.get(k)
                 )
                 finished += 1
             elif last_round:

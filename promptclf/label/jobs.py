@@ -35,6 +35,7 @@ class RowResult:
     reason: str = ""
     request: str = ""
     probs: dict[str, float] | None = None  # distribution over labels (``pred_probs``), when known
+    labels: list[str] | None = None  # multi-label: the row's labels (``pred_labels``); ``label`` joins them with ';'
 
 
 @dataclass
@@ -87,8 +88,9 @@ def row_text(df: pd.DataFrame, i: int, cols: list[str]) -> str:
 def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source: str) -> LabelSet:
     if o.labels:
         labels = LabelSet.from_dict(o.labels, ordinal=o.ordinal)
+        labels = labels.as_multi_label() if o.multi_label else labels
     elif gold is not None and any(gold):
-        labels = infer_labels(gold, ordinal=o.ordinal)
+        labels = infer_labels(gold, ordinal=o.ordinal, multi_label=o.multi_label)
     else:
         hint = f"column {o.label_col!r} is absent" if gold is None else f"column {o.label_col!r} is empty"
         raise InputError(
@@ -96,7 +98,10 @@ def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source
             f"column with example labels ({hint}; the file has: {', '.join(map(repr, df.columns))})"
         )
     if gold is not None and o.labels:
-        unknown = sorted({g for g in gold if g and labels.normalize(g) is None})
+        if labels.multi_label:
+            unknown = sorted({x for g in set(gold) if g for x in labels.normalize_all(g)[1]})
+        else:
+            unknown = sorted({g for g in gold if g and labels.normalize(g) is None})
         if unknown:
             raise InputError(
                 f"{source}: column {o.label_col!r} has labels that are not in --labels: {', '.join(map(repr, unknown[:10]))}; "

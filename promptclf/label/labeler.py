@@ -197,12 +197,19 @@ class Labeler:
         n_items = sum(1 for st in tally.status if st != "shot")
         ok = statuses.get("ok", 0)
         metrics = None
-        if tally.gold is not None and any(tally.gold):
-            conf = tally.prob if any(p is not None for p in tally.prob) else None
-            metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status, confidence=conf)
-        # Gold or not: one label for nearly every item is worth a warning either way.
-        gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
-        collapse = collapse_check(tally.pred, gold, tally.status)
+        collapse = None
+        if labels.multi_label:
+            from ..eval.multilabel import multilabel_metrics
+
+            if tally.gold is not None and any(tally.gold):
+                metrics = multilabel_metrics(tally.gold, tally.pred, labels, tally.status)
+        else:
+            if tally.gold is not None and any(tally.gold):
+                conf = tally.prob if any(p is not None for p in tally.prob) else None
+                metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status, confidence=conf)
+            # Gold or not: one label for nearly every item is worth a warning either way.
+            gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
+            collapse = collapse_check(tally.pred, gold, tally.status)
         stats, lat = self.stats, self.stats.latencies
         return LabelSummary(
             provider=self.spec.name,
@@ -300,7 +307,7 @@ def label_file(
     files = {
         "prompt.j2": streamed.prompts.sources["score" if labeler.provider.kind == "scoring" else "batch"],
         "system.j2": streamed.prompts.sources["system"],
-        "labels.json": json.dumps(streamed.tally.labels.to_dict(), indent=2),
+        "labels.json": json.dumps(streamed.tally.labels.file_data(), indent=2),
     }
     run.save(run_dir, files)
     run.run_dir = run_dir.resolve()

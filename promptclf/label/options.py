@@ -18,6 +18,12 @@ from ..providers.spec import ProviderSpec
 
 ProviderName = Literal["auto", "together", "openai", "local"]
 
+MULTI_LABEL_NEEDS_CHAT = (
+    "--multi-label needs a chat provider: the local model scores one label per text; use a hosted model "
+    "(--provider openai or together) or any OpenAI-compatible server (--base-url URL, e.g. llama.cpp or vLLM "
+    "serving a local model), or drop --multi-label"
+)
+
 CALIBRATE_NEEDS_SCORING = (
     "--calibrate needs a scoring provider (the local model, --provider local): a chat provider answers with a "
     "label, not a probability for every label, so there is nothing to calibrate; drop --calibrate"
@@ -52,6 +58,12 @@ class LabelOptions(BaseModel):
         description="The labels are an ordered scale, lowest first (e.g. ratings 0-5): the prompt says so and "
         "each row gets pred_score, its expected score where probabilities are known. A labels file can say "
         "'ordinal: true' instead.",
+    )
+    multi_label: bool = Field(
+        False,
+        description="Each text gets zero or more labels: the answer is a list per text, pred_labels a JSON list "
+        "(pred_label the labels joined with ';'); gold cells are JSON lists or ';'-separated. A labels file can "
+        "say 'multi_label: true' instead. Chat providers only, zero-shot.",
     )
     max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
     max_item_chars: int = Field(
@@ -265,6 +277,7 @@ class LabelOptions(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> LabelOptions:
         self._check_cascade()
+        self._check_multi_label()
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
         if self.hourly_price is not None and not self.base_url:
@@ -285,6 +298,25 @@ class LabelOptions(BaseModel):
                 "use --provider openai or together, or drop --batch-api"
             )
         return self
+
+    def _check_multi_label(self) -> None:
+        """--multi-label goes with a chat provider, zero-shot, and no single-label companion."""
+        if not self.multi_label:
+            return
+        if self.provider == "local":
+            raise ValueError(MULTI_LABEL_NEEDS_CHAT)
+        clash = [
+            flag
+            for flag, on in (("--ordinal", self.ordinal), ("--calibrate", self.calibrate), ("--student", self.student))
+            if on
+        ]
+        if clash:
+            raise ValueError(f"--multi-label does not go with {', '.join(clash)} (they assume one label per text)")
+        if self.shots:
+            raise ValueError(
+                "--multi-label is zero-shot for now: few-shot examples are chosen per class, one label each; "
+                "drop --shots"
+            )
 
     def _check_cascade(self) -> None:
         """--student names a distill run folder; --threshold and --target-agreement only go with it."""

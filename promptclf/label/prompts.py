@@ -99,6 +99,7 @@ class PromptBuilder:
             context = {
                 "labels": list(self.labels),
                 "ordinal": self.labels.ordinal,
+                "multi_label": self.labels.multi_label,
                 "shots": self.shots,
                 "max_chars": self.max_chars,
                 "shot_max_chars": self.shot_max_chars,

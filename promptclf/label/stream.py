@@ -24,6 +24,7 @@ with the unlabeled rows marked ``error`` (no row is ever dropped), before the er
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -36,7 +37,7 @@ import pandas as pd
 
 from ..data.tables import cell_text, check_columns, iter_table
 from ..data.writers import DatasetWriter, TableWriter
-from ..errors import AuthenticationError, Interrupted, PromptclfError, ProviderUnavailableError
+from ..errors import AuthenticationError, ConfigError, Interrupted, PromptclfError, ProviderUnavailableError
 from ..providers.base import Provider
 from ..runs import Calibration
 from ..store import Store
@@ -45,7 +46,7 @@ from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .context import RunContext
 from .jobs import Job, StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
-from .options import LabelOptions
+from .options import MULTI_LABEL_NEEDS_CHAT, LabelOptions
 from .prompts import PromptBuilder
 from .scoring_runner import run_scoring
 
@@ -161,6 +162,10 @@ def labeled_frame(df: pd.DataFrame, job: Job) -> pd.DataFrame:
     # Numbers (NaN where unknown) in every chunk, so Parquet/Arrow chunks share one type.
     out["pred_prob"] = np.asarray([round(r.prob, 6) if r.prob is not None else np.nan for r in job.results], "float64")
     out["pred_probs"] = [probs_cell(r.probs) for r in job.results]
+    if job.labels.multi_label:  # the label set as a JSON list ("[]": none applies); empty when not labeled
+        out["pred_labels"] = [
+            json.dumps(r.labels, ensure_ascii=False) if r.labels is not None else "" for r in job.results
+        ]
     if job.labels.ordinal:  # the expected score where the answer's probabilities are known, else the label's
         sc = [job.labels.expected_score(r.probs, r.label) if r.label else None for r in job.results]
         out["pred_score"] = np.asarray([round(v, 4) if v is not None else np.nan for v in sc], "float64")
@@ -181,6 +186,18 @@ def run_job(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder) -> Cali
     else:
         ChatRunner(ctx.using(provider), job, prompts).run()
     return None
+
+
+def _check_multi_label(ctx: RunContext[Provider], dataset_dir: str | Path | None) -> None:
+    """A multi-label run needs a chat provider (``--provider auto`` may have resolved to the local model)
+    and cannot write a one-label-per-row ClassLabel dataset."""
+    if ctx.provider.kind == "scoring":
+        raise ConfigError(MULTI_LABEL_NEEDS_CHAT)
+    if dataset_dir is not None:
+        raise ConfigError(
+            "--save-dataset writes pred_label as a ClassLabel (one label per row); with --multi-label drop "
+            "--save-dataset and read pred_labels (a JSON list) from the labeled file"
+        )
 
 
 @dataclass
@@ -217,6 +234,8 @@ def label_stream(
     o = ctx.options
     facts, plan = plan_input(chunks, o, examples, source)
     del facts.has_text[:]  # not needed any more: keep the process small for the long part
+    if plan.labels.multi_label:
+        _check_multi_label(ctx, dataset_dir)
     for w in plan.warnings:
         log.warning("%s", w)
     out = Streamed(Tally(plan.labels, len(plan.shots), facts.gold))

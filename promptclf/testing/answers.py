@@ -16,21 +16,29 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 Answerer = Callable[[str, list[str]], str]
+MultiAnswerer = Callable[[str, list[str]], list[str]]  # multi-label: zero or more labels for one text
 
 _ITEM = re.compile(r"^\[(\d+)\] (.*)$", re.M)
 _LABELS_HEAD = "Classify each text below into one of these labels:\n"
+_MULTI_HEAD = "Classify each text below with zero or more of these labels (every label that applies):\n"
+
+
+def is_multi_label(user: str) -> bool:
+    """Whether a batch prompt asks for zero or more labels per text (``--multi-label``)."""
+    return _MULTI_HEAD in user
 
 
 def parse_prompt(user: str) -> tuple[list[str], list[tuple[int, str]]]:
-    """(label names, [(item id, item text)]) of one promptclf batch prompt."""
+    """(label names, [(item id, item text)]) of one promptclf batch prompt (single- or multi-label)."""
     labels: list[str] = []
-    start = user.find(_LABELS_HEAD)
+    head = _MULTI_HEAD if is_multi_label(user) else _LABELS_HEAD
+    start = user.find(head)
     if start >= 0:
-        for line in user[start + len(_LABELS_HEAD) :].splitlines():
+        for line in user[start + len(head) :].splitlines():
             if not line.startswith("- "):
                 break
             labels.append(line[2:].split(":", 1)[0].strip())
@@ -42,6 +50,31 @@ def parse_prompt(user: str) -> tuple[list[str], list[tuple[int, str]]]:
 def hash_answer(text: str, labels: list[str]) -> str:
     """A deterministic label for ``text``: its CRC32 modulo the number of labels."""
     return labels[zlib.crc32(text.encode("utf-8")) % len(labels)]
+
+
+def hash_multi_answer(text: str, labels: list[str]) -> list[str]:
+    """A deterministic label set for ``text``: each label in it when a CRC32 of (label, text) is odd,
+    so some texts get none, some one, some several."""
+    return [lab for lab in labels if zlib.crc32(f"{lab}\x00{text}".encode()) % 2]
+
+
+def noisy_multi_answer(truth: Mapping[str, Sequence[str]], error_rate: float, seed: int = 0) -> MultiAnswerer:
+    """A multi-label teacher that gets each (text, label) decision wrong with probability ``error_rate``
+    (a true label left out, or a false one added), independently and deterministically per text and
+    label; texts it does not know get :func:`hash_multi_answer`."""
+
+    def answer(text: str, labels: list[str]) -> list[str]:
+        gold = truth.get(text)
+        if gold is None:
+            return hash_multi_answer(text, labels)
+        out = []
+        for lab in labels:
+            rng = random.Random(zlib.crc32(f"{lab}\x00{text}".encode()) ^ seed)
+            if (lab in gold) != (rng.random() < error_rate):
+                out.append(lab)
+        return out
+
+    return answer
 
 
 def keyword_answer(keywords: Mapping[str, str], default: Answerer = hash_answer) -> Answerer:
@@ -96,11 +129,14 @@ def gold_answer(gold: Mapping[str, str], default: str = "unknown") -> Answerer:
 
 class PromptAnswers:
     """A chat-completion responder for the fake server: reads each request's batch prompt back and
-    labels its items with ``answer``; usage counts ~4 characters a token. ``items`` and
+    labels its items with ``answer`` (``multi_answer`` for a multi-label prompt); usage counts ~4 characters a token. ``items`` and
     ``requests`` count what it answered (a benchmark's progress), ``texts`` each item text."""
 
-    def __init__(self, answer: Answerer = hash_answer, model: str = "fake-model") -> None:
+    def __init__(
+        self, answer: Answerer = hash_answer, model: str = "fake-model", multi_answer: MultiAnswerer = hash_multi_answer
+    ) -> None:
         self.answer = answer
+        self.multi_answer = multi_answer
         self.model = model
         self.items = 0
         self.requests = 0
@@ -111,9 +147,11 @@ class PromptAnswers:
         messages = body.get("messages") or []
         user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
         labels, items = parse_prompt(user)
-        content = json.dumps(
-            {"items": [{"id": i, "label": self.answer(t, labels)} for i, t in items]}, separators=(",", ":")
-        )
+        if is_multi_label(user):
+            entries = [{"id": i, "labels": self.multi_answer(t, labels)} for i, t in items]
+        else:
+            entries = [{"id": i, "label": self.answer(t, labels)} for i, t in items]
+        content = json.dumps({"items": entries}, separators=(",", ":"))
         prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4
         with self._lock:
             self.items += len(items)

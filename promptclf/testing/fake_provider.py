@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from ..errors import AuthenticationError, ProviderConnectionError, ProviderError, TransientProviderError
 from ..providers.base import ChatResult, StructuredMode, Usage, estimate_tokens
-from .answers import Answerer, hash_answer, parse_prompt
+from .answers import Answerer, MultiAnswerer, hash_answer, hash_multi_answer, is_multi_label, parse_prompt
 
 Fault = Literal[
     "missing", "shuffled", "duplicated", "conflicting", "off_list", "extra_id", "empty", "truncated", "prose",
@@ -65,7 +65,9 @@ class Call:
 class FakeChatProvider:
     """A deterministic chat provider that answers promptclf's batch prompt, with faults on demand.
 
-    ``answer``: the label for one item's text (default :func:`~promptclf.testing.answers.hash_answer`).
+    ``answer``: the label for one item's text (default :func:`~promptclf.testing.answers.hash_answer`);
+    ``multi_answer``: its labels when the prompt is multi-label (answered as ``{"id", "labels": [...]}``;
+    the faults bend those answers the same way).
     ``faults``: see the module docstring. ``logprobs``: attach OpenAI-shaped token log-probabilities
     (each label token certain), so the confidence path runs. ``latency_s``: sleep per request.
     """
@@ -84,11 +86,13 @@ class FakeChatProvider:
         timeout_sleep_s: float = 0.0,
         latency_s: float = 0.0,
         logprobs: bool = False,
+        multi_answer: MultiAnswerer = hash_multi_answer,
     ) -> None:
         for f in faults if not callable(faults) else ():
             if f is not None and f not in FAULTS:
                 raise ValueError(f"unknown fault {f!r}; one of {', '.join(FAULTS)}")
         self.answer = answer
+        self.multi_answer = multi_answer
         self.faults = faults
         self.name = name
         self.model = model
@@ -124,7 +128,11 @@ class FakeChatProvider:
         if self.latency_s:
             time.sleep(self.latency_s)
         self._raise(fault)
-        answers = [(i, self.answer(text, labels)) for i, text in items]
+        answers: list[tuple[int, str | list[str]]]
+        if is_multi_label(user):
+            answers = [(i, self.multi_answer(text, labels)) for i, text in items]
+        else:
+            answers = [(i, self.answer(text, labels)) for i, text in items]
         text = self._bend(fault, answers, labels)
         prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
         return ChatResult(
@@ -161,8 +169,10 @@ class FakeChatProvider:
             raise ProviderError(f"{self.name} rejected the request (HTTP 400): bad request")
 
     @staticmethod
-    def _bend(fault: Fault | None, answers: list[tuple[int, str]], labels: list[str]) -> str:
-        entries = [{"id": i, "label": lab} for i, lab in answers]
+    def _bend(fault: Fault | None, answers: Sequence[tuple[int, str | list[str]]], labels: list[str]) -> str:
+        multi = bool(answers) and isinstance(answers[0][1], list)
+        key = "labels" if multi else "label"
+        entries: list[dict[str, Any]] = [{"id": i, key: lab} for i, lab in answers]
         if fault == "missing":
             entries = entries[:-1]
         elif fault == "shuffled":
@@ -170,12 +180,16 @@ class FakeChatProvider:
         elif fault == "duplicated":
             entries = [entries[0], *entries]
         elif fault == "conflicting":
-            other = next((lab for lab in labels if lab != entries[0]["label"]), OFF_LIST)
-            entries = [entries[0], {"id": entries[0]["id"], "label": other}, *entries[1:]]
+            first = entries[0][key]
+            if multi:  # the same item again with one label more or one fewer
+                other: Any = first[1:] if first else labels[:1]
+            else:
+                other = next((lab for lab in labels if lab != first), OFF_LIST)
+            entries = [entries[0], {"id": entries[0]["id"], key: other}, *entries[1:]]
         elif fault == "off_list":
-            entries[0] = {"id": entries[0]["id"], "label": OFF_LIST}
+            entries[0] = {"id": entries[0]["id"], key: [*entries[0][key], OFF_LIST] if multi else OFF_LIST}
         elif fault == "extra_id":
-            entries.append({"id": max(i for i, _ in answers) + 100, "label": labels[0]})
+            entries.append({"id": max(i for i, _ in answers) + 100, key: labels[:1] if multi else labels[0]})
         elif fault == "empty":
             return ""
         elif fault == "prose":

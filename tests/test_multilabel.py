@@ -1,0 +1,192 @@
+"""Multi-label: the label set and its cells, the list answers of chat providers (validated and re-asked
+like single labels), the pred_labels column, the run's labels.json, and the multi-label metrics of eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import f1_score, hamming_loss
+
+from promptclf.cli import main
+from promptclf.errors import ConfigError, InputError
+from promptclf.eval.multilabel import multilabel_metrics
+from promptclf.label.labeler import Labeler, label_file
+from promptclf.label.options import LabelOptions
+from promptclf.label.schema import parse_response, response_schema
+from promptclf.labels import LabelSet, infer_labels, load_labels_file, split_labels
+from promptclf.testing.answers import hash_multi_answer, is_multi_label, parse_prompt
+from promptclf.testing.fake_provider import OFF_LIST, FakeChatProvider
+
+NAMES = ["business", "politics", "sport", "tech"]
+MULTI = LabelSet.from_names(NAMES, multi_label=True)
+
+
+def test_cells_split_as_json_lists_or_semicolons() -> None:
+    assert split_labels('["sport", "tech"]') == ["sport", "tech"]
+    assert split_labels(" sport ; tech;") == ["sport", "tech"]
+    assert split_labels("[]") == [] and split_labels("") == [] and split_labels(None) == []
+    assert split_labels("sport") == ["sport"]
+    assert MULTI.normalize_all("Tech;sport;cooking") == (["sport", "tech"], ["cooking"])
+    s = infer_labels(["sport;tech", '["business"]', "", "tech"], multi_label=True)
+    assert s.names == ["business", "sport", "tech"] and s.multi_label
+
+
+def test_labels_json_keeps_the_flag_and_old_files_read(tmp_path: Path) -> None:
+    f = tmp_path / "labels.json"
+    f.write_text(json.dumps(MULTI.file_data()))
+    back = load_labels_file(f)
+    assert back.multi_label and back.names == NAMES
+    single = LabelSet.from_names(NAMES)
+    assert single.file_data() == single.to_dict()  # a single-label run's labels.json is unchanged
+    f.write_text(json.dumps(single.file_data()))
+    assert not load_labels_file(f).multi_label
+    with pytest.raises(InputError, match="both ordinal and multi-label"):
+        LabelSet.from_names(["1", "2"], ordinal=True, multi_label=True)
+
+
+def test_options_refuse_what_assumes_one_label() -> None:
+    with pytest.raises(ConfigError, match="--provider openai or together.*--base-url"):
+        LabelOptions.build(multi_label=True, provider="local")
+    with pytest.raises(ConfigError, match="zero-shot"):
+        LabelOptions.build(multi_label=True, shots=2)
+    with pytest.raises(ConfigError, match="--ordinal"):
+        LabelOptions.build(multi_label=True, ordinal=True)
+
+
+def test_schema_and_parsing_of_list_answers() -> None:
+    schema = response_schema(MULTI)
+    item = schema["properties"]["items"]["items"]
+    assert item["required"] == ["id", "labels"] and item["properties"]["labels"]["items"]["enum"] == NAMES
+    text = json.dumps(
+        {"items": [{"id": 1, "labels": ["Sport", "tech"]}, {"id": 2, "labels": []}, {"id": 3, "labels": ["x"]}]}
+    )
+    p = parse_response(text, [1, 2, 3, 4], MULTI)
+    assert p.sets == {1: ["sport", "tech"], 2: []} and p.labels == {1: "sport;tech", 2: ""}
+    assert p.invalid == {3: "x"} and p.missing == [4] and p.retry_ids == [3, 4]
+    dup = '{"items": [{"id": 1, "labels": ["sport"]}, {"id": 1, "labels": ["sport", "tech"]}]}'
+    assert parse_response(dup, [1], MULTI).conflicting == [1]
+    same = '{"items": [{"id": 1, "labels": ["sport"]}, {"id": 1, "labels": ["Sport"]}]}'
+    assert parse_response(same, [1], MULTI).sets == {1: ["sport"]}
+    cut = '{"items": [{"id": 1, "labels": ["tech", "sport"]}, {"labels": [], "id": 2}, {"id": 3, "labels": ["spo'
+    salvaged = parse_response(cut, [1, 2, 3], MULTI)
+    assert salvaged.salvaged and salvaged.sets == {1: ["sport", "tech"], 2: []} and salvaged.missing == [3]
+
+
+def _texts(n: int) -> list[str]:
+    return [f"text number {i} about {'x' * (i % 5)}" for i in range(n)]
+
+
+def _opts(tmp_path: Path, **kw: object) -> LabelOptions:
+    base: dict[str, object] = dict(
+        labels=[{"name": n} for n in NAMES], multi_label=True, label_col=None, batch_size=4, concurrency=1,
+        store=str(tmp_path / "s.sqlite"),
+    )  # fmt: skip
+    return LabelOptions(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_label_run_writes_label_sets(tmp_path: Path) -> None:
+    df = pd.DataFrame({"text": _texts(40)})
+    fake = FakeChatProvider()
+    f = Labeler(_opts(tmp_path), provider=fake, progress=False).label(df).frame
+    want = [hash_multi_answer(t, NAMES) for t in df["text"]]
+    assert [json.loads(c) for c in f["pred_labels"]] == want
+    assert f["pred_label"].tolist() == [";".join(w) for w in want]
+    assert set(f["pred_status"]) == {"ok"} and any(not w for w in want) and any(len(w) > 1 for w in want)
+    user = fake.calls[0].messages[-1]["content"]
+    assert is_multi_label(user) and parse_prompt(user)[0] == NAMES and "zero or more" in user
+
+
+@pytest.mark.parametrize("fault", ["missing", "conflicting", "off_list", "truncated", "prose", "empty"])
+def test_bad_list_answers_are_reasked(tmp_path: Path, fault: str) -> None:
+    df = pd.DataFrame({"text": _texts(8)})
+    fake = FakeChatProvider(faults=[fault])  # the first request only
+    f = Labeler(_opts(tmp_path), provider=fake, progress=False).label(df).frame
+    assert set(f["pred_status"]) == {"ok"}, f[["pred_status", "pred_reason"]]
+    assert [json.loads(c) for c in f["pred_labels"]] == [hash_multi_answer(t, NAMES) for t in df["text"]]
+    assert len(fake.calls) > 2  # the bent request's items went again
+    if fault == "off_list":
+        assert "not labels from the list" in fake.calls[2].messages[-1]["content"]
+
+
+def test_off_list_to_the_end_is_invalid(tmp_path: Path) -> None:
+    df = pd.DataFrame({"text": _texts(3)})
+    fake = FakeChatProvider(faults=lambda i, texts: "off_list" if texts[0] == df["text"][0] else None)
+    f = Labeler(_opts(tmp_path, max_reasks=1), provider=fake, progress=False).label(df).frame
+    assert f["pred_status"][0] == "invalid" and OFF_LIST in f["pred_reason"][0] and f["pred_labels"][0] == ""
+    assert f["pred_status"][1] == "ok"
+
+
+def test_label_file_records_multi_label_and_eval_reads_it(tmp_path: Path) -> None:
+    texts = _texts(30)
+    gold = [hash_multi_answer(t, NAMES) for t in texts]
+    gold[0] = ["sport"] if gold[0] != ["sport"] else ["tech"]  # one wrong answer
+    path = tmp_path / "in.csv"
+    pd.DataFrame(
+        {"text": texts, "label": [";".join(g) if k % 2 and g else json.dumps(g) for k, g in enumerate(gold)]}
+    ).to_csv(path, index=False)
+    opts = _opts(tmp_path, labels=None, label_col="label")
+    run = label_file(path, tmp_path / "out.csv", opts, provider=FakeChatProvider(), progress=False)
+    labels_json = json.loads((tmp_path / "out.run" / "labels.json").read_text())
+    assert labels_json["multi_label"] is True and run.options["multi_label"] is True
+    m = run.metrics
+    assert m is not None and m["multi_label"] and m["n_scored"] == 30
+    assert m["subset_accuracy"] == pytest.approx(29 / 30)
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "out.csv"), "--gold-col", "label", "--json", "--n-boot", "50"])
+    assert r.exit_code == 0, r.output
+    e = json.loads(r.stdout)
+    assert e["multi_label"] and e["subset_accuracy"] == pytest.approx(29 / 30) and e["micro_f1"] == m["micro_f1"]
+    table = CliRunner().invoke(main, ["eval", str(tmp_path / "out.csv"), "--gold-col", "label", "--n-boot", "0"])
+    assert "micro-F1" in table.stdout and "Hamming loss" in table.stdout and "labels per row" in table.stdout
+
+
+def test_unknown_gold_label_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    pd.DataFrame({"text": ["a b", "c d"], "label": ["sport", "sport;cooking"]}).to_csv(path, index=False)
+    with pytest.raises(InputError, match="'cooking'"):
+        label_file(path, tmp_path / "o.csv", _opts(tmp_path, label_col="label"), provider=FakeChatProvider())
+    scored = tmp_path / "scored.csv"
+    pd.DataFrame({"gold": ["sport", "sport;cooking"], "pred_label": ["sport", "sport"]}).to_csv(scored, index=False)
+    r = CliRunner().invoke(main, ["eval", str(scored), "--gold-col", "gold", "--multi-label", "--labels", "sport,tech"])
+    assert r.exit_code == 2 and "'cooking'" in r.output and "row 1" in r.output and "--labels" in r.output
+
+
+def test_metrics_by_hand() -> None:
+    s = LabelSet.from_names(["a", "b", "c"], multi_label=True)
+    gold = ['["a","b"]', "a", "[]", "c", "b;c"]
+    pred = ["a;b", "a;c", "[]", "", "b"]
+    status = ["ok", "ok", "ok", "error", "ok"]
+    m = multilabel_metrics(gold, pred, s, status, n_boot=0)
+    # tp/fp/fn per label: a 2/0/0, b 2/0/0, c 0/1/2 (row 3 is an error: it predicts nothing)
+    assert m["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))
+    assert m["macro_f1"] == pytest.approx((1 + 1 + 0) / 3)
+    # rows: 1, 2*1/(1+2), 1 (none and none), 0, 2*1/(2+1)
+    assert m["samples_f1"] == pytest.approx((1 + 2 / 3 + 1 + 0 + 2 / 3) / 5)
+    assert m["subset_accuracy"] == pytest.approx(2 / 5)
+    assert m["hamming_loss"] == pytest.approx(3 / 15)
+    assert m["cardinality"] == {"gold": pytest.approx(6 / 5), "pred": pytest.approx(5 / 5)}
+    assert m["per_label"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2, "predicted": 1}
+    assert m["coverage"] == pytest.approx(4 / 5)
+
+
+def test_metrics_match_scikit_learn_and_cis_cover() -> None:
+    rng = np.random.default_rng(1)
+    names = ["a", "b", "c", "d"]
+    y = rng.random((300, 4)) < 0.35
+    p = y ^ (rng.random((300, 4)) < 0.15)
+
+    def cells(m: np.ndarray) -> list[str]:
+        return [json.dumps([n for n, v in zip(names, row, strict=True) if v]) for row in m]
+
+    out = multilabel_metrics(cells(y), cells(p), LabelSet.from_names(names, multi_label=True), n_boot=300)
+    assert out["micro_f1"] == pytest.approx(f1_score(y, p, average="micro"))
+    assert out["macro_f1"] == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
+    assert out["samples_f1"] == pytest.approx(f1_score(y, p, average="samples", zero_division=1.0))
+    assert out["hamming_loss"] == pytest.approx(hamming_loss(y, p))
+    for k in ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"):
+        lo, hi = out[f"{k}_ci"]
+        assert lo < out[k] < hi and hi - lo < 0.2
