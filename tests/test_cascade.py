@@ -391,3 +391,25 @@ def test_the_llm_labeler_alone_refuses_a_student(tiny_student: Path, data: tuple
     with pytest.raises(ConfigError, match="cascade_file"):
         Labeler(opts, provider=FakeChatProvider())
     assert promptclf.cascade_file is cascade_file
+
+
+def test_an_onnx_export_is_a_student_too(tiny_student: Path, data: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from promptclf.export.onnx_export import export_onnx
+
+    folder = export_onnx(tiny_student, tmp_path / "onnx").folder
+    assert (folder / "validation.csv").is_file()  # copied from the run: auto works from the export alone
+    path, gold = data
+    torch_run = cascade_file(
+        path,
+        tmp_path / "t.csv",
+        _opts(tmp_path, tiny_student),
+        provider=FakeChatProvider(answer=gold_answer(gold)),
+        progress=False,
+    )
+    fake = FakeChatProvider(answer=gold_answer(gold))
+    onnx_run = cascade_file(path, tmp_path / "o.csv", _opts(tmp_path, folder), provider=fake, progress=False)
+    assert onnx_run.cascade is not None and torch_run.cascade is not None
+    assert onnx_run.cascade.threshold == pytest.approx(torch_run.cascade.threshold, abs=1e-4)
+    a, b = (pd.read_csv(tmp_path / f, keep_default_na=False) for f in ("t.csv", "o.csv"))
+    assert (a["pred_source"] == b["pred_source"]).all() and (a["pred_label"] == b["pred_label"]).all()

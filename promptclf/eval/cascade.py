@@ -15,14 +15,29 @@ student's validation rows), the report (the accuracy-cost frontier) and the casc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 VALIDATION_FILE = "validation.csv"  # in a distill run folder: texts, reference labels, student predictions
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def validation_path(student: str | Path) -> Path | None:
+    """The ``validation.csv`` of a student: in its run folder, or for an export folder (``export.json``) in
+    the folder itself or the run it was exported from; None when there is none."""
+    folder = Path(student)
+    if (folder / VALIDATION_FILE).is_file():
+        return folder / VALIDATION_FILE
+    try:
+        source = json.loads((folder / "export.json").read_text()).get("source_run") or ""
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(source) / VALIDATION_FILE if source and (Path(source) / VALIDATION_FILE).is_file() else None
 
 
 def validation_frame(

@@ -205,6 +205,8 @@ def export_onnx(
         tok.save_pretrained(str(tmp))
         (tmp / "labels.json").write_text(json.dumps(student.labels, indent=2) + "\n")
         text_col = "text"
+        if (run / "validation.csv").is_file():  # what `label --student EXPORT --threshold auto` measures on
+            shutil.copyfile(run / "validation.csv", tmp / "validation.csv")
         if (run / "options.json").is_file():
             shutil.copyfile(run / "options.json", tmp / "options.json")  # predict's default --text-col
             with contextlib.suppress(ValueError, AttributeError):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..eval.cascade import VALIDATION_FILE
+from ..eval.cascade import VALIDATION_FILE, validation_path
 from ..options import build_options
 from ..providers.spec import ProviderSpec
 
@@ -326,21 +326,22 @@ class LabelOptions(BaseModel):
                 raise ValueError(f"{flag} sets the student-first cascade: add --student RUN (a distill run folder)")
             return
         folder = Path(self.student)
-        if not (folder / "student.json").is_file():
-            what = "no such folder" if not folder.is_dir() else "no student.json in it"
+        if not ((folder / "student.json").is_file() or (folder / "export.json").is_file()):
+            what = "no such folder" if not folder.is_dir() else "no student.json or export.json in it"
             raise ValueError(
                 f"--student {self.student}: not a student run folder ({what}); pass a folder written by "
-                "'promptclf distill ... -o FOLDER'"
+                "'promptclf distill ... -o FOLDER' (or by 'promptclf export')"
             )
         if self.target_agreement is not None and self.threshold not in (None, "auto"):
             raise ValueError(
                 f"--target-agreement chooses the threshold of --threshold auto, not of --threshold {self.threshold}; "
                 "drop one of them"
             )
-        if self.threshold in (None, "auto") and not (folder / VALIDATION_FILE).is_file():
+        if self.threshold in (None, "auto") and validation_path(folder) is None:
             raise ValueError(
-                f"--threshold auto measures the cascade on the student's validation rows, and {folder}/validation.csv "
-                "is missing (a distill run from before the cascade): pass --threshold 0.9, or distill it again"
+                f"--threshold auto measures the cascade on the student's validation rows, and {folder} has no "
+                f"{VALIDATION_FILE} (a distill run from before the cascade, or an export whose run is not here): "
+                "pass --threshold 0.9, or distill it again"
             )
 
     def cascade_threshold(self) -> tuple[float | Literal["auto"], float]:

@@ -1,6 +1,6 @@
 """Student-first cascade: ``promptclf label INPUT --student RUN --threshold T|auto``.
 
-1. The student (a distill run folder) predicts every row. Rows whose top probability is at least
+1. The student (a distill run folder, or a ``promptclf export`` folder on ONNX Runtime) predicts every row. Rows whose top probability is at least
    the threshold keep its label (``pred_source`` = ``student``); rows it is less sure of, and rows
    whose text is empty or too long, are written to ``llm_input.csv`` in the run folder.
 2. That file goes through the normal labeling path (:func:`promptclf.label.labeler.label_file`,
@@ -33,7 +33,7 @@ import pandas as pd
 from ..data.tables import iter_table, read_table
 from ..data.writers import DatasetWriter, TableWriter
 from ..errors import AuthenticationError, InputError, Interrupted, ProviderUnavailableError
-from ..eval.cascade import VALIDATION_FILE, pick_threshold
+from ..eval.cascade import VALIDATION_FILE, pick_threshold, validation_path
 from ..label.confidence import probs_cell
 from ..label.jobs import chunk_texts
 from ..label.labeler import Labeler, default_output, label_file
@@ -42,7 +42,7 @@ from ..label.stream import TableChunks
 from ..labels import LabelSet
 from ..providers.base import Provider
 from ..runs import CascadeStats, Collapse, LabelRun, ThresholdChoice, label_paths
-from .student import Student
+from .loader import Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,17 @@ def student_label_set(student_labels: list[str], opts: LabelOptions) -> LabelSet
     return labels
 
 
-def choose_threshold(student: Student, opts: LabelOptions) -> tuple[float | None, ThresholdChoice | None]:
+def choose_threshold(student: Predictor, opts: LabelOptions) -> tuple[float | None, ThresholdChoice | None]:
     """The threshold of this run (None: the student keeps no row) and, for ``auto``, how it was chosen."""
     threshold, target = opts.cascade_threshold()
     if threshold != "auto":
         return float(threshold), None
-    folder = Path(str(opts.student))
-    val = read_table(folder / VALIDATION_FILE)
+    path = validation_path(str(opts.student))
+    if path is None:
+        raise InputError(f"--student {opts.student}: no {VALIDATION_FILE} for --threshold auto; pass --threshold 0.9")
+    val = read_table(path)
     if "text" not in val.columns or "label" not in val.columns:
-        raise InputError(f"{folder / VALIDATION_FILE}: expected columns text and label; distill it again")
+        raise InputError(f"{path}: expected columns text and label; distill it again")
     source = str(val["label_source"].iloc[0]) if "label_source" in val.columns and len(val) else "teacher"
     probs = student.predict_proba(val["text"].tolist())
     best = probs.argmax(-1)
@@ -134,7 +136,7 @@ class _Split:
 
 
 def _split_input(
-    chunks: TableChunks, opts: LabelOptions, student: Student, threshold: float | None, llm_in: Path, progress: bool
+    chunks: TableChunks, opts: LabelOptions, student: Predictor, threshold: float | None, llm_in: Path, progress: bool
 ) -> _Split:
     """Predict every row with the student and write the rows it does not keep to ``llm_in``."""
     keep_parts, best_parts, prob_parts, usable_parts = [], [], [], []
@@ -219,7 +221,7 @@ def _merge(
     split: _Split,
     llm_out: Path | None,
     labels: LabelSet,
-    student: Student,
+    student: Predictor,
     opts: LabelOptions,
     out_file: Path,
     dataset_dir: Path | None,
@@ -342,7 +344,7 @@ def cascade_file(
     src = Path(input_path)
     if src.is_file() and out_file.exists() and out_file.resolve() == src.resolve():
         raise InputError(f"-o {output} is the input file; write the labeled rows to another file")
-    student = Student.load(opts.student)
+    student = load_predictor(opts.student)  # a distill run folder, or an export folder (ONNX Runtime)
     labels = student_label_set(student.labels, opts)
     threshold, choice = choose_threshold(student, opts)
     chunks = TableChunks(input_path, opts.chunk_rows, split)
