@@ -317,3 +317,22 @@ def test_serve_options_become_cli_flags() -> None:
         assert flag in res.output
     res = CliRunner().invoke(main, ["serve", ".", "--port", "0"])
     assert res.exit_code == 2 and "--port" in res.output
+
+
+def test_an_onnx_export_folder_is_served_like_its_run(tiny_student: Path, predictor: Predictor) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from promptclf.export.onnx_export import export_onnx
+
+    exported = export_onnx(tiny_student).folder
+    onnx = load_predictor(exported)
+    assert type(onnx).__name__ == "OnnxStudent"
+    app = create_app(onnx, ServeOptions(max_wait_ms=0), name=str(exported))
+
+    async def go(client: Any) -> tuple[Any, Any]:
+        return await client.post("/predict", json={"texts": TEXTS}), await client.get("/health")
+
+    answer, health = _run(app, go)
+    assert answer.status_code == 200 and health.json()["labels"] == LABELS
+    got = np.array([[p["probs"][lab] for lab in LABELS] for p in answer.json()["predictions"]])
+    assert np.abs(got - predictor.predict_proba(TEXTS)).max() < 1e-4  # the run folder's own answers

@@ -34,7 +34,7 @@ def serve(path: str | Path, options: ServeOptions | None = None) -> None:
 
         torch.set_num_threads(opts.threads)
     t0 = time.perf_counter()
-    predictor = load_predictor(path, merge=opts.merge, dtype=opts.dtype, threads=opts.threads)
+    predictor = load_predictor(path, merge=opts.merge is not False, dtype=opts.dtype, threads=opts.threads)
     log.info(
         "loaded %s in %.1fs (%s, %s): labels %s",
         path,
