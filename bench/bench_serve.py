@@ -156,12 +156,13 @@ def bench_config(folder: Path, label: str, args: list[str], a: argparse.Namespac
             load_after = os.getloadavg()
             after_h = server.health()
             passes = after_h["batches"] - before_h["batches"]
+            model_ms = 1000 * (after_h["model_s"] - before_h["model_s"]) / max(passes, 1)
             answered = after_h["requests"] - before_h["requests"]
             target = "  (target p99 < 100 ms)" if clients == 8 else ""
             line = (
                 f"{label:<16} {clients:>2} clients: {res['rps']:6.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
                 f"p99 {res['p99_ms']:6.1f} ms  max {res['max_ms']:6.1f} ms  dropped {res['dropped']}/{n}  "
-                f"model passes {passes} (mean batch {answered / max(passes, 1):.1f})  "
+                f"model passes {passes} (mean batch {answered / max(passes, 1):.1f}, {model_ms:.1f} ms each)  "
                 f"load {load_before[0]:.2f} -> {load_after[0]:.2f}{target}"
             )
             if res["failures"]:

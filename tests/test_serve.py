@@ -150,7 +150,7 @@ def test_health_and_openapi(predictor: Predictor) -> None:
     h = health.json()
     assert health.status_code == 200 and h["status"] == "ok" and h["model_loaded"] is True
     assert h["labels"] == LABELS and h["max_batch"] == 8 and h["max_texts"] == 50
-    assert h["requests"] == 1 and h["texts"] == 3 and h["batches"] == 1 and h["uptime_s"] >= 0
+    assert h["requests"] == 1 and h["texts"] == 3 and h["batches"] == 1 and h["uptime_s"] >= 0 and h["model_s"] > 0
     paths = schema.json()["paths"]
     post = paths["/predict"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictRequest")
@@ -336,3 +336,36 @@ def test_an_onnx_export_folder_is_served_like_its_run(tiny_student: Path, predic
     assert answer.status_code == 200 and health.json()["labels"] == LABELS
     got = np.array([[p["probs"][lab] for lab in LABELS] for p in answer.json()["predictions"]])
     assert np.abs(got - predictor.predict_proba(TEXTS)).max() < 1e-4  # the run folder's own answers
+
+
+def test_a_full_queue_is_503_with_retry_after(predictor: Predictor) -> None:
+    gate = threading.Event()
+    counting = Counting(predictor, gate)
+    app = create_app(counting, ServeOptions(max_batch=2, max_wait_ms=0, max_queue=3), name="tiny")
+
+    async def go(client: Any) -> tuple[Any, Any, list[Any]]:
+        first = asyncio.create_task(client.post("/predict", json={"texts": TEXTS[:2]}))
+        while not counting.entered.is_set():
+            await asyncio.sleep(0.01)  # the model holds the first request
+        queued = asyncio.create_task(client.post("/predict", json={"texts": TEXTS[2:5]}))
+        while app.state.batcher.waiting < 3:
+            await asyncio.sleep(0.01)
+        refused = await client.post("/predict", json={"text": TEXTS[0]})
+        gate.set()
+        return refused, await client.get("/health"), await asyncio.gather(first, queued)
+
+    refused, health, answered = _run(app, go)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "server busy" in refused.json()["detail"] and "--max-queue 3" in refused.json()["detail"]
+    assert [a.status_code for a in answered] == [200, 200] and health.status_code == 200
+
+
+def test_missing_serve_extra_names_the_install(tiny_student: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from promptclf.errors import MissingDependencyError
+    from promptclf.serve.server import serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it now fails, as when it is not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'promptclf\[serve\]'"):
+        serve(tiny_student)

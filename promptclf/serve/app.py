@@ -224,6 +224,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, name: 
             texts=s.texts,
             batches=s.batches,
             largest_batch=s.largest_batch,
+            model_s=round(s.model_s, 4),
             waiting=batcher.waiting,
             in_model=batcher.in_model,
             max_batch=opts.max_batch,

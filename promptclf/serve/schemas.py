@@ -60,6 +60,9 @@ class HealthResponse(BaseModel):
     texts: int = Field(description="Texts predicted since start.")
     batches: int = Field(description="Model passes since start (fewer than requests when requests were batched).")
     largest_batch: int
+    model_s: float = Field(
+        description="Seconds spent in the model since start (the rest of a request's time is HTTP and queueing)."
+    )
     waiting: int = Field(description="Texts queued for the model right now.")
     in_model: int = Field(description="Texts in the batch the model is running right now.")
     max_batch: int
