@@ -190,3 +190,45 @@ def test_metrics_match_scikit_learn_and_cis_cover() -> None:
     for k in ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"):
         lo, hi = out[f"{k}_ci"]
         assert lo < out[k] < hi and hi - lo < 0.2
+
+
+def _char_tokens(text: str, weak: dict[int, float]) -> list[dict[str, object]]:
+    """One token per character, certain except at the positions in ``weak`` (position -> probability)."""
+    return [
+        {"token": ch, "logprob": float(np.log(weak.get(i, 1.0))), "bytes": list(ch.encode())}
+        for i, ch in enumerate(text)
+    ]
+
+
+def test_each_chosen_label_gets_its_probability() -> None:
+    from promptclf.label.confidence import set_confidence
+
+    text = '{"items": [{"id": 1, "labels": ["sport", "tech"]}, {"labels": [], "id": 2}, {"id": 3, "labels": ["tech"]}]}'
+    t1 = text.index('"tech"') + 1  # the first character of item 1's "tech"
+    t3 = text.rindex('"tech"') + 2  # the second character of item 3's "tech"
+    tokens = _char_tokens(text, {t1: 0.6, t3: 0.5, text.index("sport") + 4: 0.9})
+    conf = set_confidence(text, tokens, {1: ["sport", "tech"], 2: [], 3: ["tech"]}, MULTI)
+    assert conf[1].probs == {"sport": pytest.approx(0.9), "tech": pytest.approx(0.6)}
+    assert conf[1].prob == pytest.approx(0.6)  # the least sure label of the set
+    assert conf[3].probs == {"tech": pytest.approx(0.5)} and 2 not in conf
+    assert set_confidence(text, tokens[:-1], {1: ["sport"]}, MULTI) == {}  # tokens that do not spell the text
+
+
+def test_a_run_with_logprobs_writes_per_label_probabilities(tmp_path: Path) -> None:
+    df = pd.DataFrame({"text": _texts(12)})
+    f = Labeler(_opts(tmp_path), provider=FakeChatProvider(logprobs=True), progress=False).label(df).frame
+    for labels_cell, probs_cell, prob in zip(f["pred_labels"], f["pred_probs"], f["pred_prob"], strict=True):
+        chosen = json.loads(labels_cell)
+        assert (json.loads(probs_cell) if probs_cell else {}) == {n: 1.0 for n in chosen}
+        assert (prob == 1.0) if chosen else np.isnan(prob)
+
+
+def test_synthetic_bbc_multilabel_set() -> None:
+    from promptclf.data.corpora import bbc_multilabel
+
+    df = bbc_multilabel(60, seed=1, none_share=0.2)
+    sets = [split_labels(c) for c in df["label"]]
+    assert len(df) == 60 and df["text"].is_unique
+    assert all(len(s) == len(set(s)) <= 3 and set(s) <= {"business", "politics", "sports", "tech"} for s in sets)
+    assert any(not s for s in sets) and any(len(s) == 3 for s in sets)
+    assert bbc_multilabel(60, seed=1, none_share=0.2).equals(df)

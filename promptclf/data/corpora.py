@@ -7,6 +7,9 @@ The BBC News topics live in :mod:`.tables` (``bbc_sample``). Here:
   gives a sentiment set (:func:`vader_polarity`) and a harder one whose label is the *strength* of
   the sentiment (:func:`vader_intensity`), where sentence embeddings carry little of the answer.
   The texts are single words and short phrases, not sentences: say so beside any figure.
+* **A synthetic multi-label set** (:func:`bbc_multilabel`): openings of BBC articles of different
+  topics joined into one text, labeled with all their topics (no real multi-label text set ships in
+  a package available here).
 * **A skewed binary set** (:func:`bbc_skewed`): one BBC topic against the rest, 1:9, standing in
   for spam-like data (no spam corpus ships in a package available here).
 """
@@ -98,3 +101,47 @@ def vader_ordinal(n: int | None = None, seed: int = 0) -> pd.DataFrame:
         grade[(df["mean"] >= lo) & (df["mean"] < hi)] = name
     df["label"], df["rating"] = grade, df["mean"]
     return _take(df[df["label"] != ""][["text", "label", "rating"]], n, seed)
+
+
+def bbc_multilabel(
+    n: int = 300, seed: int = 0, max_labels: int = 3, chars: int = 300, none_share: float = 0.0
+) -> pd.DataFrame:
+    """A synthetic multi-label set (a stand-in: no real multi-label text set ships in a package here):
+    each row joins the openings of 1..``max_labels`` BBC articles of different topics.
+
+    Columns ``text`` (the articles' first ``chars`` characters each, cut at a word, joined by a space
+    into one line) and ``label`` (a JSON list of the topics, in sorted order). Each article is used at most
+    once; ``none_share`` of the rows are ``[]`` with the opening of an article whose topic is left out
+    of the label set (``entertainment``), so "no label applies" occurs too. Say "synthetic (joined BBC
+    articles)" beside any figure measured on it.
+    """
+
+    def opening(text: object) -> str:
+        words = " ".join(str(text).split())
+        return words if len(words) <= chars else words[:chars].rsplit(" ", 1)[0] + " …"
+
+    b = bbc_sample(None, seed=seed)
+    rng = np.random.default_rng(seed)
+    held_out = "entertainment" if none_share > 0 else None
+    pools: dict[str, list[int]] = {str(t): list(g.index) for t, g in b.groupby("label") if t != held_out}
+    topics = sorted(pools)
+    others: list[int] = list(b.index[b["label"] == held_out]) if held_out is not None else []
+    rng.shuffle(others)
+    for t in topics:
+        rng.shuffle(pools[t])
+    rows = []
+    for _ in range(n):
+        if held_out is not None and rng.random() < none_share:
+            if not others:
+                raise InputError(f"bbc_multilabel: {n} rows need more {held_out} articles than ship; ask for fewer")
+            rows.append({"text": opening(b.at[others.pop(), "text"]), "label": "[]"})
+            continue
+        k = int(rng.integers(1, max_labels + 1))
+        live = [t for t in topics if pools[t]]
+        if len(live) < k:
+            raise InputError(f"bbc_multilabel: {n} rows need more articles than ship; ask for fewer")
+        chosen = sorted(str(t) for t in rng.choice(live, size=k, replace=False))
+        parts = [opening(b.at[pools[t].pop(), "text"]) for t in chosen]
+        order = rng.permutation(k)  # the topics' texts in a random order, not the label order
+        rows.append({"text": " ".join(parts[j] for j in order), "label": json.dumps(chosen)})
+    return pd.DataFrame(rows)

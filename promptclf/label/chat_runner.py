@@ -23,7 +23,7 @@ from ..providers.base import ChatProvider, ChatResult, StructuredMode, Usage
 from ..providers.breaker import CircuitBreaker
 from ..providers.retry import call_with_retries
 from ..store import request_key
-from .confidence import Confidence, compact_logprobs, item_confidence
+from .confidence import Confidence, compact_logprobs, item_confidence, set_confidence
 from .context import RunContext
 from .jobs import Job, RowResult, Task
 from .options import LabelOptions
@@ -254,8 +254,7 @@ class ChatRunner:
         ctx.log(req.key, "cached")
         parsed = parse_response(cached.response, req.ids, self.job.labels)
         # The stored logprobs give the same label probabilities the fresh answer gave.
-        conf = item_confidence(cached.response, cached.logprobs, parsed.labels, self.job.labels)
-        return Outcome(req.key, parsed, conf)
+        return Outcome(req.key, parsed, self._confidence(cached.response, cached.logprobs, parsed))
 
     def record_result(self, req: ChatRequest, result: ChatResult, batch: bool = False) -> Outcome:
         """Count, parse and store a response the provider just sent (``batch``: through its batch API)."""
@@ -270,7 +269,15 @@ class ChatRunner:
             return Outcome(key, format_error=str(exc))
         logprobs = compact_logprobs(result.text, result.logprobs)
         ctx.save(key, req.payload, result.text, u, latency, cost, logprobs)
-        return Outcome(key, parsed, item_confidence(result.text, logprobs, parsed.labels, self.job.labels))
+        return Outcome(key, parsed, self._confidence(result.text, logprobs, parsed))
+
+    def _confidence(
+        self, text: str, logprobs: list[dict[str, Any]] | None, parsed: ParsedBatch
+    ) -> dict[int, Confidence]:
+        """Each answered item's confidence from the answer's token logprobs (per chosen label when multi-label)."""
+        if self.job.labels.multi_label:
+            return set_confidence(text, logprobs, parsed.sets, self.job.labels)
+        return item_confidence(text, logprobs, parsed.labels, self.job.labels)
 
     def apply_outcome(self, task: Task, outcome: Outcome) -> int:
         """Write final results for items that are done; return how many rows finished."""

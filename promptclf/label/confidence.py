@@ -24,6 +24,12 @@ probabilities:
    label's probability, exact for single-token labels). The masses are renormalised over the
    labels found. It is given only when at least one other label is found, so a provider with
    no alternatives never yields an invented distribution.
+
+**Multi-label answers** (``{"id": k, "labels": ["a", "b"]}``, :func:`set_confidence`): each label in
+an item's list gets the probability of its text, the product over its tokens as for ``prob``; ``probs``
+holds those, one per chosen label (a label the model left out gets no entry: the tokens say how sure it
+was of writing each label, not how likely an omitted one was), and ``prob`` is the smallest of them,
+the least sure label of the set (none for an empty list).
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ from ..labels import LabelSet
 # One answer object with its label's value as a group, in either key order (as schema.py parses).
 _OBJ = re.compile(r'\{\s*"id"\s*:\s*"?(?P<id>\d+)"?\s*,\s*"label"\s*:\s*"(?P<val>(?:[^"\\]|\\.)*)"\s*\}')
 _OBJ_REV = re.compile(r'\{\s*"label"\s*:\s*"(?P<val>(?:[^"\\]|\\.)*)"\s*,\s*"id"\s*:\s*"?(?P<id>\d+)"?\s*\}')
+
+
+# One multi-label answer object with its list's inside as a group, in either key order.
+_SET = r'\[(?P<list>\s*(?:"(?:[^"\\]|\\.)*"\s*,?\s*)*)\]'
+_SET_OBJ = re.compile(r'\{\s*"id"\s*:\s*"?(?P<id>\d+)"?\s*,\s*"labels"\s*:\s*' + _SET + r"\s*\}")
+_SET_OBJ_REV = re.compile(r'\{\s*"labels"\s*:\s*' + _SET + r'\s*,\s*"id"\s*:\s*"?(?P<id>\d+)"?\s*\}')
+_STRING = re.compile(r'"(?P<val>(?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -205,4 +218,52 @@ def item_confidence(
             total = sum(mass.values())
             probs = {name: mass[name] / total for name in labels.names if name in mass}
         out[k] = Confidence(prob, probs)
+    return out
+
+
+def _set_spans(text: str, ids: Sequence[int]) -> dict[int, list[tuple[str, int, int]]]:
+    """Each asked id's label values (first answer object): (value, byte start, byte end) in ``text``."""
+    asked = set(ids)
+    out: dict[int, list[tuple[str, int, int]]] = {}
+    matches = {(m.start(), int(m.group("id"))): m for rx in (_SET_OBJ, _SET_OBJ_REV) for m in rx.finditer(text)}
+    for start, k in sorted(matches):
+        if k not in asked or k in out:
+            continue
+        m = matches[(start, k)]
+        base = m.start("list")
+        values = []
+        for v in _STRING.finditer(m.group("list")):
+            a = len(text[: base + v.start("val")].encode("utf-8"))
+            values.append((v.group("val"), a, a + len(v.group("val").encode("utf-8"))))
+        out[k] = values
+    return out
+
+
+def set_confidence(
+    text: str, logprobs: Sequence[dict[str, Any]] | None, chosen: dict[int, list[str]], labels: LabelSet
+) -> dict[int, Confidence]:
+    """Per-item confidence of a multi-label answer: each chosen label's probability (module docstring).
+
+    ``chosen``: item id -> the canonical labels the parser read for it. An item gets a confidence only
+    when every one of its labels is found among the tokens; an empty list gets none.
+    """
+    if not logprobs or not chosen:
+        return {}
+    tokens = [t for t in logprobs if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))]
+    if len(tokens) != len(logprobs):
+        return {}
+    spans = _spans(text, tokens)
+    if spans is None:
+        return {}
+    out: dict[int, Confidence] = {}
+    for k, values in _set_spans(text, list(chosen)).items():
+        probs: dict[str, float] = {}
+        for value, a, b in values:
+            name = labels.normalize(json.loads(f'"{value}"'))
+            inside = [i for i, (s, e) in enumerate(spans) if s < b and e > a]
+            if name is None or not inside or name in probs:
+                continue
+            probs[name] = min(1.0, math.exp(sum(float(tokens[i]["logprob"]) for i in inside)))
+        if probs and set(probs) == set(chosen[k]):
+            out[k] = Confidence(min(probs.values()), {n: probs[n] for n in labels.names if n in probs})
     return out
