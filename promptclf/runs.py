@@ -337,6 +337,9 @@ class DistillRun(RunRecord):
     train: TrainStats = Field(default_factory=TrainStats)
     inference: InferenceStats = Field(default_factory=InferenceStats)
     temperature_scaling: TemperatureScaling | None = None  # None: a run from before it was fitted (T = 1)
+    # Ordinal students: {"head", "scores", "sigma" (regression), "validation": {mae, rmse, exact, within_one},
+    # "test": eval.ordinal.ordinal_metrics on the gold test rows}; None for a plain label set.
+    ordinal: dict[str, Any] | None = None
 
 
 Run = Annotated[LabelRun | DistillRun, Field(discriminator="kind")]

@@ -56,6 +56,8 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
             f"temperature scaling: T={ts.temperature:.3f} on {ts.n} validation rows "
             f"(NLL {ts.nll_before:.4f} -> {ts.nll_after:.4f}, ECE {ts.ece_before} -> {ts.ece_after}); predict applies it"
         )
+    if run.ordinal:
+        click.echo(_ordinal_line(run.ordinal))
     if run.teacher_agreement is not None:
         click.echo(f"agreement with teacher ({run.teacher_agreement_on}): {run.teacher_agreement:.4f}")
     click.echo(
@@ -63,6 +65,23 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
         f"(${run.cost_per_1k:.5f}/1k)  peak {tr.peak_memory_mb or 0:.0f} MB"
     )
     click.echo(str(output))
+
+
+def _ordinal_line(o: dict[str, Any]) -> str:
+    """The ordinal student's figures: validation MAE and within-one, the gold test's when there are any."""
+    v = o.get("validation") or {}
+    line = f"ordinal ({o.get('head')} head): validation MAE {v.get('mae', float('nan')):.3f} within-one "
+    line += f"{v.get('within_one', float('nan')):.3f}"
+    if o.get("sigma") is not None:
+        line += f" sigma {o['sigma']:.3f}"
+    t = o.get("test") or {}
+    if t.get("n"):
+        rho = t.get("spearman")
+        line += (
+            f"; gold test MAE {t['mae_score']:.3f} (score) Spearman {'-' if rho is None else f'{rho:.3f}'} "
+            f"within-one {t['within_one']:.3f} F1 at >= {t['cut']:g} {t['binary']['f1']:.3f}"
+        )
+    return line
 
 
 @main.command()

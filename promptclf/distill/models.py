@@ -161,6 +161,15 @@ class StudentSpec:
     labels: list[str]
     max_length: int
     lm_prompt: str = DEFAULT_LM_PROMPT
+    # Ordinal students: each label's value on the scale, and the head (classification | regression);
+    # None for a plain label set (and for student folders from before ordinal students).
+    scores: list[float] | None = None
+    ordinal_head: str | None = None
+
+    @property
+    def regression(self) -> bool:
+        """One output trained on the score (``--ordinal-head regression``) instead of one per label."""
+        return self.ordinal_head == "regression"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -217,6 +226,10 @@ def load_base(spec: StudentSpec, path: str, config: Any, tokenizer: Any) -> Any:
     try:
         if spec.head == "lm":
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        elif spec.regression:  # one output, MSE on the score (problem_type regression)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0}, **kwargs
+            )
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 path,

@@ -72,6 +72,18 @@ class DistillOptions(BaseModel):
     temperature: float = Field(2.0, gt=0.0, description="Soft labels: temperature, loss scaled by T^2.")
     probs_col: str = Field("pred_probs", description="Teacher distribution column (JSON {label: prob}).")
 
+    # ordinal scales (ratings such as 0-5): read from the teacher's label run, or --ordinal
+    ordinal: bool = Field(
+        False,
+        description="Treat the labels as an ordinal scale (lowest first; numeric names sort by value). Default: "
+        "on when the teacher's label run (INPUT's .run/labels.json) was ordinal.",
+    )
+    ordinal_head: Literal["classification", "regression"] = Field(
+        "classification",
+        description="Ordinal students: classification (K-way head; score = expected score under its "
+        "probabilities) or regression (one output trained with MSE on the teacher's score, FineWeb-Edu style).",
+    )
+
     # student
     student: str = Field(
         "minilm",
@@ -217,6 +229,12 @@ class DistillData:
     test_gold: list[str] = field(default_factory=list)
     test_teacher: list[str] | None = None  # teacher label per test row ('' when not ok)
     train_soft: list[list[float] | None] | None = None  # --soft: target distribution per train row (None = hard)
+    # Ordinal students: each label's value on the scale (labels in scale order), and with the regression head
+    # the score each train/validation row is trained towards (the teacher's expected score under --soft).
+    scores: list[float] | None = None
+    ordinal_head: str | None = None
+    train_score: list[float] | None = None
+    val_score: list[float] | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 

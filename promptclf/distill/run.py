@@ -24,6 +24,7 @@ from ..errors import ConfigError, InputError, PromptclfError, TrainingError
 from ..runs import DistillRun, parse_run, teacher_of
 from . import distributed
 from .options import DistillData, DistillOptions
+from .ordinal import apply_scale, gold_figures, plan_scale, scale_of, validate_student
 
 # Dollars per hour used for train_cost_usd and inference cost_per_1k unless --hourly-price is given:
 # a small 2-vCPU cloud VM, and one rented 24-80 GB GPU.
@@ -143,7 +144,8 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
             f"{where}: class(es) {', '.join(repr(lab) for lab in few)} have one training row and no "
             "validation row: trained on it, but validation macro-F1 does not measure them; add rows to fix"
         )
-    labels = sorted(freq)
+    scale = plan_scale(input_path, o, freq, where)
+    labels = scale.names if scale is not None else sorted(freq)
     lab_id = {lab: i for i, lab in enumerate(labels)}
     tr_pos, va_pos = stratified_split(pool_y, o.val_fraction, seed=o.seed + 1)
     if not va_pos:
@@ -157,7 +159,7 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         soft = _soft_targets(df, [pool[p] for p in tr_pos], human, labels, o, input_path)
         train_soft = soft
         counts["soft_rows"] = sum(1 for v in soft if v is not None)
-    return DistillData(
+    data = DistillData(
         labels=labels,
         train_texts=[texts[pool[p]] for p in tr_pos],
         train_y=[lab_id[pool_y[p]] for p in tr_pos],
@@ -169,6 +171,7 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         train_soft=train_soft,
         counts=counts,
     )
+    return apply_scale(data, scale, o)
 
 
 def _person_labels(
@@ -289,7 +292,9 @@ def distill(input_path: str | Path, out_dir: str | Path, options: DistillOptions
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "options.json").write_text(json.dumps(options.model_dump(mode="json"), indent=2) + "\n")
-        (out / "labels.json").write_text(json.dumps(data.labels, indent=2) + "\n")
+        # An ordinal student's labels.json gives each label its score, as a label run's does.
+        labels_json = scale_of(data).to_dict() if data.scores is not None else data.labels
+        (out / "labels.json").write_text(json.dumps(labels_json, indent=2) + "\n")
     distributed.barrier()  # the folder exists before any rank trains into it
 
     from .train import train
@@ -409,6 +414,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
         o.hourly_price if o.hourly_price is not None else (DEFAULT_GPU_HOURLY_USD if on_gpu else DEFAULT_CPU_HOURLY_USD)
     )
 
+    ordinal = validate_student(student, data, o.eval_batch_size) if data.scores is not None else None
     val_probs = student.predict_proba(data.val_texts, batch_size=o.eval_batch_size)
     val_pred = [data.labels[j] for j in val_probs.argmax(-1)]
     mem = tr.pop("val_probs_in_memory", None)
@@ -418,7 +424,11 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
         tr["reload_same_labels"] = bool((mem.argmax(-1) == val_probs.argmax(-1)).all())
     val_true = [data.labels[i] for i in data.val_y]
     metrics_val = _evaluate(val_true, val_pred, data.labels)
-    scaling = _temperature_scaling(val_probs, data.val_y)
+    scaling: dict[str, Any] = (
+        {"temperature": 1.0, "fitted_on": "not fitted: the regression head's spread is sigma", "n": 0}
+        if data.ordinal_head == "regression"
+        else _temperature_scaling(val_probs, data.val_y)
+    )
     student.temperature = scaling["temperature"]  # predictions.csv and every later predict use it
     # What `label --student --threshold auto` measures the cascade on: texts, labels trained on, calibrated probs.
     calibrated = apply_temperature(val_probs, scaling["temperature"]) if len(data.val_y) else val_probs
@@ -448,6 +458,9 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
                 agreement_on = "test"
         frame["pred"] = test_pred
         frame["prob"] = [round(p, 6) for _, p in preds]
+        if ordinal is not None:
+            test_score, ordinal["test"] = gold_figures(student, data, test_pred, o.eval_batch_size)
+            frame["pred_score"] = [round(float(v), 6) for v in test_score]
         write_table(pd.DataFrame(frame), out / "predictions.csv")
     if agreement is None and o.train_on == "teacher":
         agreement, agreement_on = metrics_val["accuracy"], "validation"
@@ -485,6 +498,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
             "train_cost_usd": round(price * hours, 6),
         },
         "temperature_scaling": scaling,
+        "ordinal": ordinal,
         "inference": {
             "items_per_s": round(items_per_s, 2),
             "cost_per_1k": round(cost_per_1k, 6),

@@ -51,6 +51,28 @@ def _macro_f1(y_true: list[int], y_pred: list[int], n_labels: int) -> dict[str, 
     }
 
 
+def ordinal_eval(outputs: Any, label_ids: Any, scores: list[float], regression: bool) -> dict[str, float]:
+    """Validation of an ordinal student: macro-F1 and accuracy of its labels, MAE and within-one of its scores.
+
+    Regression: ``outputs`` are scores and ``label_ids`` the target scores (the label is the nearest);
+    classification: ``outputs`` are logits and ``label_ids`` label ids (the score is the expected one)."""
+    import numpy as np
+
+    from .ordinal import expected_scores, nearest_index, validation_figures
+
+    out = np.asarray(outputs, dtype=np.float64)
+    if regression:
+        score = out.reshape(-1)
+        pred, true = nearest_index(score, scores), nearest_index(np.asarray(label_ids), scores)
+    else:
+        z = np.exp(out - out.max(-1, keepdims=True))
+        score = expected_scores(z / z.sum(-1, keepdims=True), scores)
+        pred, true = out.argmax(-1), np.asarray(label_ids, dtype=int)
+    m = _macro_f1(true.tolist(), pred.tolist(), len(scores))
+    fig = validation_figures(score, pred.tolist(), true.tolist(), scores)
+    return {**m, "mae": fig["mae"], "within_one": fig["within_one"]}
+
+
 def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: dict[str, float]):
     """Progress on stderr + train_log.jsonl, cumulative training time per checkpoint, Ctrl-C → save and stop.
 
@@ -84,9 +106,14 @@ def _callbacks(out: Path, total_steps: int, stop_flag: threading.Event, times: d
                     f"loss {logs['loss']:.4f} elapsed {_fmt_s(self.elapsed())} eta {_fmt_s(eta)}"
                 )
             elif "eval_macro_f1" in logs:
+                ordinal = (
+                    f" MAE {logs['eval_mae']:.4f} within-one {logs.get('eval_within_one', float('nan')):.4f}"
+                    if "eval_mae" in logs
+                    else ""
+                )
                 log.info(
                     f"validation at step {state.global_step}: macro-F1 {logs['eval_macro_f1']:.4f} "
-                    f"accuracy {logs.get('eval_accuracy', float('nan')):.4f}"
+                    f"accuracy {logs.get('eval_accuracy', float('nan')):.4f}{ordinal}"
                 )
 
         def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
@@ -158,8 +185,12 @@ def _last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def build_trainable(o: DistillOptions, labels: list[str]) -> tuple[Any, Any, StudentSpec, bool]:
-    """Resolve the student, load tokenizer and base, wrap with LoRA/QLoRA → (model, tokenizer, spec, causal)."""
+def build_trainable(
+    o: DistillOptions, labels: list[str], data: DistillData | None = None
+) -> tuple[Any, Any, StudentSpec, bool]:
+    """Resolve the student, load tokenizer and base, wrap with LoRA/QLoRA → (model, tokenizer, spec, causal).
+
+    ``data`` carries an ordinal scale (and the regression head's targets) when there is one."""
     import torch
 
     require("peft", "distill", "LoRA distillation") if o.method != "full" else None
@@ -186,12 +217,27 @@ def build_trainable(o: DistillOptions, labels: list[str]) -> tuple[Any, Any, Stu
         labels=labels,
         max_length=o.max_length,
         lm_prompt=o.lm_prompt,
+        scores=data.scores if data is not None else None,
+        ordinal_head=data.ordinal_head if data is not None else None,
     )
     tok = load_tokenizer(path, causal)
     with quiet_transformers():
         torch.manual_seed(o.seed)  # the new head's initial weights
         model = load_base(spec, path, config, tok)
+        if spec.regression and data is not None and data.train_score:
+            _start_at_mean(model, sum(data.train_score) / len(data.train_score))
         return _wrap(model, tok, spec, causal, config, o)
+
+
+def _start_at_mean(model: Any, mean: float) -> None:
+    """A regression head starts at the mean target: its first steps learn the text, not the offset."""
+    import torch
+
+    head = getattr(model, "classifier", None) or getattr(model, "score", None)
+    bias = getattr(head, "bias", None) if isinstance(head, torch.nn.Linear) else None
+    if bias is not None:
+        with torch.no_grad():
+            bias.fill_(mean)
 
 
 def _wrap(model: Any, tok: Any, spec: StudentSpec, causal: bool, config: Any, o: DistillOptions):
@@ -250,7 +296,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
     if o.threads:
         torch.set_num_threads(o.threads)
     set_seed(o.seed)
-    model, tok, spec, causal = build_trainable(o, data.labels)
+    model, tok, spec, causal = build_trainable(o, data.labels, data)
     device, _ = device_and_dtype()
 
     dynamic = o.padding == "dynamic"
@@ -263,9 +309,12 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         eval_ds = train_ds[:1]  # evaluation scores label words itself (see _LMTrainer.evaluate)
     else:
         enc = encode_cls(tok, data.train_texts, o.max_length)
-        train_ds = [{"input_ids": enc["input_ids"][i], "labels": y} for i, y in enumerate(data.train_y)]
+        # The regression head's targets are scores (floats, MSE); every other head's are label ids.
+        train_y: list[Any] = data.train_score if spec.regression and data.train_score else data.train_y
+        val_y: list[Any] = data.val_score if spec.regression and data.val_score else data.val_y
+        train_ds = [{"input_ids": enc["input_ids"][i], "labels": y} for i, y in enumerate(train_y)]
         venc = encode_cls(tok, data.val_texts, o.max_length)
-        eval_ds = [{"input_ids": venc["input_ids"][i], "labels": y} for i, y in enumerate(data.val_y)]
+        eval_ds = [{"input_ids": venc["input_ids"][i], "labels": y} for i, y in enumerate(val_y)]
         collator = DataCollatorWithPadding(tok, **pad)  # type: ignore[assignment]
         parts = None
         if data.train_soft is not None:  # --soft: teacher distributions where rows have one (distill_soft)
@@ -293,8 +342,9 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         save_steps=o.eval_steps,  # type: ignore[arg-type]
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="macro_f1",
-        greater_is_better=True,
+        # An ordinal student keeps the checkpoint with the smallest validation MAE (both heads alike).
+        metric_for_best_model="mae" if data.scores is not None and o.head == "cls" else "macro_f1",
+        greater_is_better=not (data.scores is not None and o.head == "cls"),
         logging_steps=o.logging_steps,
         report_to=[],
         disable_tqdm=True,
@@ -315,6 +365,8 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
 
     def compute_metrics(ev: Any) -> dict[str, float]:
         logits = ev.predictions[0] if isinstance(ev.predictions, tuple) else ev.predictions
+        if data.scores is not None:
+            return ordinal_eval(logits, ev.label_ids, data.scores, spec.regression)
         return _macro_f1(list(ev.label_ids), list(logits.argmax(-1)), len(data.labels))
 
     stop = threading.Event()
@@ -394,7 +446,9 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         "best_checkpoint_step": int(state.best_model_checkpoint.rsplit("-", 1)[-1])
         if state.best_model_checkpoint
         else None,
-        "best_val_macro_f1": state.best_metric,
+        # The metric the best checkpoint was picked by: MAE for an ordinal student, else macro-F1.
+        "best_val_macro_f1": state.best_metric if args.metric_for_best_model == "macro_f1" else None,
+        "best_val_mae": state.best_metric if args.metric_for_best_model == "mae" else None,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "examples_per_s": round(examples / session_s, 2) if session_s > 0 else None,

@@ -29,7 +29,8 @@ def predict_file(
     chunk_rows: int = 8192,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict every row of ``input_path`` and write it with ``pred_label``, ``pred_prob`` (and ``prob_<label>``).
+    """Predict every row of ``input_path`` and write it with ``pred_label``, ``pred_prob`` (and ``prob_<label>``);
+    an ordinal student adds ``pred_score`` (its regression output, or the expected score).
 
     The input is read and the output written chunk by chunk (``chunk_rows`` rows; Parquet by
     row groups), so memory stays flat for any number of rows; the output keeps the input order.
@@ -60,10 +61,12 @@ def predict_file(
             for chunk in itertools.chain([first], chunks):
                 check_columns(chunk, [text_col], input_path, "--text-col")
                 texts = [cell_text(v) for v in chunk[text_col]]
-                probs = student.predict_proba(texts, batch_size=batch_size, on_batch=bar.update if bar else None)
+                probs, scores = predict_scored(student, texts, batch_size, bar.update if bar else None)
                 best = probs.argmax(-1)
                 chunk["pred_label"] = [student.labels[j] for j in best]
                 chunk["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
+                if scores is not None:  # an ordinal student: its score beside the label
+                    chunk["pred_score"] = [round(float(v), 6) for v in scores]
                 if class_probs:
                     for j, lab in enumerate(student.labels):
                         chunk[f"prob_{lab}"] = probs[:, j].round(6)
@@ -74,3 +77,10 @@ def predict_file(
             bar.close()
     wall = time.perf_counter() - t0
     return {"rows": rows, "wall_s": round(wall, 3), "items_per_s": round(rows / wall, 2) if wall else None}
+
+
+def predict_scored(student: Any, texts: list[str], batch_size: int, on_batch: Any = None) -> tuple[Any, Any]:
+    """(probabilities, scores or None): an ordinal PyTorch student's score comes from the same pass."""
+    if getattr(student, "scores", None) is not None and hasattr(student, "predict_with_scores"):
+        return student.predict_with_scores(texts, batch_size=batch_size, on_batch=on_batch)
+    return student.predict_proba(texts, batch_size=batch_size, on_batch=on_batch), None

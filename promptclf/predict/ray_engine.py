@@ -369,7 +369,9 @@ def _run(
         shard = by_index[i]
         stamp = ShardStamp(source=shard.name, source_bytes=shard.size, rows=t.total or 0, student=fp)
         a = t.arrays()
-        ref = write.remote(shard.path, targets[i], stamp, labels, a["label"], a["prob"], a["probs"], po["chunk_rows"])
+        ref = write.remote(
+            shard.path, targets[i], stamp, labels, a["label"], a["prob"], a["probs"], po["chunk_rows"], a["score"]
+        )
         pending[ref] = i
 
     def collect(timeout: float) -> None:
@@ -405,7 +407,8 @@ def _run(
                     probs = None
                     if po["class_probs"]:
                         probs = np.stack([batch[f"_p{j}"][real] for j in range(len(labels))], axis=1)
-                    bar.rows += t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs)
+                    score = batch["_score"][real] if "_score" in batch else None
+                    bar.rows += t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs, score)
                 for k in np.flatnonzero(sel & (row_ids < 0)).tolist():
                     err = str(batch["_error"][k])
                     if err:

@@ -9,7 +9,7 @@ same paths). Batches are dicts of numpy arrays with these columns:
   read, ``_error`` = why it could not read the shard (empty when it could). A shard that fails sends
   its marker with the error and nothing after it, so one bad shard never stops the others.
 - predicted: ``_shard``, ``_row``, ``_n``, ``_error`` as read, ``_label`` (index into the labels,
-  -1 on markers), ``_prob``, ``_p<j>`` (every class, with ``--probs``), ``_pid`` and ``_rss_mb``
+  -1 on markers), ``_prob``, ``_score`` (an ordinal student's score, NaN otherwise), ``_p<j>`` (every class, with ``--probs``), ``_pid`` and ``_rss_mb``
   (the worker process and its peak resident memory, for the summary). Texts never go back to the driver.
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data.tables import cell_text, check_columns, iter_table
 from ..errors import PromptclfError
+from .file import predict_scored
 
 
 def _one_line(exc: BaseException) -> str:
@@ -99,9 +100,12 @@ class ShardPredictor:
         label = np.full(n, -1, dtype=np.int32)
         prob = np.zeros(n, dtype=np.float32)
         probs = np.zeros((n, k), dtype=np.float32)
+        score = np.full(n, np.nan, dtype=np.float64)
         if len(real):
             texts = [str(t) for t in batch["_text"][real]]
-            p = self.student.predict_proba(texts, batch_size=self.batch_size)
+            p, s = predict_scored(self.student, texts, self.batch_size)
+            if s is not None:
+                score[real] = s
             best = p.argmax(-1)
             label[real] = best
             prob[real] = p[np.arange(len(real)), best]
@@ -113,6 +117,7 @@ class ShardPredictor:
             "_error": batch["_error"],
             "_label": label,
             "_prob": prob,
+            "_score": score,
             "_pid": np.full(n, self.pid, dtype=np.int64),
             "_rss_mb": np.full(n, _peak_rss_mb(), dtype=np.int64),
         }

@@ -3,7 +3,7 @@
 Nothing here imports Ray. :class:`ShardTally` takes prediction batches in any order, a row more than
 once included (a retried task sends its rows again: the row index makes that harmless), and says
 when every row of the shard is in. :func:`write_shard` then reads the input shard again, chunk by
-chunk, adds ``pred_label`` and ``pred_prob`` (and ``prob_<label>``) to every row in input order, and
+chunk, adds ``pred_label`` and ``pred_prob`` (and ``pred_score``, ``prob_<label>``) to every row in input order, and
 writes the output through a temporary file renamed into place, with a :class:`~.shards.ShardStamp`
 in the footer so a rerun can tell the shard is finished.
 """
@@ -28,6 +28,7 @@ class ShardTally:
         self.n_labels = n_labels
         self.label = np.full(0, -1, dtype=np.int32)
         self.prob = np.zeros(0, dtype=np.float32)
+        self.score = np.zeros(0, dtype=np.float64)  # an ordinal student's score (NaN for others)
         self.probs: np.ndarray | None = np.zeros((0, n_labels), dtype=np.float32) if class_probs else None
         self.filled = 0  # distinct rows predicted
         self.total: int | None = None  # rows in the shard, once its reader has read it all
@@ -39,11 +40,19 @@ class ShardTally:
         size = max(size, 2 * len(self.label))
         self.label = np.concatenate([self.label, np.full(size - len(self.label), -1, dtype=np.int32)])
         self.prob = np.concatenate([self.prob, np.zeros(size - len(self.prob), dtype=np.float32)])
+        self.score = np.concatenate([self.score, np.full(size - len(self.score), np.nan, dtype=np.float64)])
         if self.probs is not None:
             pad = np.zeros((size - len(self.probs), self.n_labels), dtype=np.float32)
             self.probs = np.concatenate([self.probs, pad])
 
-    def add(self, rows: np.ndarray, label: np.ndarray, prob: np.ndarray, probs: np.ndarray | None = None) -> int:
+    def add(
+        self,
+        rows: np.ndarray,
+        label: np.ndarray,
+        prob: np.ndarray,
+        probs: np.ndarray | None = None,
+        score: np.ndarray | None = None,
+    ) -> int:
         """Record predictions for row indices ``rows``; returns how many of them were new."""
         if len(rows) == 0:
             return 0
@@ -52,6 +61,8 @@ class ShardTally:
         new = int(np.count_nonzero(self.label[np.unique(rows)] < 0))
         self.label[rows] = label
         self.prob[rows] = prob
+        if score is not None:
+            self.score[rows] = score
         if self.probs is not None and probs is not None:
             self.probs[rows] = probs
         self.filled += new
@@ -78,6 +89,7 @@ class ShardTally:
             "label": self.label[:n],
             "prob": self.prob[:n],
             "probs": None if self.probs is None else self.probs[:n],
+            "score": self.score[:n],
         }
 
 
@@ -90,15 +102,19 @@ def write_shard(
     prob: np.ndarray,
     probs: np.ndarray | None = None,
     chunk_rows: int = 8192,
+    score: np.ndarray | None = None,
 ) -> int:
     """Write ``source``'s rows, all its columns, in order, plus the predictions, to ``out_path``.
 
     The output appears only whole (temporary file, flushed, renamed). If ``source`` no longer has
     exactly ``len(label)`` rows (it changed since it was read), nothing is written and an InputError
-    names the shard. Returns the rows written.
+    names the shard. ``score`` (an ordinal student's, NaN for none) adds ``pred_score`` when any row has one.
+    Returns the rows written.
     """
     out_path = Path(out_path)
     n = len(label)
+    if score is not None and not bool(np.isfinite(score).any()):
+        score = None
     writer = TableWriter(out_path, metadata={STAMP_KEY: stamp.model_dump_json()})
     offset = 0
     try:
@@ -111,6 +127,8 @@ def write_shard(
             idx = label[offset:end]
             chunk["pred_label"] = [labels[j] for j in idx]
             chunk["pred_prob"] = np.round(prob[offset:end].astype(np.float64), 6)
+            if score is not None:
+                chunk["pred_score"] = np.round(score[offset:end], 6)
             if probs is not None:
                 for j, lab in enumerate(labels):
                     chunk[f"prob_{lab}"] = np.round(probs[offset:end, j].astype(np.float64), 6)

@@ -58,6 +58,8 @@ class Student:
         self.last_batch_s: list[float] = []  # seconds per batch of the last predict call
         # Temperature scaling fitted at the end of distill (run.json); 1.0 leaves the probabilities as trained.
         self.temperature = 1.0
+        # Regression students: the spread of predict_proba's distribution, the validation RMSE (run.json).
+        self.sigma = 1.0
 
     @property
     def labels(self) -> list[str]:
@@ -114,18 +116,45 @@ class Student:
             model = _reduce_precision(model, dtype, spec, device)
         student = cls(model, tok, spec, device)
         student.temperature = fitted_temperature(folder)
+        student.sigma = fitted_sigma(folder)
         return student
+
+    @property
+    def scores(self) -> list[float] | None:
+        """Each label's value on the scale for an ordinal student, else None."""
+        return list(self.spec.scores) if self.spec.scores is not None else None
 
     def predict_proba(
         self, texts: list[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None
     ) -> Any:
         """(n_texts, n_labels) numpy array of probabilities, rows in input order.
-        ``on_batch(n)`` is called after each batch of ``n`` texts (a progress bar)."""
+        ``on_batch(n)`` is called after each batch of ``n`` texts (a progress bar).
+
+        A regression student (``--ordinal-head regression``) has one output ``y``; its probabilities
+        are ``p_k ∝ exp(-(y - s_k)² / (2σ²))`` over the scale, σ its validation RMSE
+        (:mod:`promptclf.distill.ordinal`)."""
+        return self.predict_with_scores(texts, batch_size=batch_size, on_batch=on_batch)[0]
+
+    def predict_scores(self, texts: list[str], batch_size: int = 32) -> Any:
+        """An ordinal student's score per text: the regression output, or the expected score under the
+        classification head's probabilities. InputError for a student of a plain label set."""
+        if self.spec.scores is None:
+            raise InputError("this student's labels are not an ordinal scale, so it gives no score")
+        return self.predict_with_scores(texts, batch_size=batch_size)[1]
+
+    def predict_with_scores(
+        self, texts: list[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None
+    ) -> tuple[Any, Any]:
+        """(probabilities, scores) in one pass: :meth:`predict_proba` and, for an ordinal student, the
+        score per text (:meth:`predict_scores`); scores are None for a plain label set."""
         import numpy as np
         import torch
 
+        from ..distill.ordinal import expected_scores, gaussian_probs
+
         texts = [cell_text(t) for t in texts]
         probs = np.zeros((len(texts), len(self.spec.labels)), dtype=np.float32)
+        raw = np.zeros(len(texts), dtype=np.float64)  # the regression head's output
         # Longest first, so batches hold similar lengths and padding stays small.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         if self.parts is not None:
@@ -146,11 +175,17 @@ class Student:
                         batch, truncation=True, max_length=self.spec.max_length, padding=True, return_tensors="pt"
                     ).to(self.device)
                     scores = self.model(**enc).logits.float()
-                probs[idx] = torch.softmax(scores.float() / self.temperature, dim=-1).cpu().numpy()
+                if self.spec.regression:
+                    raw[idx] = scores[:, 0].cpu().numpy()
+                    probs[idx] = gaussian_probs(raw[idx], self.spec.scores or [], self.sigma)
+                else:
+                    probs[idx] = torch.softmax(scores.float() / self.temperature, dim=-1).cpu().numpy()
                 self.last_batch_s.append(time.perf_counter() - t0)
                 if on_batch is not None:
                     on_batch(len(idx))
-        return probs
+        if self.spec.scores is None:
+            return probs, None
+        return probs, (raw if self.spec.regression else expected_scores(probs, self.spec.scores))
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[tuple[str, float]]:
         """(label, probability) per text, in input order."""
@@ -167,6 +202,16 @@ def fitted_temperature(folder: Path) -> float:
     except (OSError, ValueError, TypeError, AttributeError):
         return 1.0
     return t if t > 0 else 1.0
+
+
+def fitted_sigma(folder: Path) -> float:
+    """A regression student's σ (its validation RMSE, ``run.json["ordinal"]["sigma"]``); 1.0 when absent."""
+    try:
+        run = json.loads((folder / "run.json").read_text())
+        s = float((run.get("ordinal") or {}).get("sigma", 1.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1.0
+    return s if s > 0 else 1.0
 
 
 def _reduce_precision(model: Any, dtype: str, spec: StudentSpec, device: str) -> Any:
