@@ -369,3 +369,20 @@ def test_missing_serve_extra_names_the_install(tiny_student: Path, monkeypatch: 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it now fails, as when it is not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'promptclf\[serve\]'"):
         serve(tiny_student)
+
+
+def test_a_taken_port_fails_before_the_model_loads(tiny_student: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from promptclf.serve import server
+
+    def never(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the model was loaded although the port was taken")
+
+    monkeypatch.setattr("promptclf.predict.loader.load_predictor", never)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{port}: .*pick another with --port"):
+            server.serve(tiny_student, ServeOptions(port=port))

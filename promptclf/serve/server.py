@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,23 +17,32 @@ log = logging.getLogger(__name__)
 def serve(path: str | Path, options: ServeOptions | None = None) -> None:
     """Load the predictor in ``path`` and serve it until SIGTERM or SIGINT.
 
-    The model loads before the port opens, so a bad folder fails at once and ``/health`` answers
-    only once predictions can be made. On a signal, uvicorn stops accepting connections, lets
+    The port is taken first (a port in use fails at once, not after the model has loaded), then the
+    model loads, then the server answers, so ``/health`` answers only once predictions can be made. On a signal, uvicorn stops accepting connections, lets
     requests in flight finish (up to ``graceful_s``), then the batcher stops; this returns normally.
     """
     opts = options or ServeOptions()
     require("fastapi", "serve", "promptclf serve")
     require("uvicorn", "serve", "promptclf serve")
-    import uvicorn
-
     from ..export.manifest import is_export_dir
-    from ..predict.loader import load_predictor
-    from .app import create_app
 
     if opts.threads and not is_export_dir(path):  # an export folder runs on ONNX Runtime: no torch at all
         import torch
 
         torch.set_num_threads(opts.threads)
+    sock = _bind(opts.host, opts.port)
+    try:
+        _serve_on(sock, path, opts)
+    finally:
+        sock.close()
+
+
+def _serve_on(sock: socket.socket, path: str | Path, opts: ServeOptions) -> None:
+    import uvicorn
+
+    from ..predict.loader import load_predictor
+    from .app import create_app
+
     t0 = time.perf_counter()
     predictor = load_predictor(path, merge=opts.merge is not False, dtype=opts.dtype, threads=opts.threads)
     log.info(
@@ -63,7 +73,7 @@ def serve(path: str | Path, options: ServeOptions | None = None) -> None:
 
     server = Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn has already shut down gracefully; it re-raises the signal it caught, which a host
         # that maps SIGTERM/SIGINT to KeyboardInterrupt (the CLI) sees here. Stopping is the point.
@@ -71,6 +81,24 @@ def serve(path: str | Path, options: ServeOptions | None = None) -> None:
     except SystemExit as exc:  # uvicorn exits when it cannot bind
         if server.started:
             raise
+        raise InputError(f"cannot serve on {opts.host}:{opts.port}; see the line above") from exc
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it), or one line saying why there is none."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop may rebind
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
         raise InputError(
-            f"cannot listen on {opts.host}:{opts.port}: the port is taken or not allowed; pick another with --port"
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server holds the port?); "
+            "pick another with --port"
         ) from exc
+    return sock
