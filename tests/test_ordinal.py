@@ -149,3 +149,30 @@ def test_label_summary_has_the_calibration_of_its_confidences(tmp_path: Path) ->
     lab.label(df)
     cal = lab.summary().metrics["calibration"]
     assert cal["n"] == 12 and 0 <= cal["ece"] <= 1 and len(cal["bins"]) == 15
+
+
+def test_label_summary_and_report_show_the_ordinal_metrics(tmp_path: Path) -> None:
+    from promptclf.report.build import build_report
+
+    df = pd.DataFrame({"text": [f"item {'x' * i}" for i in range(18)]})
+    df["label"] = [SCALE[min(5, len(t) % 6 + (i % 2))] for i, t in enumerate(df["text"])]  # off by one on odd rows
+    opts = LabelOptions(  # type: ignore[call-arg]
+        labels=[{"name": n} for n in SCALE], ordinal=True, label_col="label", batch_size=6,
+        store=str(tmp_path / "s.sqlite"),
+    )  # fmt: skip
+    lab = Labeler(opts, provider=FakeChatProvider(answer=_scale_answer), progress=False)
+    lab.label(df)
+    o = lab.summary().metrics["ordinal"]
+    pred = [_scale_answer(t, SCALE) for t in df["text"]]
+    assert o["n"] == 18 and o["exact"] == pytest.approx(
+        sum(p == g for p, g in zip(pred, df["label"], strict=True)) / 18
+    )
+    assert o["within_one"] == 1.0
+    run = tmp_path / "rated.run"
+    run.mkdir()
+    rec = {"kind": "label", "name": "rated", "provider": "openai", "model": "m", "labels": SCALE, "n_items": 18,
+           "metrics": lab.summary().metrics}  # fmt: skip
+    (run / "run.json").write_text(json.dumps(rec))
+    html = build_report([run], tmp_path / "rep")["html"].read_text()
+    table = html[html.index("id='ordinal'") : html.index("</table>", html.index("id='ordinal'"))]
+    assert "rated" in table and f"{o['mae']:.3f}" in table

@@ -427,4 +427,4 @@ def test_calibration_side_by_side_with_a_reliability_diagram(tmp_path: Path) -> 
     table = html[html.index("id='calibration'") : html.index("</table>", html.index("id='calibration'"))]
     assert "teacher" in table and "student" in table and "no-confidence" not in table
     md = written["markdown"].read_text()
-    assert "## Calibration" in md and "![Reliability](reliability.png)" in md
+    assert "## Calibration" in md and "](reliability.png)" in md

@@ -303,11 +303,14 @@ class Tally:
     pred: list[str] = field(default_factory=list)
     status: list[str] = field(default_factory=list)
     prob: list[float | None] = field(default_factory=list)  # the label's confidence, for calibration
+    score: list[float | None] = field(default_factory=list)  # ordinal sets: the expected score (pred_score)
     rerun: int = 0  # rows a rerun of the same command sends again: failed requests, unsent rows
 
     def add(self, job: Job) -> None:
         self.pred.extend(r.label for r in job.results)
         self.status.extend(r.status for r in job.results)
         self.prob.extend(r.prob for r in job.results)
+        if self.labels.ordinal:
+            self.score.extend(self.labels.expected_score(r.probs, r.label) if r.label else None for r in job.results)
         # Rows with a bad text are not in todo: a rerun would fail them the same way.
         self.rerun += sum(1 for i in job.todo if job.results[i].status in ("error", "unsent"))

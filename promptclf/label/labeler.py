@@ -207,6 +207,12 @@ class Labeler:
             if tally.gold is not None and any(tally.gold):
                 conf = tally.prob if any(p is not None for p in tally.prob) else None
                 metrics = evaluate(tally.gold, tally.pred, labels.names, status=tally.status, confidence=conf)
+                if labels.ordinal:
+                    from ..eval.ordinal import ordinal_metrics
+
+                    metrics["ordinal"] = ordinal_metrics(
+                        tally.gold, tally.pred, labels, status=tally.status, pred_score=tally.score
+                    )
             # Gold or not: one label for nearly every item is worth a warning either way.
             gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
             collapse = collapse_check(tally.pred, gold, tally.status)

@@ -50,6 +50,7 @@ def _row(run: Run, hourly: float | None, explicit: float | None, prices: str | N
         "macro_f1_ci": m.get("macro_f1_ci"),
         "coverage": m.get("coverage"),
         "calibration": m.get("calibration"),
+        "ordinal": m.get("ordinal"),
         "cost_usd": _num(run.rec.cost_usd),
         **cost,
         # What the same work costs when the machine is rented by the hour: makes a $0 local run

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .scores import score_tables
+
 # A student's ``teacher`` when it learned from the gold labels rather than an LLM run.
 GOLD = "gold"
 
@@ -168,43 +170,6 @@ def _esc(v: object) -> str:
     return html.escape(str(v), quote=True)
 
 
-CALIBRATION_HEADS = [
-    "run",
-    "rows",
-    "accuracy",
-    "mean confidence",
-    "ECE",
-    "AUROC",
-    "keep @95%",
-    "keep @98%",
-    "keep @99%",
-]
-
-
-def calibration_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """One line per run with a calibration: ECE (15 bins), AUROC of the confidence for correctness, and the
-    share of rows kept (with the threshold) at 95/98/99% accuracy: teacher and student side by side."""
-    out = []
-    for r in rows:
-        c = r.get("calibration")
-        if not c or not c.get("n"):
-            continue
-        keep = {round(p["target"], 2): p for p in c.get("coverage") or []}
-
-        def kept(t: float, keep: dict[float, Any] = keep) -> str:
-            p = keep.get(t)
-            if not p or not p["reachable"]:
-                return "not reachable"
-            return f"{fmt_pct(p['coverage'])} (>= {p['threshold']:.3f})"
-
-        auroc = "-" if c.get("auroc") is None else f"{c['auroc']:.3f}"
-        out.append(
-            [r["name"], f"{c['n']:,}", fmt_pct(c["accuracy"]), fmt_pct(c["mean_confidence"]), f"{c['ece']:.3f}", auroc]
-            + [kept(t) for t in (0.95, 0.98, 0.99)]
-        )
-    return out
-
-
 def render_html(
     title: str,
     created: str,
@@ -305,25 +270,16 @@ def render_html(
                 f"<td data-value='{e(json.dumps(r['teacher_agreement']))}'>{e(fmt_pct(r['teacher_agreement']))}</td></tr>"
             )
         parts.append("</tbody></table></div>")
-    cal = calibration_cells(rows)
-    if cal:
-        parts.append("<h2>Calibration</h2><div class='scroll'><table id='calibration'><thead><tr>")
-        parts += [f"<th class='{'t' if i == 0 else ''}'>{e(h)}</th>" for i, h in enumerate(CALIBRATION_HEADS)]
+    for t in score_tables(rows):
+        parts.append(f"<h2>{e(t.title)}</h2><div class='scroll'><table id='{e(t.key)}'><thead><tr>")
+        parts += [f"<th class='{'t' if i == 0 else ''}'>{e(h)}</th>" for i, h in enumerate(t.heads)]
         parts.append("</tr></thead><tbody>")
-        for line in cal:
-            parts.append(
-                "<tr>"
-                + "".join(f"<td class='{'t' if i == 0 else ''}'>{e(v)}</td>" for i, v in enumerate(line))
-                + "</tr>"
-            )
-        parts.append("</tbody></table></div>")
-        parts.append(
-            "<p class='note'>On gold rows with a confidence (the LLM's from log-probabilities or local scoring; "
-            "the student's after temperature scaling). ECE: the gap between confidence and accuracy over 15 bins. "
-            "AUROC: how well the confidence separates right from wrong labels. keep @95%: the share of rows whose "
-            "confidence clears the threshold shown, and whose accuracy then reaches 95%.</p>"
-        )
-        fig("reliability", "Accuracy against confidence per bin; on the dashed line a confidence means what it says.")
+        for line in t.lines:
+            cells = "".join(f"<td class='{'t' if i == 0 else ''}'>{e(v)}</td>" for i, v in enumerate(line))
+            parts.append(f"<tr>{cells}</tr>")
+        parts.append(f"</tbody></table></div><p class='note'>{e(t.note)}</p>")
+        if t.figure:
+            fig(t.figure, t.caption)
     if "per_class_f1" in images:
         parts.append("<h2>F1 per class</h2>")
         fig("per_class_f1", "F1 of each class, one bar per run.")
@@ -376,18 +332,11 @@ def render_markdown(
     if agree:
         out += ["", "## Teacher–student agreement", ""]
         out += [f"- {r['name']} vs {_teacher_name(r)}: {fmt_pct(r['teacher_agreement'])}" for r in agree]
-    cal = calibration_cells(rows)
-    if cal:
-        out += [
-            "",
-            "## Calibration",
-            "",
-            "| " + " | ".join(CALIBRATION_HEADS) + " |",
-            "|" + "---|" * len(CALIBRATION_HEADS),
-        ]
-        out += ["| " + " | ".join(md(v) for v in line) + " |" for line in cal]
-        if "reliability" in images:
-            out += ["", f"![Reliability]({images['reliability'].name})"]
+    for t in score_tables(rows):
+        out += ["", f"## {t.title}", "", "| " + " | ".join(t.heads) + " |", "|" + "---|" * len(t.heads)]
+        out += ["| " + " | ".join(md(v) for v in line) + " |" for line in t.lines]
+        if t.figure and t.figure in images:
+            out += ["", f"![{t.title}]({images[t.figure].name})"]
     if "per_class_f1" in images:
         out += ["", "## F1 per class", "", f"![F1 per class]({images['per_class_f1'].name})"]
     conf_keys = [k for k in images if k.startswith("confusion:")]
