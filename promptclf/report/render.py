@@ -275,8 +275,8 @@ def render_html(
         parts += [f"<th class='{'t' if i == 0 else ''}'>{e(h)}</th>" for i, h in enumerate(t.heads)]
         parts.append("</tr></thead><tbody>")
         for line in t.lines:
-            cells = "".join(f"<td class='{'t' if i == 0 else ''}'>{e(v)}</td>" for i, v in enumerate(line))
-            parts.append(f"<tr>{cells}</tr>")
+            tds = "".join(f"<td class='{'t' if i == 0 else ''}'>{e(v)}</td>" for i, v in enumerate(line))
+            parts.append(f"<tr>{tds}</tr>")
         parts.append(f"</tbody></table></div><p class='note'>{e(t.note)}</p>")
         if t.figure:
             fig(t.figure, t.caption)
