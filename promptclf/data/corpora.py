@@ -111,8 +111,9 @@ def bbc_multilabel(
 
     Columns ``text`` (the articles' first ``chars`` characters each, cut at a word, joined by a space
     into one line) and ``label`` (a JSON list of the topics, in sorted order). Each article is used at most
-    once; ``none_share`` of the rows are ``[]`` with the opening of an article whose topic is left out
-    of the label set (``entertainment``), so "no label applies" occurs too. Say "synthetic (joined BBC
+    once. The labels are ``business``, ``politics``, ``sports`` and ``tech``; ``none_share`` of the rows
+    are ``[]`` with the opening of an ``entertainment`` article (a topic left out of the label set), so
+    "no label applies" occurs too. Say "synthetic (joined BBC
     articles)" beside any figure measured on it.
     """
 
@@ -122,16 +123,16 @@ def bbc_multilabel(
 
     b = bbc_sample(None, seed=seed)
     rng = np.random.default_rng(seed)
-    held_out = "entertainment" if none_share > 0 else None
+    held_out = "entertainment"  # never a label: the topic of the rows with gold []
     pools: dict[str, list[int]] = {str(t): list(g.index) for t, g in b.groupby("label") if t != held_out}
     topics = sorted(pools)
-    others: list[int] = list(b.index[b["label"] == held_out]) if held_out is not None else []
+    others: list[int] = list(b.index[b["label"] == held_out])
     rng.shuffle(others)
     for t in topics:
         rng.shuffle(pools[t])
     rows = []
     for _ in range(n):
-        if held_out is not None and rng.random() < none_share:
+        if none_share > 0 and rng.random() < none_share:
             if not others:
                 raise InputError(f"bbc_multilabel: {n} rows need more {held_out} articles than ship; ask for fewer")
             rows.append({"text": opening(b.at[others.pop(), "text"]), "label": "[]"})

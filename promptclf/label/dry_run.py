@@ -18,7 +18,7 @@ from .context import RunContext
 from .jobs import Job, clip_text
 from .prompt_cache import CacheEstimate, estimate, static_prefix
 from .prompts import Item, PromptBuilder
-from .scoring_runner import CONTENT_FREE, score_groups
+from .scoring_runner import CONTENT_FREE, YES_NO, score_groups
 
 
 @dataclass
@@ -86,6 +86,30 @@ def _scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptB
     return _Counts(prompt, prompt_tokens, 0, requests, "")
 
 
+def _multi_scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> _Counts:
+    """Exact counts for the local model in a multi-label run: every label's yes/no prompt, its prefix
+    once, each item with its tail and the two answers, per label."""
+    o, provider = ctx.options, ctx.provider
+    count = provider.count_tokens
+    parts = [prompts.label_score_parts(lab) for lab in job.labels]
+    first = job.texts[job.todo[0]]
+    p0 = parts[0]
+    prompt = f"[system]\n{p0.system}\n\n[user]\n{p0.prefix}{clip_text(first, o.max_chars)}{p0.suffix}"
+    cap = provider.max_item_tokens or math.inf
+    item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
+    answers = sum(count(a) for a in YES_NO)
+    batches = -(-len(job.todo) // o.batch_size)
+    prompt_tokens = requests = 0
+    for p in parts:
+        head, tail = provider.layout_tokens(p.system, p.prefix, p.suffix)
+        prompt_tokens += head + item_tokens + len(job.todo) * (tail + answers)
+        requests += batches
+        if o.calibrate:  # the content-free inputs through this label's prompt
+            prompt_tokens += sum(count(cf) + tail + answers for cf in CONTENT_FREE)
+            requests += 1
+    return _Counts(prompt, prompt_tokens, 0, requests, "")
+
+
 def _chat_counts(ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder) -> _Counts:
     """Estimated counts for a chat provider: each batch rendered with its own shots."""
     o, count = ctx.options, ctx.provider.count_tokens
@@ -114,7 +138,9 @@ def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source:
         raise InputError(f"{source}: no row to label (every row is a shot or has an empty text)")
     provider, o, price = ctx.provider, ctx.options, ctx.meter.price
     exact = provider.kind == "scoring"
-    if provider.kind == "scoring":
+    if provider.kind == "scoring" and job.labels.multi_label:
+        c = _multi_scoring_counts(ctx.using(provider), job, prompts)
+    elif provider.kind == "scoring":
         c = _scoring_counts(ctx.using(provider), job, prompts)
     else:
         c = _chat_counts(ctx.using(provider), job, prompts)

@@ -18,12 +18,6 @@ from ..providers.spec import ProviderSpec
 
 ProviderName = Literal["auto", "together", "openai", "local"]
 
-MULTI_LABEL_NEEDS_CHAT = (
-    "--multi-label needs a chat provider: the local model scores one label per text; use a hosted model "
-    "(--provider openai or together) or any OpenAI-compatible server (--base-url URL, e.g. llama.cpp or vLLM "
-    "serving a local model), or drop --multi-label"
-)
-
 CALIBRATE_NEEDS_SCORING = (
     "--calibrate needs a scoring provider (the local model, --provider local): a chat provider answers with a "
     "label, not a probability for every label, so there is nothing to calibrate; drop --calibrate"
@@ -63,7 +57,7 @@ class LabelOptions(BaseModel):
         False,
         description="Each text gets zero or more labels: the answer is a list per text, pred_labels a JSON list "
         "(pred_label the labels joined with ';'); gold cells are JSON lists or ';'-separated. A labels file can "
-        "say 'multi_label: true' instead. Chat providers only, zero-shot.",
+        "say 'multi_label: true' instead. Zero-shot. The local model asks yes/no per label (P(yes) >= 0.5).",
     )
     max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
     max_item_chars: int = Field(
@@ -300,16 +294,10 @@ class LabelOptions(BaseModel):
         return self
 
     def _check_multi_label(self) -> None:
-        """--multi-label goes with a chat provider, zero-shot, and no single-label companion."""
+        """--multi-label is zero-shot and goes with no option that assumes one label per text."""
         if not self.multi_label:
             return
-        if self.provider == "local":
-            raise ValueError(MULTI_LABEL_NEEDS_CHAT)
-        clash = [
-            flag
-            for flag, on in (("--ordinal", self.ordinal), ("--calibrate", self.calibrate), ("--student", self.student))
-            if on
-        ]
+        clash = [flag for flag, on in (("--ordinal", self.ordinal), ("--student", self.student)) if on]
         if clash:
             raise ValueError(f"--multi-label does not go with {', '.join(clash)} (they assume one label per text)")
         if self.shots:

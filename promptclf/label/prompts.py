@@ -6,7 +6,9 @@ replaced by a path. Three templates make a prompt:
 * ``system.j2`` — role, task and condition;
 * ``batch.j2`` — the user message for chat providers: labels, examples, numbered items;
 * ``score.j2`` — the user message for scoring providers: one item, rendered once with a
-  sentinel so the part before the item (instructions + examples) is a shared prefix.
+  sentinel so the part before the item (instructions + examples) is a shared prefix;
+* ``score_multi.j2`` — a multi-label run's scoring prompt: one label's yes/no question about one item
+  (:meth:`PromptBuilder.label_score_parts`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import jinja2
 
 from ..errors import InputError
-from ..labels import LabelSet
+from ..labels import Label, LabelSet
 from ..resources import resource_dir
 
 _SENTINEL = "\x00ITEM\x00"
@@ -85,6 +87,7 @@ class PromptBuilder:
             ("system", system_template, "system.j2"),
             ("batch", template, "batch.j2"),
             ("score", score_template or template, "score.j2"),
+            ("score_multi", None, "score_multi.j2"),
         ):
             src, origin = _load(path, default)
             self.sources[key] = src
@@ -140,6 +143,13 @@ class PromptBuilder:
         prefix, suffix = rendered.split(_SENTINEL)
         has_shots = bool(self.shots if shots is None else shots)
         return ScoreParts(self.system(), prefix, suffix, self._examples_span(prefix, suffix) if has_shots else None)
+
+    def label_score_parts(self, label: Label) -> ScoreParts:
+        """A multi-label run's scoring prompt for one label, split around the item: does ``label`` apply
+        (answered ``yes`` or ``no``)? Zero-shot, so no examples span."""
+        rendered = self._render("score_multi", item=_SENTINEL, label=label)
+        prefix, suffix = rendered.split(_SENTINEL)
+        return ScoreParts(self._render("system", yes_no=True), prefix, suffix, None)
 
     def _examples_span(self, prefix: str, suffix: str) -> tuple[int, int] | None:
         """Where the few-shot examples sit in ``prefix``: what changes when the shots are taken away.

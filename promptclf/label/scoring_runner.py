@@ -8,6 +8,13 @@ same prompt is first scored on content-free inputs (:data:`CONTENT_FREE`), once 
 cached like any batch; every item's probabilities are then divided by their mean and
 renormalised (:func:`contextual_calibration`). The store keeps the raw scores, so a run with
 and one without calibration share one scoring pass.
+
+**Multi-label** (:func:`run_multi_label`): every label is a yes/no question of its own
+(``prompts/score_multi.j2``, the label in the shared prefix, so each label's prefix is encoded once);
+``P(yes)`` is ``yes`` against ``no`` renormalised, and a label is chosen when it is at least
+:data:`THRESHOLD`. ``pred_probs`` holds every label's ``P(yes)``, ``pred_prob`` the confidence of the
+least sure of the decisions (``max(p, 1 - p)``). ``--calibrate`` divides each label's yes/no by what its
+prompt gives the content-free inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ from .prompts import PromptBuilder, ScoreParts, Shot
 
 # The content-free inputs of Zhao et al. (2021): texts that carry no evidence for any label.
 CONTENT_FREE = ("N/A", "", "[MASK]")
+# Multi-label: the answers of each label's question, and the P(yes) at which the label is chosen
+# (yes and no renormalised, so 0.5 is where the model leans neither way; not tuned to any set).
+YES_NO = ["yes", "no"]
+THRESHOLD = 0.5
 
 
 def contextual_calibration(probs: list[list[float]], content_free: list[list[float]]) -> list[list[float]]:
@@ -100,6 +111,8 @@ def run_scoring(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuild
     Returns the calibration record with ``calibrate`` (the content-free inputs and the mean
     distribution they got, which every item was divided by), else None.
     """
+    if job.labels.multi_label:
+        return run_multi_label(ctx, job, prompts)
     o = ctx.options
     names = job.labels.names
     size = o.batch_size
@@ -129,4 +142,39 @@ def run_scoring(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuild
         prompts=len(means),
         # what the items were divided by: the mean over content-free inputs (averaged over prompts when several)
         probs={name: sum(m[k] for m in means) / len(means) for k, name in enumerate(names)},
+    )
+
+
+def run_multi_label(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> Calibration | None:
+    """Label a multi-label ``job``: each label's yes/no for every row (module docstring)."""
+    o = ctx.options
+    names = job.labels.names
+    parts = {lab.name: prompts.label_score_parts(lab) for lab in job.labels}
+    content_free = {n: _scores(ctx, parts[n], list(CONTENT_FREE), YES_NO)[0] for n in names} if o.calibrate else {}
+    for start in range(0, len(job.todo), o.batch_size):
+        rows = job.todo[start : start + o.batch_size]
+        items = [clip_text(job.texts[i], o.max_chars) for i in rows]
+        yes: dict[str, list[float]] = {}
+        keys = []
+        for n in names:
+            probs, key = _scores(ctx, parts[n], items, YES_NO)
+            if o.calibrate:
+                probs = contextual_calibration(probs, content_free[n])
+            yes[n] = [float(p[0]) for p in probs]
+            keys.append(key)
+        request = request_key({"labels": keys})[:16]  # one id for the requests that decided the rows
+        for k, row in enumerate(rows):
+            dist = {n: yes[n][k] for n in names}
+            chosen = [n for n in names if dist[n] >= THRESHOLD]
+            sure = min(max(p, 1.0 - p) for p in dist.values())
+            job.results[row] = RowResult(";".join(chosen), sure, "ok", "", request, dist, chosen)
+        ctx.meter.tick(len(rows))
+    if not content_free:
+        return None
+    return Calibration(
+        method="contextual (Zhao et al. 2021), per label: yes/no",
+        content_free=list(CONTENT_FREE),
+        prompts=len(names),
+        # each label's mean P(yes) on the content-free inputs: what its yes/no was divided by
+        probs={n: sum(p[0] for p in cf) / len(cf) for n, cf in content_free.items()},
     )

@@ -46,7 +46,7 @@ from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .context import RunContext
 from .jobs import Job, StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
-from .options import MULTI_LABEL_NEEDS_CHAT, LabelOptions
+from .options import LabelOptions
 from .prompts import PromptBuilder
 from .scoring_runner import run_scoring
 
@@ -188,18 +188,6 @@ def run_job(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder) -> Cali
     return None
 
 
-def _check_multi_label(ctx: RunContext[Provider], dataset_dir: str | Path | None) -> None:
-    """A multi-label run needs a chat provider (``--provider auto`` may have resolved to the local model)
-    and cannot write a one-label-per-row ClassLabel dataset."""
-    if ctx.provider.kind == "scoring":
-        raise ConfigError(MULTI_LABEL_NEEDS_CHAT)
-    if dataset_dir is not None:
-        raise ConfigError(
-            "--save-dataset writes pred_label as a ClassLabel (one label per row); with --multi-label drop "
-            "--save-dataset and read pred_labels (a JSON list) from the labeled file"
-        )
-
-
 @dataclass
 class Streamed:
     """What a finished run leaves for its summary."""
@@ -234,8 +222,11 @@ def label_stream(
     o = ctx.options
     facts, plan = plan_input(chunks, o, examples, source)
     del facts.has_text[:]  # not needed any more: keep the process small for the long part
-    if plan.labels.multi_label:
-        _check_multi_label(ctx, dataset_dir)
+    if plan.labels.multi_label and dataset_dir is not None:
+        raise ConfigError(
+            "--save-dataset writes pred_label as a ClassLabel (one label per row); with --multi-label drop "
+            "--save-dataset and read pred_labels (a JSON list) from the labeled file"
+        )
     for w in plan.warnings:
         log.warning("%s", w)
     out = Streamed(Tally(plan.labels, len(plan.shots), facts.gold))
