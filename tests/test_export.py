@@ -140,6 +140,8 @@ def test_int8_export_is_smaller_and_loads(tiny_run: Path, exported: Path, tmp_pa
     assert res.manifest.precision == "int8" and res.manifest.parity is not None
     assert (res.folder / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
     assert not (res.folder / "model.fp32.onnx").exists()
+    # the feed-forward output projections (fed by GELU) and the head (fed by the pooler's tanh) stay float32
+    assert len(res.manifest.float32_nodes) == 2 + 1
     p = OnnxStudent.load(res.folder).predict_proba(_texts())
     assert p.shape[1] == len(res.manifest.labels) and np.allclose(p.sum(-1), 1.0, atol=1e-5)
 
@@ -258,4 +260,4 @@ def test_real_minilm_float32_parity_and_int8_keeps_the_labels(
     p8 = int8.predict_proba(texts)
     same = float((p8.argmax(-1) == ref.argmax(-1)).mean())
     assert same >= 0.99, f"int8 gives PyTorch float32's label on {same:.1%} of {len(texts)} texts"
-    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.4 * (tmp_path / "fp32" / "model.onnx").stat().st_size
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "model.onnx").stat().st_size

@@ -43,6 +43,7 @@ class ExportManifest(BaseModel):
     pad_token: str = "[PAD]"
     text_col: str = "text"
     model_bytes: int | None = None
+    float32_nodes: list[str] = Field(default_factory=list, description="int8: the nodes left in float32.")
     export_s: float | None = None
     parity: Parity | None = None
     probabilities: str = "softmax(logits / temperature)"
