@@ -114,6 +114,10 @@ def test_ordinal_student_trains_saves_reloads_and_predicts_scores(tiny_base: Pat
         # The label is the one nearest the output, and the distribution is the Gaussian of the docstring.
         assert (probs.argmax(1) == nearest_index(scores, student.scores or [])).all()
         assert np.allclose(probs, gaussian_probs(scores, [0, 1, 2, 3, 4], sigma), atol=1e-5)
+        from promptclf.export.onnx_export import export_onnx
+
+        with pytest.raises(InputError, match="regression-head ordinal student cannot be exported"):
+            export_onnx(out, tmp_path / "onnx")
     else:
         assert run.ordinal["sigma"] is None
         assert np.allclose(scores, probs @ np.arange(5.0), atol=1e-4)  # the expected score

@@ -84,6 +84,11 @@ def _check_run(run: Path) -> StudentSpec:
         raise InputError(f"{run}: an LM-head student ({spec.base}) cannot be exported; export supports {SUPPORTED}")
     if spec.method == "qlora":
         raise InputError(f"{run}: a QLoRA (4-bit) student cannot be exported; export supports {SUPPORTED}")
+    if spec.regression:  # its one output is a score: OnnxStudent's softmax over label logits would not hold
+        raise InputError(
+            f"{run}: a regression-head ordinal student cannot be exported yet; predict or serve the run folder, "
+            "or distill with --ordinal-head classification (which exports)"
+        )
     return spec
 
 
