@@ -13,7 +13,11 @@ independently per label. So the figures measure the pipeline (prompt, list answe
 The real CLI runs (``promptclf label --multi-label --base-url ...`` then ``promptclf eval --json``) in
 a subprocess; the figures, with the load average, go to stdout.
 
-    python bench/bench_multilabel.py [--rows 300] [--error-rates 0.05,0.1] [--batch-size 10]
+With ``--local N``, the local model (SmolLM2-135M, in process) also labels the first N rows, asking
+each label's yes/no (threshold 0.5), without and with ``--calibrate`` (contextual calibration per
+label); the second run reuses the first one's scores from the store and adds the content-free passes.
+
+    python bench/bench_multilabel.py [--rows 300] [--error-rates 0.05,0.1] [--batch-size 10] [--local 40]
 """
 
 from __future__ import annotations
@@ -72,6 +76,23 @@ def run_one(work: Path, src: Path, truth: dict[str, list[str]], error: float, a:
     return {"metrics": m, "wall": wall, "run": run, "requests": answers.requests}
 
 
+def run_local(work: Path, df: object, calibrate: bool) -> tuple[dict, float]:
+    from promptclf.label.labeler import Labeler
+    from promptclf.label.options import LabelOptions
+
+    opts = LabelOptions(  # type: ignore[call-arg]
+        provider="local", multi_label=True, labels=[{"name": n} for n in TOPICS], calibrate=calibrate,
+        batch_size=8, max_chars=600, store=str(work / "local.sqlite"),
+    )  # fmt: skip
+    labeler = Labeler(opts, progress=False)
+    t0 = time.perf_counter()
+    labeler.label(df)  # type: ignore[arg-type]
+    wall = time.perf_counter() - t0
+    metrics = labeler.summary().metrics
+    assert metrics is not None
+    return metrics, wall
+
+
 def pct(v: float, ci: list[float] | None) -> str:
     return f"{100 * v:.1f}%" + (f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
 
@@ -82,6 +103,7 @@ def main() -> None:
     p.add_argument("--error-rates", default="0.05,0.1")
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--local", type=int, default=0, help="rows labeled by the local model too (0: none)")
     a = p.parse_args()
     df = bbc_multilabel(a.rows, seed=a.seed, none_share=0.1)
     truth = {str(t): split_labels(g) for t, g in zip(df["text"], df["label"], strict=True)}
@@ -116,6 +138,21 @@ def main() -> None:
                 f"run: {r['wall']:.1f}s wall for the label command ({r['requests']} requests reached the server, "
                 f"{u['reasks']} items re-asked); {load()}"
             )
+        if a.local:
+            small = df.head(a.local)
+            print(
+                f"\n## local model SmolLM2-135M-Instruct (in process, CPU), yes/no per label at P(yes) >= 0.5: {len(small)} rows"
+            )
+            for calibrate in (False, True):
+                m, wall = run_local(work, small, calibrate)
+                c = m["cardinality"]
+                print(
+                    f"{'calibrated' if calibrate else 'raw':<10}  micro-F1 {pct(m['micro_f1'], m['micro_f1_ci'])}  "
+                    f"macro-F1 {pct(m['macro_f1'], None)}  subset accuracy {pct(m['subset_accuracy'], None)}  "
+                    f"Hamming loss {pct(m['hamming_loss'], None)}  labels per row {c['pred']:.2f} (gold {c['gold']:.2f})  "
+                    f"{wall:.0f}s; {load()}"
+                )
+                print("            per-label F1 " + ", ".join(f"{k} {v['f1']:.2f}" for k, v in m["per_label"].items()))
 
 
 if __name__ == "__main__":

@@ -337,3 +337,42 @@ def test_real_chat_model_answers_with_lists(llama_server, tmp_path: Path) -> Non
             assert set(json.loads(cell)) <= {"business", "politics", "sports", "tech"}
     ev = CliRunner().invoke(main, ["eval", str(out), "--gold-col", "label", "--n-boot", "0"])
     assert ev.exit_code == 0 and "micro-F1" in ev.output
+
+
+def test_review_ranks_row_label_decisions(tmp_path: Path) -> None:
+    """A multi-label file with known wrong decisions and a probability for every label (as the local model
+    gives): the queue names the doubted label and puts the decisions the LLM was unsure of, and got wrong, first."""
+    from promptclf.data.corpora import bbc_multilabel
+
+    df = bbc_multilabel(48, seed=4, chars=150)
+    gold = [split_labels(c) for c in df["label"]]
+    topics = ["business", "politics", "sports", "tech"]
+    pred, probs = [], []
+    for i, g in enumerate(gold):
+        p = {n: 0.97 if n in g else 0.03 for n in topics}
+        extra = next((n for n in topics if n not in g), None)
+        if i % 6 == 0 and extra:  # a wrong label added, with little confidence
+            p[extra] = 0.55
+        pred.append([n for n in topics if p[n] >= 0.5])
+        probs.append(json.dumps(p))
+    path = tmp_path / "ml.csv"
+    frame = df.assign(pred_labels=[json.dumps(x) for x in pred], pred_label=[";".join(x) for x in pred])
+    frame.assign(pred_probs=probs, pred_status="ok").to_csv(path, index=False)
+    out = tmp_path / "queue.csv"
+    args = ["review", str(path), "-o", str(out), "--multi-label", "--gold-col", "label", "--top", "5", "--folds", "3"]
+    r = CliRunner().invoke(main, [*args, "--store", str(tmp_path / "s.sqlite")])
+    assert r.exit_code == 0, r.output
+    q = pd.read_csv(out, keep_default_na=False)
+    assert len(q) == 5 and {"review_label", "review_decision", "suggested_labels"} <= set(q.columns)
+    for _, top in q.iterrows():
+        row_pred = set(pred[int(top["review_row"])])
+        assert top["review_decision"] == ("in" if top["review_label"] in row_pred else "out")
+        assert set(json.loads(top["suggested_labels"])) == row_pred ^ {top["review_label"]}
+    assert all(q["review_reasons"])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["multi_label"] and summary["n_ranked"] == 48 * 4 and summary["signals"]["confidence"] == 48 * 4
+    g = summary["gold"]
+    assert g["n_wrong"] == sum(1 for i, x in enumerate(gold) if len(pred[i]) != len(x)) == 8
+    assert g["at"]["top 5"]["precision"] == 1.0  # the unsure added labels come first
+    plain = CliRunner().invoke(main, ["review", str(path), "-o", str(tmp_path / "q2.csv")])
+    assert plain.exit_code == 2 and "--multi-label" in plain.output

@@ -32,12 +32,19 @@ def review(input: Path, output: Path | None, **options: Any) -> None:
     reasons, a suggested label and an empty `corrected` column. Fill `corrected` and train on
     it with `promptclf distill INPUT --corrections OUTPUT`, or leave the rows out with
     `--exclude OUTPUT`.
+
+    Multi-label files (--multi-label, automatic for a multi-label run) rank every (row, label) decision with the
+    same three signals per label; the queue says which label is doubted and whether the LLM put it in or left it out.
     """
+    from ..review.multilabel import is_multi_label_run, review_file
     from ..review.queue import default_output, summary_lines, write_review
     from ..review.queue import review as run_review
 
     opts = ReviewOptions.build(**given(options))
-    result = run_review(input, opts)
+    if opts.multi_label or is_multi_label_run(input):
+        result = review_file(input, opts)  # every (row, label) decision ranked
+    else:
+        result = run_review(input, opts)
     out = write_review(result, output or default_output(input))
     for line in summary_lines(result.summary):
         click.echo(line)

@@ -45,6 +45,11 @@ class ReviewOptions(BaseModel):
         None, description="SQLite store caching embeddings (default $PROMPTCLF_STORE or ~/.cache/promptclf)."
     )
     no_cache: bool = Field(False, description="Do not read or write cached embeddings.")
+    multi_label: bool = Field(
+        False,
+        description="Each row has a set of labels (pred_labels): rank every (row, label) decision. Automatic "
+        "when the run's labels.json says multi-label.",
+    )
 
     @classmethod
     def build(cls, **kwargs: Any) -> ReviewOptions:

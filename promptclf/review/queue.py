@@ -202,6 +202,11 @@ def review(path: str | Path, o: ReviewOptions, progress: bool = True) -> ReviewR
     from ..embeddings import embed
 
     df = read_table(path)
+    if o.multi_label or (o.label_col == "pred_label" and "pred_labels" in df.columns):
+        raise InputError(
+            f"{path} is a multi-label file (pred_labels): rank its (row, label) decisions with "
+            "'promptclf review --multi-label' (promptclf.review.multilabel.review_multilabel)"
+        )
     check_columns(df, [o.text_col], path, "--text-col")
     check_columns(df, [o.label_col], path, "--label-col")
     if o.gold_col:
