@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--requests", type=int, default=400, help="Requests per level (at least 10 per client).")
     ap.add_argument("--max-wait-ms", type=float, default=None, help="Passed to serve. [default: serve's]")
+    ap.add_argument("--threads", type=int, default=None, help="Passed to serve (model threads). [default: serve's]")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.txt")
     a = ap.parse_args()
 
@@ -206,6 +207,7 @@ def main() -> None:
             + " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         ]
         extra = ["--max-wait-ms", str(a.max_wait_ms)] if a.max_wait_ms is not None else []
+        extra += ["--threads", str(a.threads)] if a.threads is not None else []
         configs: list[tuple[Path, str, list[str]]] = [
             (folder, f"torch {d}", [*(["--dtype", d] if d != "float32" else []), *extra]) for d in a.dtypes
         ]

@@ -386,3 +386,16 @@ def test_a_taken_port_fails_before_the_model_loads(tiny_student: Path, monkeypat
         port = holder.getsockname()[1]
         with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{port}: .*pick another with --port"):
             server.serve(tiny_student, ServeOptions(port=port))
+
+
+def test_the_bound_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:
+    """A socket made with protocol 0 gets no TCP_NODELAY from asyncio: every answer then waited ~40 ms."""
+    import socket
+
+    from promptclf.serve.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

@@ -129,6 +129,13 @@ def test_concurrent_clients_all_answered_as_the_student_predicts_then_sigterm(
 
     health = served.wait_ready()
     assert health["model_loaded"] and health["status"] == "ok"
+    with httpx.Client(base_url=served.url, timeout=10) as one:  # one kept-alive connection, no model involved
+        times = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            assert one.get("/health").status_code == 200
+            times.append(time.perf_counter() - t0)
+    assert sorted(times)[10] < 0.025, sorted(times)  # ~40 ms each would be Nagle + delayed ACK (no TCP_NODELAY)
     texts = _texts(128)
     with httpx.Client(base_url=served.url, timeout=60) as client:
 
