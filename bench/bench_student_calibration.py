@@ -4,8 +4,9 @@ For two data sets built from packages, a pool is labeled by the simulated teache
 70B chat model at 85% accuracy: its answers, with their probabilities, taken straight from its answer
 table, which is what its HTTP server sends) and a MiniLM LoRA student (recipe ``minilm-lora``) is
 distilled on those labels. Then, on held-out gold rows, the student's calibration before temperature
-scaling (T = 1) and after (the T that ``distill`` fitted on its validation split and stored in the
-run): ECE (15 bins), AUROC of the confidence for correctness, and the rows kept at 95% accuracy.
+scaling (T = 1), after a plain fit on the validation split's teacher labels, and after the noise-aware
+fit ``distill`` makes and stores in the run (:mod:`promptclf.distill.calibrate`): ECE (15 bins), AUROC of
+the confidence for correctness, and the rows kept at 95% accuracy.
 The teacher's own calibration on the same rows is printed beside.
 
 Sets: ``bbc5`` (BBC News, five topics) and ``sentiment`` (VADER lexicon entries, positive vs negative).
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,13 +34,18 @@ from promptclf.data.corpora import vader_polarity  # noqa: E402
 from promptclf.data.tables import bbc_sample, write_table  # noqa: E402
 from promptclf.distill.options import DistillOptions  # noqa: E402
 from promptclf.distill.run import distill  # noqa: E402
-from promptclf.eval.calibration import calibration  # noqa: E402
+from promptclf.eval.calibration import apply_temperature, calibration, fit_temperature  # noqa: E402
 from promptclf.predict.student import Student  # noqa: E402
 
 SETS = {
     "bbc5": (lambda n, s: bbc_sample(n, seed=s)[["text", "label"]].reset_index(drop=True), 64, 1),
     "sentiment": (vader_polarity, 16, 2),
 }
+
+
+def _val_probs(student: Student, texts: list[str]) -> np.ndarray:
+    """The student's probabilities at T = 1 (its temperature is set to 1 by the caller)."""
+    return student.predict_proba(texts)
 
 
 def line(name: str, correct: np.ndarray, conf: np.ndarray) -> str:
@@ -80,17 +87,25 @@ def main() -> None:
             gold = test["label"].to_numpy()
             student.temperature = 1.0
             raw = student.predict_proba(test["text"].tolist())
-            student.temperature = fitted
-            cal = student.predict_proba(test["text"].tolist())
             labels = np.array(student.labels)
+            # The plain fit (teacher labels taken as right), from the validation rows distill saved.
+            val = pd.read_csv(Path(tmp) / f"{name}-student" / "validation.csv", keep_default_na=False)
+            val_y = np.array([list(labels).index(v) for v in val["label"]])
+            val_raw = _val_probs(student, val["text"].tolist())
+            plain = fit_temperature(val_raw, val_y)
             t_ans = [sim.answer_for(t) for t in test["text"]]
             ts = run.temperature_scaling
             print(f"\n== {name}: {len(pool)} pool rows, {len(test)} gold test rows, {time.perf_counter() - t0:.0f} s; "
-                  f"T = {fitted:.3f} fitted on {ts.n if ts else '?'} validation rows ==")  # fmt: skip
+                  f"{ts.n if ts else '?'} validation rows (teacher labels) ==")  # fmt: skip
             print(line("teacher (simulated)", np.array([x.label for x in t_ans]) == gold,
                        np.array([x.probs[x.label] for x in t_ans])))  # fmt: skip
             print(line("student, T = 1", labels[raw.argmax(1)] == gold, raw.max(1)))
-            print(line(f"student, T = {fitted:.2f}", labels[cal.argmax(1)] == gold, cal.max(1)))
+            for what, t in ((f"plain fit, T = {plain:.2f}", plain), (f"noise-aware, T = {fitted:.2f}", fitted)):
+                cal = apply_temperature(raw, t)
+                print(line(f"student, {what}", labels[cal.argmax(1)] == gold, cal.max(1)))
+            if ts is not None:
+                print(f"  noise-aware fit: validation labels taken as right {ts.label_accuracy:.1%} of the time "
+                      f"({ts.label_accuracy_from})")  # fmt: skip
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
 
 

@@ -318,6 +318,8 @@ class TemperatureScaling(_Part):
     temperature: float = 1.0
     fitted_on: str = "validation"
     n: int = 0
+    label_accuracy: float | None = None  # how often the validation labels were taken to be right in the fit
+    label_accuracy_from: str | None = None
     nll_before: float | None = None
     nll_after: float | None = None
     ece_before: float | None = None  # 15 bins

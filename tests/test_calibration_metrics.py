@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -95,3 +96,44 @@ def test_temperature_fit_recovers_a_known_temperature() -> None:
     assert nll(apply_temperature(raw, t), y) < nll(raw, y)
     assert np.allclose(apply_temperature(raw, 1.0), raw) and fit_temperature(raw[:0], y[:0]) == 1.0
     assert (apply_temperature(raw, t).argmax(1) == raw.argmax(1)).all()  # labels never change
+
+
+def test_noise_aware_temperature_calibrates_to_the_truth_not_to_noisy_labels() -> None:
+    """A calibrated model, scored against labels that are right 85% of the time: the plain fit softens it
+    (it learns agreement with the noisy labels); the noise-aware fit leaves it near T = 1."""
+    from promptclf.eval.calibration import fit_temperature, nll, noisy_nll
+
+    rng = np.random.default_rng(0)
+    k, n = 4, 6000
+    logits = rng.normal(0, 2.5, (n, k))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = np.array([rng.choice(k, p=p) for p in probs])  # the model is calibrated by construction
+    flip = rng.random(n) >= 0.85
+    noisy = truth.copy()
+    noisy[flip] = (truth[flip] + rng.integers(1, k, flip.sum())) % k  # another class, uniformly
+    assert noisy_nll(probs, truth, 1.0) == pytest.approx(nll(probs, truth))
+    plain = fit_temperature(probs, noisy)
+    aware = fit_temperature(probs, noisy, label_accuracy=0.85)
+    assert plain > 1.25  # the bias the noise-aware fit removes
+    assert abs(aware - 1.0) < 0.1
+
+
+def test_teacher_accuracy_sources() -> None:
+    from promptclf.distill.calibrate import MIN_GOLD, teacher_accuracy
+    from promptclf.distill.options import DistillData, DistillOptions
+
+    base = dict(labels=["a", "b"], train_texts=[], train_y=[], val_texts=[], val_y=[])
+    gold = ["a"] * MIN_GOLD
+    teacher = ["a"] * (MIN_GOLD - 5) + ["b"] * 5
+    o = DistillOptions.build()
+    a, why = teacher_accuracy(DistillData(**base, test_gold=gold, test_teacher=teacher, teacher_confidence=0.9), o)
+    assert a == pytest.approx((MIN_GOLD - 5) / MIN_GOLD) and why.startswith("gold")
+    a, why = teacher_accuracy(
+        DistillData(**base, test_gold=gold[:3], test_teacher=teacher[:3], teacher_confidence=0.9), o
+    )
+    assert a == 0.9 and why.startswith("teacher confidence")
+    a, why = teacher_accuracy(DistillData(**base), o)
+    assert a == 1.0 and "taken as right" in why
+    assert (
+        teacher_accuracy(DistillData(**base, teacher_confidence=0.7), DistillOptions.build(train_on="gold"))[0] == 1.0
+    )

@@ -229,6 +229,7 @@ class DistillData:
     test_gold: list[str] = field(default_factory=list)
     test_teacher: list[str] | None = None  # teacher label per test row ('' when not ok)
     train_soft: list[list[float] | None] | None = None  # --soft: target distribution per train row (None = hard)
+    teacher_confidence: float | None = None  # mean pred_prob of the teacher's rows trained on, where it gave one
     # Ordinal students: each label's value on the scale (labels in scale order), and with the regression head
     # the score each train/validation row is trained towards (the teacher's expected score under --soft).
     scores: list[float] | None = None

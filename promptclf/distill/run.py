@@ -23,6 +23,7 @@ from ..data.tables import cell_text, check_columns, read_table, stratified_split
 from ..errors import ConfigError, InputError, PromptclfError, TrainingError
 from ..runs import DistillRun, parse_run, teacher_of
 from . import distributed
+from .calibrate import teacher_accuracy, temperature_scaling
 from .options import DistillData, DistillOptions
 from .ordinal import apply_scale, gold_figures, plan_scale, scale_of, validate_student
 
@@ -159,6 +160,13 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         soft = _soft_targets(df, [pool[p] for p in tr_pos], human, labels, o, input_path)
         train_soft = soft
         counts["soft_rows"] = sum(1 for v in soft if v is not None)
+    teacher_confidence = None
+    if o.train_on == "teacher" and "pred_prob" in df.columns:  # the LLM's confidence, for temperature scaling
+        import pandas as pd
+
+        conf = pd.to_numeric(df["pred_prob"].iloc[[pool[p] for p in tr_pos]], errors="coerce")
+        conf = conf[(conf >= 0) & (conf <= 1)]
+        teacher_confidence = float(conf.mean()) if len(conf) else None
     data = DistillData(
         labels=labels,
         train_texts=[texts[pool[p]] for p in tr_pos],
@@ -169,6 +177,7 @@ def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
         test_gold=test_gold,
         test_teacher=test_teacher,
         train_soft=train_soft,
+        teacher_confidence=teacher_confidence,
         counts=counts,
     )
     return apply_scale(data, scale, o)
@@ -377,27 +386,6 @@ def _teacher(input_path: str, o: DistillOptions) -> dict[str, Any] | None:
     return ref.model_dump(mode="json")
 
 
-def _temperature_scaling(val_probs: Any, val_y: list[int]) -> dict[str, Any]:
-    """Fit the temperature on the validation split; NLL and ECE (15 bins) before and after."""
-    import numpy as np
-
-    from ..eval.calibration import apply_temperature, fit_temperature, nll, top_label_ece
-
-    y = np.asarray(val_y, dtype=int)
-    probs = np.asarray(val_probs, dtype=float)
-    if not len(y):
-        return {"temperature": 1.0, "fitted_on": "validation", "n": 0}
-    t = fit_temperature(probs, y)
-    after = apply_temperature(probs, t)
-    ece_before, ece_after = round(top_label_ece(probs, y), 6), round(top_label_ece(after, y), 6)
-    log.info(f"temperature scaling on {len(y)} validation rows: T={t:.3f}, ECE {ece_before} -> {ece_after}")
-    return {
-        "temperature": round(t, 6), "fitted_on": "validation", "n": int(len(y)),
-        "nll_before": round(nll(probs, y), 6), "nll_after": round(nll(after, y), 6),
-        "ece_before": ece_before, "ece_after": ece_after,
-    }  # fmt: skip
-
-
 def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:
     """Reload the saved student, evaluate it, write predictions.csv and run.json."""
     import statistics
@@ -427,7 +415,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
     scaling: dict[str, Any] = (
         {"temperature": 1.0, "fitted_on": "not fitted: the regression head's spread is sigma", "n": 0}
         if data.ordinal_head == "regression"
-        else _temperature_scaling(val_probs, data.val_y)
+        else temperature_scaling(val_probs, data.val_y, *teacher_accuracy(data, o))
     )
     student.temperature = scaling["temperature"]  # predictions.csv and every later predict use it
     # What `label --student --threshold auto` measures the cascade on: texts, labels trained on, calibrated probs.

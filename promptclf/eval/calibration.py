@@ -201,23 +201,45 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)).mean())
 
 
-def fit_temperature(probs: np.ndarray, y: Sequence[int] | np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+def noisy_nll(probs: np.ndarray, y: np.ndarray, label_accuracy: float = 1.0) -> float:
+    """Mean NLL of observed labels ``y`` that are the true class with probability ``label_accuracy`` and
+    otherwise one of the other classes, uniformly: P(y) = a·p_y + (1 − a)(1 − p_y)/(K − 1). At a = 1 it is
+    :func:`nll`."""
+    k = probs.shape[1]
+    p_y = np.clip(probs[np.arange(len(y)), y], 0.0, 1.0)
+    a = float(label_accuracy)
+    q = p_y if a >= 1.0 or k < 2 else a * p_y + (1.0 - a) * (1.0 - p_y) / (k - 1)
+    return float(-np.log(np.clip(q, 1e-12, 1.0)).mean())
+
+
+def fit_temperature(
+    probs: np.ndarray,
+    y: Sequence[int] | np.ndarray,
+    lo: float = 0.05,
+    hi: float = 20.0,
+    label_accuracy: float = 1.0,
+) -> float:
     """The temperature minimising the NLL of ``y`` under ``apply_temperature(probs, T)`` (Guo et al. 2017).
 
     Probabilities are enough: log p is the logits up to a per-row constant, which softmax ignores.
-    Searched on log T in ``[lo, hi]``; 1.0 when there are no rows.
+    Searched on log T in ``[lo, hi]``; 1.0 when there are no rows. With ``label_accuracy`` < 1 the labels
+    are taken as noisy (:func:`noisy_nll`), so the fit calibrates to the truth rather than to the labels.
     """
     from scipy.optimize import minimize_scalar
 
     labels = np.asarray(y, dtype=int)
     if not len(labels):
         return 1.0
+
+    def loss(t: float) -> float:
+        return noisy_nll(apply_temperature(probs, t), labels, label_accuracy)
+
     res = minimize_scalar(
-        lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), labels),
+        lambda log_t: loss(float(np.exp(log_t))),
         bounds=(math.log(lo), math.log(hi)),
         method="bounded",
         options={"xatol": 1e-4},
     )
     t = float(np.exp(res.x))
     # Never worse than leaving the probabilities alone (the bounded search can stop near a flat optimum).
-    return t if nll(apply_temperature(probs, t), labels) <= nll(probs, labels) else 1.0
+    return t if loss(t) <= loss(1.0) else 1.0
