@@ -77,6 +77,9 @@ def test_ordinal_metrics_by_hand() -> None:
     assert m4["binary"]["precision"] == pytest.approx(1 / 2) and m4["binary"]["recall"] == pytest.approx(1 / 2)
     with_score = ordinal_metrics(gold[:6], pred[:6], s, pred_score=[0.4, 1.6, 2, 4.5, 4, 3.5], n_boot=0)
     assert with_score["mae_score"] == pytest.approx((0.4 + 0.6 + 0 + 1.5 + 0 + 1.5) / 6)
+    assert with_score["binary"]["f1"] == pytest.approx(1.0)  # rounded first: 4.5 -> 4, 3.5 -> 3
+    pulled = ordinal_metrics(["3", "3", "1"], ["3", "3", "1"], s, pred_score=[2.8, 2.4, 1.2], n_boot=0)
+    assert pulled["binary"]["recall"] == pytest.approx(0.5)  # 2.8 rounds to 3 and counts; 2.4 does not
     assert with_score["spearman"] == pytest.approx(1 - 6 * 8 / (6 * 35))  # rank differences 0,0,0,2,0,-2
     with pytest.raises(InputError, match="outside the scale"):
         ordinal_metrics(gold, pred, s, cut=0)

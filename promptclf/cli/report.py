@@ -38,7 +38,7 @@ from .group import main
     "--cut",
     type=float,
     default=None,
-    help="Ordinal: binary F1 of 'score >= CUT' (FineWeb-Edu uses 3 on 0-5). [default: the middle label]",
+    help="Ordinal: binary F1 of 'rounded score >= CUT' (FineWeb-Edu uses 3 on 0-5). [default: the middle label]",
 )
 @click.option(
     "--score-col",

@@ -8,8 +8,11 @@ main metrics' business; this part reads only what can be compared on the scale):
   probabilities) where the file has one;
 * ``spearman``: rank correlation of gold and prediction (the score where present, else the label);
 * ``exact`` and ``within_one``: the predicted label is the gold one, or at most one step away;
-* ``cut``: binary precision, recall and F1 of "score >= cut" (FineWeb-Edu's "educational"
-  threshold is 3 on 0-5; the default is the middle label of the scale);
+* ``cut``: binary precision, recall and F1 of "rounded score >= cut": the predicted score is rounded to
+  the nearest label's score first, as the FineWeb-Edu classifier rounds its output before its
+  "educational" threshold of 3 on 0-5 (an expected score is pulled towards the middle wherever the
+  probabilities spread, so 2.8 from a confident 3 must still count as 3); the default cut is the
+  middle label of the scale;
 * 95% bootstrap CIs for MAE, within-one and F1 (rows resampled).
 """
 
@@ -90,7 +93,8 @@ def ordinal_metrics(
     if not len(gi):
         return out | {"mae": None, "spearman": None, "exact": None, "within_one": None, "binary": None}
     rho = spearmanr(gs, ps).statistic if len(set(gs.tolist())) > 1 and len(set(ps.tolist())) > 1 else float("nan")
-    bp, br, bf = _f1(gs >= cut, ps >= cut)
+    pr = scores[[labels.names.index(labels.nearest(float(v))) for v in ps]] if len(ps) else ps  # rounded
+    bp, br, bf = _f1(gs >= cut, pr >= cut)
     out |= {
         "mae": float(np.abs(pl - gs).mean()),
         "mae_score": float(np.abs(ps - gs).mean()) if pred_score is not None else None,
@@ -104,7 +108,7 @@ def ordinal_metrics(
         draws = rng.integers(0, len(gi), size=(n_boot, len(gi)))
         mae = np.abs(pl - gs)[draws].mean(1)
         w1 = (np.abs(gi - pi) <= 1)[draws].mean(1)
-        gpos, ppos = (gs >= cut)[draws], (ps >= cut)[draws]
+        gpos, ppos = (gs >= cut)[draws], (pr >= cut)[draws]
         tp = (gpos & ppos).sum(1)
         f1 = np.where(gpos.sum(1) + ppos.sum(1) > 0, 2 * tp / np.maximum(gpos.sum(1) + ppos.sum(1), 1), 0.0)
         out["mae_ci"] = [float(np.quantile(mae, 0.025)), float(np.quantile(mae, 0.975))]

@@ -84,7 +84,7 @@ def ordinal_table(rows: list[dict[str, Any]]) -> ScoreTable | None:
         ["run", "rows", "MAE (label)", "MAE (score)", "Spearman", "exact", "within one", "F1 at cut"],
         lines,
         "On gold rows with a valid prediction. MAE (score) uses the expected score (pred_score) where the run has "
-        "one; F1 at cut scores 'score >= cut' as a binary decision, as the FineWeb-Edu classifier reports it.",
+        "one; F1 at cut scores 'rounded score >= cut' as a binary decision, as the FineWeb-Edu classifier reports it.",
     )
 
 
