@@ -141,6 +141,10 @@ def test_label_file_records_multi_label_and_eval_reads_it(tmp_path: Path) -> Non
     assert e["multi_label"] and e["subset_accuracy"] == pytest.approx(29 / 30) and e["micro_f1"] == m["micro_f1"]
     table = CliRunner().invoke(main, ["eval", str(tmp_path / "out.csv"), "--gold-col", "label", "--n-boot", "0"])
     assert "micro-F1" in table.stdout and "Hamming loss" in table.stdout and "labels per row" in table.stdout
+    rep = CliRunner().invoke(main, ["report", str(tmp_path / "out.run"), "-o", str(tmp_path / "rep")])
+    assert rep.exit_code == 0, rep.output
+    row = json.loads((tmp_path / "rep" / "report.json").read_text())["runs"][0]
+    assert row["accuracy"] == pytest.approx(29 / 30) and "multi-label: subset accuracy" in row["description"]
 
 
 def test_unknown_gold_label_names_it(tmp_path: Path) -> None:

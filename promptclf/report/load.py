@@ -111,6 +111,8 @@ class Run:
             similar = ", similar" if self.options.get("shot_selection") == "similar" else ""
             attention = ", answer-only attention" if local_answer else ""
             return f"few-shot ({self.shots}/class{similar}{attention}{calibrated})"
+        if self.options.get("multi_label"):  # its accuracy is the subset (exact-set) accuracy
+            calibrated += ", multi-label: subset accuracy"
         return f"zero-shot{calibrated}" if self.shots == 0 else f"prompted LLM{calibrated}"
 
 
