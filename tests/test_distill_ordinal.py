@@ -201,3 +201,26 @@ def test_gaussian_probs() -> None:
     assert p[1, 1] > p[1, 2] > p[1, 3]  # mass falls off with distance from the output
     wide = gaussian_probs([2.0], [0, 1, 2, 3, 4], 5.0)
     assert wide.max() < 0.25  # a large σ spreads the mass
+
+
+def test_an_exported_ordinal_student_keeps_its_scale(tiny_base: Path, tmp_path: Path) -> None:
+    """The ONNX export of a classification-head ordinal student carries the scale: predict on the export
+    writes the same pred_score as on the run folder."""
+    pytest.importorskip("onnxruntime")
+    from promptclf.export.onnx_export import export_onnx
+    from promptclf.export.onnx_student import OnnxStudent
+
+    labeled = _labeled(tmp_path / "t")
+    out = tmp_path / "student"
+    distill(labeled, out, _opts(tiny_base, ordinal_head="classification"))
+    folder = export_onnx(out, tmp_path / "onnx").folder
+    onnx = OnnxStudent.load(folder)
+    assert onnx.scores == [0.0, 1.0, 2.0, 3.0, 4.0]
+    texts = [f"{w} film" for w in WORDS]
+    want = Student.load(out).predict_scores(texts)
+    _, got = onnx.predict_with_scores(texts)
+    assert np.allclose(got, want, atol=1e-3)
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "new.csv", index=False)
+    predict_file(folder, tmp_path / "new.csv", tmp_path / "scored.csv")
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert np.allclose(scored["pred_score"], want, atol=1e-3)

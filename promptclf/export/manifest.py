@@ -35,6 +35,7 @@ class ExportManifest(BaseModel):
     opset: int = 17
     labels: list[str]
     temperature: float = 1.0
+    scores: list[float] | None = None  # an ordinal student: each label's value on the scale (pred_score)
     max_length: int
     inputs: list[str]
     output: str = "logits"

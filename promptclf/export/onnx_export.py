@@ -250,6 +250,7 @@ def export_onnx(
             opset=opts.opset,
             labels=student.labels,
             temperature=student.temperature,
+            scores=student.scores,
             max_length=spec.max_length,
             inputs=names,
             pad_id=int(tok.pad_token_id),

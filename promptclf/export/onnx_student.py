@@ -122,6 +122,20 @@ class OnnxStudent:
                 on_batch(len(idx))
         return probs
 
+    @property
+    def scores(self) -> list[float] | None:
+        """Each label's value on the scale for an ordinal student, else None (as the PyTorch student)."""
+        return list(self.manifest.scores) if self.manifest.scores is not None else None
+
+    def predict_with_scores(self, texts: list[str], batch_size: int = 32, on_batch: Any = None) -> tuple[Any, Any]:
+        """(probabilities, expected scores or None), like the PyTorch student's classification head."""
+        import numpy as np
+
+        probs = self.predict_proba(texts, batch_size=batch_size, on_batch=on_batch)
+        if self.manifest.scores is None:
+            return probs, None
+        return probs, np.asarray(probs, dtype=np.float64) @ np.asarray(self.manifest.scores, dtype=np.float64)
+
     def predict(self, texts: list[str], batch_size: int = 32) -> list[tuple[str, float]]:
         """(label, probability) per text, in input order."""
         probs = self.predict_proba(texts, batch_size=batch_size)
