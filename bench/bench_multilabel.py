@@ -117,7 +117,7 @@ def main() -> None:
         work = Path(tmp)
         src = work / "multilabel.csv"
         df.to_csv(src, index=False)
-        for err in (float(x) for x in a.error_rates.split(",")):
+        for err in (float(x) for x in a.error_rates.split(",") if x.strip()):
             r = run_one(work, src, truth, err, a)
             m = r["metrics"]
             st = r["run"]["statuses"]

@@ -380,3 +380,38 @@ def test_review_ranks_row_label_decisions(tmp_path: Path) -> None:
     assert g["at"]["top 5"]["precision"] == 1.0  # the unsure added labels come first
     plain = CliRunner().invoke(main, ["review", str(path), "-o", str(tmp_path / "q2.csv")])
     assert plain.exit_code == 2 and "--multi-label" in plain.output
+
+
+def test_batch_api_answers_lists(tmp_path: Path) -> None:
+    """--batch-api: the lines are the synchronous multi-label requests; the answers become label sets."""
+    from promptclf.testing.batch_api import BatchServer
+
+    texts = _texts(6)
+    path, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame({"text": texts}).to_csv(path, index=False)
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps({"openai/fake-batch": {"input": 1.0, "output": 2.0, "batch_input": 0.5, "batch_output": 1.0}})
+    )
+    with BatchServer(gold={"unused": "x"}) as server:
+        args = [
+            "label",
+            str(path),
+            "-o",
+            str(out),
+            "--multi-label",
+            "--labels",
+            ",".join(NAMES),
+            "--provider",
+            "openai",
+        ]
+        args += ["--base-url", server.base_url, "--model", "fake-batch", "--batch-size", "3", "--batch-api"]
+        args += ["--poll-interval", "0.05", "--prices", str(prices), "-q"]
+        env = {"OPENAI_API_KEY": "sk-batch-test", "PROMPTCLF_STORE": str(tmp_path / "s.sqlite")}
+        res = CliRunner().invoke(main, args, env=env)
+        server.api.wait_idle()
+    assert res.exit_code == 0, res.output
+    f = pd.read_csv(out, keep_default_na=False)
+    assert [json.loads(c) for c in f["pred_labels"]] == [hash_multi_answer(t, NAMES) for t in texts]
+    run = json.loads((tmp_path / "out.run" / "run.json").read_text())
+    assert run["usage"]["batch_requests"] == 2
