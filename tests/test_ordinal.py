@@ -179,3 +179,19 @@ def test_label_summary_and_report_show_the_ordinal_metrics(tmp_path: Path) -> No
     html = build_report([run], tmp_path / "rep")["html"].read_text()
     table = html[html.index("id='ordinal'") : html.index("</table>", html.index("id='ordinal'"))]
     assert "rated" in table and f"{o['mae']:.3f}" in table
+
+
+def test_label_cli_summary_shows_ordinal_and_calibration_figures() -> None:
+    from promptclf.cli.label import _fmt_summary
+    from promptclf.runs import LabelRun
+
+    s = LabelSet.from_names(SCALE, ordinal=True)
+    gold = ["0", "1", "2", "3", "4", "5"] * 5
+    pred = ["0", "2", "2", "3", "4", "4"] * 5
+    from promptclf.eval.metrics import evaluate
+
+    m = evaluate(gold, pred, SCALE, confidence=[0.9] * 30)
+    m["ordinal"] = ordinal_metrics(gold, pred, s, n_boot=0)
+    text = _fmt_summary(LabelRun(provider="openai", model="m", n_items=30, metrics=m))
+    assert f"ordinal: MAE {m['ordinal']['mae']:.3f}, within one 100.0%" in text
+    assert f"confidence: ECE {m['calibration']['ece']:.3f} on 30 gold rows" in text

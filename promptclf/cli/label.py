@@ -37,6 +37,16 @@ def _fmt_summary(rec: LabelRun) -> str:
         lines.append(
             f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})"
         )
+        o = m.get("ordinal")
+        if o and o.get("n"):
+            mae = o["mae_score"] if o.get("mae_score") is not None else o["mae"]
+            lines.append(
+                f"  ordinal: MAE {mae:.3f}, within one {o['within_one']:.1%}, F1 at >= {o['cut']:g} "
+                f"{o['binary']['f1']:.3f} (promptclf eval --ordinal for the rest)"
+            )
+    c = m.get("calibration") if m else None
+    if c and c.get("n"):
+        lines.append(f"  confidence: ECE {c['ece']:.3f} on {c['n']:,} gold rows (promptclf eval for the table)")
     if rec.collapse:
         lines.append(f"  warning: {rec.collapse.message}")
     u = rec.usage
