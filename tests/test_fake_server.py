@@ -59,6 +59,11 @@ def test_answers_from_the_prompt_and_records_each_request(srv: FakeServer) -> No
     want = [hash_answer(t, LABELS) for t in ("first text", "second text", "third text")]
     assert [e["label"] for e in _items(payload)] == want and payload["usage"]["prompt_tokens"] > 0
     _post(srv.base_url, _chat())
+    # The server marks an answer delivered after its last write returns, which can be a moment after the
+    # client has read it: wait for that, not for a fixed time.
+    deadline = time.monotonic() + 5
+    while len(srv.answered_hashes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(srv.answered_hashes()) == 2 and srv.duplicates == 1  # the same body answered twice
     with urllib.request.urlopen(srv.base_url + "/models", timeout=5) as r:
         assert json.loads(r.read())["data"][0]["id"] == "fake-model"
