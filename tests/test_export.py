@@ -232,8 +232,9 @@ def test_missing_onnx_names_the_extra(tiny_run: Path, tmp_path: Path, monkeypatc
 
 
 @pytest.fixture(scope="module")
-def minilm_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """A real MiniLM LoRA student (400 BBC articles, gold labels, 2 epochs) and 300 BBC texts it never saw."""
+def minilm_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    """A real MiniLM LoRA student (400 BBC articles, gold labels, 2 epochs) and 300 BBC texts it never saw,
+    with their gold labels."""
     from promptclf.data.tables import load_bbc_news
     from promptclf.distill.options import DistillOptions
     from promptclf.distill.run import distill
@@ -245,19 +246,29 @@ def minilm_student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list
     distill(data, work / "student", opts)
     unseen = load_bbc_news(dedupe=True)
     unseen = unseen[~unseen["id"].isin(set(train["id"]))].sample(300, random_state=1)
-    return work / "student", unseen["text"].tolist()
+    return work / "student", unseen["text"].tolist(), unseen["label"].tolist()
 
 
 @pytest.mark.slow
 def test_real_minilm_float32_parity_and_int8_keeps_the_labels(
-    minilm_student: tuple[Path, list[str]], tmp_path: Path
+    minilm_student: tuple[Path, list[str], list[str]], tmp_path: Path
 ) -> None:
-    run, texts = minilm_student
-    ref = Student.load(run).predict_proba(texts)
+    """float32 ONNX matches PyTorch; int8 moves probabilities by a few hundredths, so it may flip a near-tie
+    but never a clear call, and it costs no accuracy worth naming on texts the student never saw."""
+    run, texts, gold = minilm_student
+    student = Student.load(run)
+    ref = student.predict_proba(texts)
     fp32 = OnnxStudent.load(export_onnx(run, tmp_path / "fp32").folder).predict_proba(texts, batch_size=16)
     assert float(np.abs(fp32 - ref).max()) <= 1e-4
     int8 = OnnxStudent.load(export_onnx(run, tmp_path / "int8", ExportOptions(int8=True)).folder)
     p8 = int8.predict_proba(texts)
-    same = float((p8.argmax(-1) == ref.argmax(-1)).mean())
-    assert same >= 0.99, f"int8 gives PyTorch float32's label on {same:.1%} of {len(texts)} texts"
+    kept = p8.argmax(-1) == ref.argmax(-1)
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) >= 0.2
+    assert kept[clear].all(), f"int8 flips {int((~kept[clear]).sum())} of {int(clear.sum())} clear calls"
+    assert kept.mean() >= 0.97, f"int8 gives PyTorch float32's label on {kept.mean():.1%} of {len(texts)} texts"
+    names = np.array(student.labels)
+    acc32 = float((names[ref.argmax(-1)] == np.array(gold)).mean())
+    acc8 = float((names[p8.argmax(-1)] == np.array(gold)).mean())
+    assert acc8 >= acc32 - 0.02, (acc32, acc8)
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "model.onnx").stat().st_size
