@@ -20,6 +20,11 @@ file): each text gets zero or more labels. A cell holding several labels is a JS
 (``["sport", "politics"]``) or ``;``-separated names (``sport;politics``): :func:`split_labels`
 reads either. A run saves the set as ``{"multi_label": true, "labels": [...]}`` in its
 ``labels.json`` (:meth:`LabelSet.file_data`); a single-label set stays a plain list, as before.
+
+**Label trees** (entries with nested ``children``, :mod:`promptclf.label_tree`): the set of the tree's
+leaves, each named by its path (``sci/space``; its bare name is an alias when no other leaf has it),
+with the tree kept in :attr:`LabelSet.tree`; :meth:`LabelSet.stage` gives one node's children as the
+set one stage of hierarchical labelling shows. Saved as ``{"tree": true, "labels": [nested]}``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .label_tree import LabelTree, is_tree_data
 
 
 def _norm(text: str) -> str:
@@ -62,6 +68,7 @@ class LabelSet:
     labels: tuple[Label, ...]
     ordinal: bool = False
     multi_label: bool = False  # each text gets zero or more labels
+    tree: LabelTree | None = None  # a label tree: these labels are its leaves, named by path
     _lookup: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +90,11 @@ class LabelSet:
             object.__setattr__(self, "ordinal", True)
         if self.ordinal:
             self._check_scale()
+        if self.tree is not None and (self.ordinal or self.multi_label):
+            raise InputError(
+                "a label tree gives each text one leaf: it cannot be ordinal or multi-label; drop --ordinal or "
+                "--multi-label, or use a flat labels file"
+            )
         if self.ordinal and self.multi_label:
             raise InputError(
                 "a label set cannot be both ordinal and multi-label: a scale gives each text one grade; "
@@ -161,7 +173,10 @@ class LabelSet:
         return self._lookup.get(_norm(text))
 
     def to_dict(self) -> list[dict[str, object]]:
-        """The labels as mappings; an ordinal set gives each its ``score`` (which marks the set ordinal)."""
+        """The labels as mappings; an ordinal set gives each its ``score`` (which marks the set ordinal);
+        a tree's set gives the tree's nested entries (which :meth:`from_dict` reads back as the tree)."""
+        if self.tree is not None:
+            return self.tree.to_dict()
         out: list[dict[str, object]] = []
         scores = self.scores if self.ordinal else [None] * len(self.labels)
         for lab, sc in zip(self.labels, scores, strict=True):
@@ -174,6 +189,8 @@ class LabelSet:
     def file_data(self) -> list[dict[str, object]] | dict[str, object]:
         """What a run's ``labels.json`` holds: the labels (:meth:`to_dict`), wrapped with
         ``multi_label: true`` for a multi-label set (a single-label set stays a plain list)."""
+        if self.tree is not None:
+            return {"tree": True, "labels": self.to_dict()}
         return {"multi_label": True, "labels": self.to_dict()} if self.multi_label else self.to_dict()
 
     @classmethod
@@ -184,7 +201,52 @@ class LabelSet:
     def from_dict(
         cls, items: Sequence[dict[str, object]], ordinal: bool = False, multi_label: bool = False
     ) -> LabelSet:
+        if is_tree_data(items):
+            return cls.from_tree(LabelTree.parse(items), ordinal=ordinal, multi_label=multi_label)
         return cls(tuple(_label_from_obj(it) for it in items), ordinal=ordinal, multi_label=multi_label)
+
+    @classmethod
+    def from_tree(cls, tree: LabelTree, ordinal: bool = False, multi_label: bool = False) -> LabelSet:
+        """The set of ``tree``'s leaves named by path; a leaf's bare name (and its aliases) are aliases when
+        no other leaf has them, so an answer or gold cell ``space`` means ``sci/space``. Every node's
+        children are checked as a stage's set (two siblings an answer could not tell apart are an error)."""
+        for path, node in [("", None), *tree.walk()]:
+            if node is None or node.children:
+                kids = tree.children(path)
+                try:
+                    cls(tuple(Label(k.name, k.description, k.aliases) for k in kids))
+                except InputError as exc:
+                    where = f"the children of {path!r}" if path else "the top level"
+                    raise InputError(f"label tree, {where}: {exc}; rename one of them") from exc
+        leaves = tree.leaves
+        counts: dict[str, int] = {}
+        for _, n in leaves:
+            for key in {_norm(k) for k in (n.name, *n.aliases)}:
+                counts[key] = counts.get(key, 0) + 1
+        taken = {_norm(p) for p, _ in leaves}
+        labels = []
+        for path, n in leaves:
+            bare = tuple(a for a in (n.name, *n.aliases) if counts[_norm(a)] == 1 and _norm(a) not in taken)
+            labels.append(Label(path, n.description, tuple(dict.fromkeys(a for a in bare if a != path))))
+        return cls(tuple(labels), ordinal=ordinal, multi_label=multi_label, tree=tree)
+
+    def stage(self, parent: str = "") -> LabelSet:
+        """The labels one stage of hierarchical labelling shows: the children of the tree node at
+        ``parent`` (``""``: the top level), by their own names."""
+        if self.tree is None:
+            raise InputError("this label set is not a tree; hierarchical labelling needs a labels file with children")
+        return LabelSet(tuple(Label(k.name, k.description, k.aliases) for k in self.tree.children(parent)))
+
+    def ambiguous_hint(self, names: Iterable[str]) -> str:
+        """For a tree: which of ``names`` (gold cells off the set) are bare names of several leaves, and their paths."""
+        if self.tree is None:
+            return ""
+        hints = []
+        for name in names:
+            paths = [p for p, n in self.tree.leaves if _norm(name) in {_norm(a) for a in (n.name, *n.aliases)}]
+            if len(paths) > 1:
+                hints.append(f"{name!r} names several leaves ({', '.join(paths)}): write the path")
+        return "; ".join(hints)
 
 
 def split_labels(cell: object) -> list[str]:
@@ -265,6 +327,10 @@ def load_labels_file(path: Path) -> LabelSet:
             ordinal = bool(data.get("ordinal", False))
             multi = bool(data.get("multi_label", False))
             data = data["labels"]
+        if isinstance(data, dict) and any(isinstance(v, dict) and "children" in v for v in data.values()):
+            data = [{"name": k, **v} if isinstance(v, dict) else {"name": k, "description": v} for k, v in data.items()]
+        if is_tree_data(data):
+            return LabelSet.from_tree(LabelTree.parse(data), ordinal=ordinal, multi_label=multi)
         if isinstance(data, dict):
             entries = tuple(_label_from_obj(v, name=k) for k, v in data.items())
             return LabelSet(entries, ordinal=ordinal, multi_label=multi)

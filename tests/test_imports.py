@@ -76,7 +76,7 @@ def test_no_import_cycles() -> None:
 LAYERS: list[set[str]] = [
     {"errors"},
     {"resources", "options"},
-    {"data", "labels", "store"},
+    {"data", "labels", "label_tree", "store"},
     {"embeddings", "eval"},
     {"runs"},
     {"providers"},

@@ -37,6 +37,11 @@ def _fmt_summary(rec: LabelRun) -> str:
         lines.append(
             f"  accuracy: {m['accuracy']:.1%} on {m['n_scored']:,} rows with gold labels (macro-F1 {m['macro_f1']:.3f})"
         )
+        if m.get("levels"):  # a label tree: accuracy at every level, top first
+            accs = ", ".join(
+                f"level {lv['level']} {lv['accuracy']:.1%}" for lv in m["levels"] if lv["accuracy"] is not None
+            )
+            lines.append(f"  tree: {accs} (promptclf eval for macro-F1 per level)")
         o = m.get("ordinal")
         if o and o.get("n"):
             mae = o["mae_score"] if o.get("mae_score") is not None else o["mae"]

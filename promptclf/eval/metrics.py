@@ -303,6 +303,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"warning: {m['collapse']['message']}")
     if m.get("unknown_gold"):
         lines.append(f"note: gold labels not in the label set (never predictable): {', '.join(m['unknown_gold'])}")
+    if m.get("levels"):
+        from .hierarchy import format_levels
+
+        lines += ["", *format_levels(m["levels"])]
     per = m.get("per_class") or {}
     if per:
         w = max(12, *(len(lab) for lab in per))
@@ -416,4 +420,8 @@ def evaluate_table(
         )  # fmt: skip
     elif cut is not None:
         raise InputError("--cut needs an ordinal label set: add --ordinal, or --labels with an ordinal labels file")
+    if labels is not None and labels.tree is not None:
+        from .hierarchy import level_metrics
+
+        metrics["levels"] = level_metrics(df[gold_col].tolist(), df[pred_col].tolist(), labels, status, n_boot, seed)
     return metrics

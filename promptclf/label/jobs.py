@@ -103,9 +103,10 @@ def _label_set(o: LabelOptions, df: pd.DataFrame, gold: list[str] | None, source
         else:
             unknown = sorted({g for g in gold if g and labels.normalize(g) is None})
         if unknown:
+            hint = labels.ambiguous_hint(unknown)  # a label tree: a bare leaf name shared by several leaves
             raise InputError(
                 f"{source}: column {o.label_col!r} has labels that are not in --labels: {', '.join(map(repr, unknown[:10]))}; "
-                f"add them to --labels (or as aliases), or point --label-col elsewhere"
+                + (f"{hint}" if hint else "add them to --labels (or as aliases), or point --label-col elsewhere")
             )
     return labels
 

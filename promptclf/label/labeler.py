@@ -213,6 +213,10 @@ class Labeler:
                     metrics["ordinal"] = ordinal_metrics(
                         tally.gold, tally.pred, labels, status=tally.status, pred_score=tally.score
                     )
+            if metrics is not None and labels.tree is not None:
+                from ..eval.hierarchy import level_metrics
+
+                metrics["levels"] = level_metrics(tally.gold or [], tally.pred, labels, tally.status)
             # Gold or not: one label for nearly every item is worth a warning either way.
             gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
             collapse = collapse_check(tally.pred, gold, tally.status)

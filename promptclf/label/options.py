@@ -59,6 +59,12 @@ class LabelOptions(BaseModel):
         "(pred_label the labels joined with ';'); gold cells are JSON lists or ';'-separated. A labels file can "
         "say 'multi_label: true' instead. Zero-shot. The local model asks yes/no per label (P(yes) >= 0.5).",
     )
+    tree_mode: Literal["hierarchy", "flat"] = Field(
+        "hierarchy",
+        description="With a label tree (a labels file whose entries have children): hierarchy asks for the top "
+        "level first, then the chosen node's children (each prompt lists only siblings; pred_label is the leaf's "
+        "path, pred_prob the product of the stages'); flat asks for the leaves in one prompt, named by path.",
+    )
     max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
     max_item_chars: int = Field(
         200_000, ge=1, description="Rows longer than this many characters get status error instead of a label."

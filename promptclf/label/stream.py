@@ -45,6 +45,7 @@ from .batch_runner import BatchRunner
 from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .context import RunContext
+from .hierarchy import run_hierarchy
 from .jobs import Job, StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
 from .options import LabelOptions
 from .prompts import PromptBuilder
@@ -179,6 +180,8 @@ def run_job(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder) -> Cali
     """Label ``job``'s rows with the runner for the provider's kind (``--batch-api``: the batch runner);
     returns what ``--calibrate`` divided by, for a scoring provider."""
     provider = ctx.provider
+    if job.labels.tree is not None and ctx.options.tree_mode == "hierarchy":
+        return run_hierarchy(ctx, job)  # stage by stage, each with its own prompts
     if provider.kind == "scoring":
         return run_scoring(ctx.using(provider), job, prompts)
     if ctx.options.batch_api:

@@ -60,7 +60,9 @@ from typing import Any
 
 import numpy as np
 
+from .answers import parse_prompt
 from .fake_server import FakeServer, Responder
+from .sim_tree import TreeIndex, stage_answer
 
 MODEL_NAME = "simulated-teacher"
 DEFAULT_ACCURACY = 0.85
@@ -157,6 +159,7 @@ class SimTeacher:
             emb = np.asarray(embeddings, dtype=np.float32)[rows]
         self._answers, self.margins = self._decide(emb, gold)
         self._emb = emb
+        self._tree = TreeIndex(self.labels) if any("/" in lab for lab in self.labels) else None
         self._server: FakeServer | None = None
 
     # -- the teacher's decisions ------------------------------------------------------------
@@ -253,6 +256,17 @@ class SimTeacher:
         sims = self._centroid_sims(embed([text]))[0]
         return self._answer(norm(text), sims, None, False)
 
+    def _shown(self, ans: Answer, user: str) -> Answer:
+        """``ans`` told in the labels the prompt lists, when the gold labels are tree paths and the prompt
+        lists one node's children (a stage of hierarchical labelling; :mod:`promptclf.testing.sim_tree`)."""
+        if self._tree is None:
+            return ans
+        shown, _ = parse_prompt(user)
+        if not shown or set(shown) == set(self.labels):
+            return ans
+        label, probs = stage_answer(ans.label, ans.probs, shown, self._tree)
+        return Answer(label, probs, ans.correct)
+
     def answers(self) -> dict[str, Answer]:
         """Every distinct gold text (whitespace-normalised) and its answer."""
         return dict(self._answers)
@@ -263,7 +277,7 @@ class SimTeacher:
         messages = body.get("messages") or []
         user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
         items = parse_items(user)
-        answers = [(k, self.answer_for(t)) for k, t in items]
+        answers = [(k, self._shown(self.answer_for(t), user)) for k, t in items]
         tokens = answer_tokens(answers)
         cap = body.get("max_tokens") or body.get("max_completion_tokens")
         finish = "stop"
