@@ -342,6 +342,10 @@ class DistillRun(RunRecord):
     # Ordinal students: {"head", "scores", "sigma" (regression), "validation": {mae, rmse, exact, within_one},
     # "test": eval.ordinal.ordinal_metrics on the gold test rows}; None for a plain label set.
     ordinal: dict[str, Any] | None = None
+    # Multi-label students: {"thresholds": {label: t}, "tuned_on", "n_validation", "untuned" (left at 0.5),
+    # "soft", "validation", "test_at_0_5", "teacher_on_test" (the teacher's figures on the same gold rows),
+    # "student_vs_teacher_micro_f1"}; None for a single-label student.
+    multi_label: dict[str, Any] | None = None
 
 
 Run = Annotated[LabelRun | DistillRun, Field(discriminator="kind")]

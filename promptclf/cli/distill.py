@@ -48,7 +48,12 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
         return
     m = run.metrics or {}
     tr = run.train
-    if m:
+    if run.multi_label is not None:  # micro/macro/sample-F1, subset accuracy, Hamming; the teacher's; thresholds
+        from ..distill.multilabel import summary_lines
+
+        for line in summary_lines(run):
+            click.echo(line)
+    elif m:
         click.echo(f"gold test ({run.n_items} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
     ts = run.temperature_scaling
     if ts is not None and ts.n:

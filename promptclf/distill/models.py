@@ -165,6 +165,10 @@ class StudentSpec:
     # None for a plain label set (and for student folders from before ordinal students).
     scores: list[float] | None = None
     ordinal_head: str | None = None
+    # Multi-label students: a sigmoid per label (BCE), and the per-label thresholds tuned on validation
+    # (written once training is done; None until then, and for single-label students).
+    multi_label: bool = False
+    thresholds: list[float] | None = None
 
     @property
     def regression(self) -> bool:
@@ -231,6 +235,8 @@ def load_base(spec: StudentSpec, path: str, config: Any, tokenizer: Any) -> Any:
                 path, num_labels=1, problem_type="regression", id2label={0: "score"}, label2id={"score": 0}, **kwargs
             )
         else:
+            if spec.multi_label:  # independent sigmoids, BCE-with-logits loss (transformers' multi-label type)
+                kwargs["problem_type"] = "multi_label_classification"
             model = AutoModelForSequenceClassification.from_pretrained(
                 path,
                 num_labels=len(spec.labels),

@@ -67,7 +67,7 @@ class DistillOptions(BaseModel):
     soft: bool = Field(
         False,
         description="Train on the teacher's distribution (--probs-col) with KL at --temperature where a row has one, "
-        "hard labels elsewhere.",
+        "hard labels elsewhere. Multi-label: each label's probability is its BCE target (no temperature).",
     )
     temperature: float = Field(2.0, gt=0.0, description="Soft labels: temperature, loss scaled by T^2.")
     probs_col: str = Field("pred_probs", description="Teacher distribution column (JSON {label: prob}).")
@@ -82,6 +82,14 @@ class DistillOptions(BaseModel):
         "classification",
         description="Ordinal students: classification (K-way head; score = expected score under its "
         "probabilities) or regression (one output trained with MSE on the teacher's score, FineWeb-Edu style).",
+    )
+
+    # multi-label sets (zero or more labels per text): read from the teacher's label run, or --multi-label
+    multi_label: bool = Field(
+        False,
+        description="Each text has zero or more labels (cells: JSON lists or ';'-separated; the teacher's from "
+        "pred_labels): a sigmoid head with BCE and per-label thresholds tuned on validation. Default: on when the "
+        "teacher's label run (INPUT's .run/labels.json) was multi-label.",
     )
 
     # student
@@ -169,6 +177,8 @@ class DistillOptions(BaseModel):
             raise ValueError("--soft needs --head cls and --train-on teacher (it learns the teacher's distribution)")
         if "{text}" not in self.lm_prompt:
             raise ValueError("lm_prompt must contain {text}")
+        if self.multi_label and self.ordinal:
+            raise ValueError("--multi-label and --ordinal exclude each other: a scale gives each text one grade")
         return self
 
     def lr(self) -> float:
@@ -237,6 +247,12 @@ class DistillData:
     train_score: list[float] | None = None
     val_score: list[float] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    # Multi-label students: per train row the target of each label (0/1, or with --soft the teacher's probability
+    # where pred_probs gives one), per validation row the teacher's 0/1 decisions; test_gold/test_teacher then
+    # hold JSON lists. train_y/val_y stay empty.
+    multi_label: bool = False
+    train_targets: list[list[float]] | None = None
+    val_targets: list[list[float]] | None = None
 
 
 def estimate_steps(n_train: int, o: DistillOptions, world_size: int = 1) -> int:

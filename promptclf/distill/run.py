@@ -15,22 +15,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..data.tables import cell_text, check_columns, read_table, stratified_split, write_table
 from ..errors import ConfigError, InputError, PromptclfError, TrainingError
-from ..runs import DistillRun, parse_run, teacher_of
+from ..labels import LabelSet
+from ..runs import DistillRun, parse_run
 from . import distributed
 from .calibrate import teacher_accuracy, temperature_scaling
+from .multilabel import is_multi_label, prepare_multilabel_data
 from .options import DistillData, DistillOptions
 from .ordinal import apply_scale, gold_figures, plan_scale, scale_of, validate_student
-
-# Dollars per hour used for train_cost_usd and inference cost_per_1k unless --hourly-price is given:
-# a small 2-vCPU cloud VM, and one rented 24-80 GB GPU.
-DEFAULT_CPU_HOURLY_USD = 0.10
-DEFAULT_GPU_HOURLY_USD = 2.50
+from .record import Evaluated, build_record
 
 # Options that do not change what is trained; a rerun may change them and still resume.
 _RESUME_NEUTRAL = {"threads", "hourly_price", "name", "eval_batch_size", "logging_steps", "recipe"}
@@ -48,6 +45,8 @@ def _clean(series: Any) -> list[str]:
 
 def prepare_data(input_path: str | Path, o: DistillOptions) -> DistillData:
     """Read the labeled file, pick trainable rows, split train/validation/test (seeded, stratified)."""
+    if is_multi_label(input_path, o):  # zero or more labels per text: its own rows, splits and targets
+        return prepare_multilabel_data(input_path, o)
     df = read_table(input_path, split=o.split)
     src_col, src_opt = (
         (o.label_col, "--label-col") if o.train_on == "teacher" else (o.gold_col or "label", "--gold-col")
@@ -302,7 +301,9 @@ def distill(input_path: str | Path, out_dir: str | Path, options: DistillOptions
         out.mkdir(parents=True, exist_ok=True)
         (out / "options.json").write_text(json.dumps(options.model_dump(mode="json"), indent=2) + "\n")
         # An ordinal student's labels.json gives each label its score, as a label run's does.
-        labels_json = scale_of(data).to_dict() if data.scores is not None else data.labels
+        labels_json: Any = scale_of(data).to_dict() if data.scores is not None else data.labels
+        if data.multi_label:  # as a multi-label label run saves its set, so eval/review/report read it the same way
+            labels_json = LabelSet.from_names(data.labels, multi_label=True).file_data()
         (out / "labels.json").write_text(json.dumps(labels_json, indent=2) + "\n")
     distributed.barrier()  # the folder exists before any rank trains into it
 
@@ -332,9 +333,8 @@ def _same_data_on_every_rank(data: DistillData) -> None:
         return
     import hashlib
 
-    h = hashlib.sha256(
-        json.dumps([data.labels, data.train_texts, data.train_y, data.val_texts, data.val_y, data.train_soft]).encode()
-    ).hexdigest()
+    fields = (data.labels, data.train_texts, data.train_y, data.val_texts, data.val_y, data.train_soft)
+    h = hashlib.sha256(json.dumps([*fields, data.train_targets]).encode()).hexdigest()
     seen = distributed.all_gather(h)
     if len(set(seen)) > 1:
         raise TrainingError(
@@ -375,32 +375,33 @@ def _check_folder_or_raise(out: Path, options: DistillOptions, restart: bool) ->
     return None
 
 
-def _teacher(input_path: str, o: DistillOptions) -> dict[str, Any] | None:
-    """The label run whose labels the student trains on, as ``run.json`` records it (None on gold)."""
-    if o.train_on != "teacher":
-        return None
-    ref = teacher_of(input_path)
-    if ref is None:
-        log.info(f"{input_path}: no label run folder beside it, so the student's teacher is not recorded")
-        return None
-    return ref.model_dump(mode="json")
-
-
 def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, Any], input_path: str) -> dict[str, Any]:
     """Reload the saved student, evaluate it, write predictions.csv and run.json."""
-    import statistics
+    from ..predict.student import Student
 
+    student = Student.load(out)
+    if data.multi_label:
+        from .multilabel import evaluate_multilabel
+
+        ev = evaluate_multilabel(student, data, o, tr, out)
+    else:
+        ev = _evaluate_single_label(student, data, o, tr, out)
+    run = build_record(out, data, o, tr, input_path, student, ev)
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    ckpt = out / "checkpoints"
+    if ckpt.exists():  # the finished student is saved at the top level; checkpoints are only for resuming
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return run
+
+
+def _evaluate_single_label(
+    student: Any, data: DistillData, o: DistillOptions, tr: dict[str, Any], out: Path
+) -> Evaluated:
+    """Validation figures, the temperature, the gold test metrics and predictions.csv of a single-label student."""
     import pandas as pd
 
     from ..eval.calibration import apply_temperature
     from ..eval.cascade import VALIDATION_FILE, validation_frame
-    from ..predict.student import Student
-
-    student = Student.load(out)
-    on_gpu = student.device.startswith("cuda")
-    price = (
-        o.hourly_price if o.hourly_price is not None else (DEFAULT_GPU_HOURLY_USD if on_gpu else DEFAULT_CPU_HOURLY_USD)
-    )
 
     ordinal = validate_student(student, data, o.eval_batch_size) if data.scores is not None else None
     val_probs = student.predict_proba(data.val_texts, batch_size=o.eval_batch_size)
@@ -428,8 +429,6 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
     t0 = time.perf_counter()
     preds = student.predict(timed, batch_size=o.eval_batch_size)
     infer_s = time.perf_counter() - t0
-    items_per_s = len(timed) / infer_s if infer_s > 0 else float("inf")
-    cost_per_1k = price / 3600.0 / items_per_s * 1000.0
 
     metrics = None
     agreement: float | None = None
@@ -452,52 +451,4 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
         write_table(pd.DataFrame(frame), out / "predictions.csv")
     if agreement is None and o.train_on == "teacher":
         agreement, agreement_on = metrics_val["accuracy"], "validation"
-
-    hours = tr["time_s"] / 3600.0
-    run = {
-        "kind": "distill",
-        "name": o.name or out.resolve().name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "options": o.model_dump(mode="json"),
-        "input": input_path,
-        "provider": "student",
-        "model": f"{Path(student.spec.base).name} ({o.method}, {o.head} head)",
-        "labels": data.labels,
-        "gold_col": o.gold_col if data.test_texts else None,
-        "output": "predictions.csv" if data.test_texts else None,
-        "n_items": len(data.test_texts),
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cached_requests": 0, "reasks": 0},
-        "cost_usd": round(price * hours, 6),
-        "cost_per_1k": round(cost_per_1k, 6),
-        "wall_s": round(infer_s, 3),
-        "items_per_s": round(items_per_s, 2),
-        "latency_s_median": round(statistics.median(student.last_batch_s) / o.eval_batch_size, 5)
-        if student.last_batch_s
-        else None,
-        "metrics": metrics,
-        "metrics_validation": metrics_val,
-        "teacher_agreement": agreement,
-        "teacher_agreement_on": agreement_on,
-        "teacher": _teacher(input_path, o),
-        "data": data.counts,
-        "train": {
-            **tr,
-            "hourly_price_usd": price,
-            "train_cost_usd": round(price * hours, 6),
-        },
-        "temperature_scaling": scaling,
-        "ordinal": ordinal,
-        "inference": {
-            "items_per_s": round(items_per_s, 2),
-            "cost_per_1k": round(cost_per_1k, 6),
-            "measured_on": "test" if data.test_texts else "validation",
-            "n_items": len(timed),
-            "batch_size": o.eval_batch_size,
-            "device": student.device,
-        },
-    }
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    ckpt = out / "checkpoints"
-    if ckpt.exists():  # the finished student is saved at the top level; checkpoints are only for resuming
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return run
+    return Evaluated(infer_s, len(timed), metrics, metrics_val, agreement, agreement_on, scaling, {"ordinal": ordinal})

@@ -219,6 +219,7 @@ def build_trainable(
         lm_prompt=o.lm_prompt,
         scores=data.scores if data is not None else None,
         ordinal_head=data.ordinal_head if data is not None else None,
+        multi_label=data.multi_label if data is not None else False,
     )
     tok = load_tokenizer(path, causal)
     with quiet_transformers():
@@ -310,8 +311,12 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
     else:
         enc = encode_cls(tok, data.train_texts, o.max_length)
         # The regression head's targets are scores (floats, MSE); every other head's are label ids.
+        # The regression head's targets are scores (floats, MSE); a multi-label head's a float per label (BCE,
+        # soft or 0/1); every other head's are label ids.
         train_y: list[Any] = data.train_score if spec.regression and data.train_score else data.train_y
         val_y: list[Any] = data.val_score if spec.regression and data.val_score else data.val_y
+        if data.multi_label:
+            train_y, val_y = data.train_targets or [], data.val_targets or []
         train_ds = [{"input_ids": enc["input_ids"][i], "labels": y} for i, y in enumerate(train_y)]
         venc = encode_cls(tok, data.val_texts, o.max_length)
         eval_ds = [{"input_ids": venc["input_ids"][i], "labels": y} for i, y in enumerate(val_y)]
@@ -367,6 +372,10 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         logits = ev.predictions[0] if isinstance(ev.predictions, tuple) else ev.predictions
         if data.scores is not None:
             return ordinal_eval(logits, ev.label_ids, data.scores, spec.regression)
+        if data.multi_label:
+            from .multilabel import validation_metrics
+
+            return validation_metrics(logits, ev.label_ids)
         return _macro_f1(list(ev.label_ids), list(logits.argmax(-1)), len(data.labels))
 
     stop = threading.Event()

@@ -18,11 +18,12 @@ class Parity(BaseModel):
 
     texts: int
     max_abs_diff: float = Field(description="Largest |p_onnx - p_torch| over every text and label.")
-    same_label: float = Field(description="Share of texts given the same label by both.")
+    same_label: float = Field(description="Share of texts given the same label (multi-label: the same set) by both.")
 
 
 class ExportManifest(BaseModel):
-    """``export.json``: probabilities are ``softmax(logits / temperature)`` over ``labels``, in that order."""
+    """``export.json``: probabilities are ``softmax(logits / temperature)`` over ``labels``, in that order
+    (``sigmoid(logits)`` per label for a multi-label student, cut at ``thresholds``)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -36,6 +37,9 @@ class ExportManifest(BaseModel):
     labels: list[str]
     temperature: float = 1.0
     scores: list[float] | None = None  # an ordinal student: each label's value on the scale (pred_score)
+    # A multi-label student: probabilities are sigmoid(logits), label j in the set when p_j >= thresholds[j].
+    multi_label: bool = False
+    thresholds: list[float] | None = None
     max_length: int
     inputs: list[str]
     output: str = "logits"

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..distill.models import StudentSpec, is_causal
+from ..distill.thresholds import decide
 from ..errors import InputError, require
+from ..labels import LabelSet
 from ..predict.student import Student
 from .manifest import MANIFEST, ExportManifest, Parity, is_export_dir
 from .onnx_student import OnnxStudent
@@ -195,7 +197,10 @@ def _parity(student: Student, exported: OnnxStudent) -> Parity:
     texts = list(PROBE_TEXTS) + list(student.labels)
     p_torch = student.predict_proba(texts, batch_size=8)
     p_onnx = exported.predict_proba(texts, batch_size=8)
-    same = float((p_torch.argmax(-1) == p_onnx.argmax(-1)).mean())
+    if student.multi_label:  # the same label set: every label on the same side of its threshold
+        same = float((decide(p_torch, student.thresholds) == decide(p_onnx, exported.thresholds)).all(-1).mean())
+    else:
+        same = float((p_torch.argmax(-1) == p_onnx.argmax(-1)).mean())
     return Parity(texts=len(texts), max_abs_diff=float(abs(p_torch - p_onnx).max()), same_label=same)
 
 
@@ -234,7 +239,10 @@ def export_onnx(
         else:
             _trace(student, names, tmp / "model.onnx", opts.opset)
         tok.save_pretrained(str(tmp))
-        (tmp / "labels.json").write_text(json.dumps(student.labels, indent=2) + "\n")
+        labels_json: Any = student.labels
+        if student.multi_label:  # the run folder's form, so whatever reads labels.json sees a multi-label set
+            labels_json = LabelSet.from_names(student.labels, multi_label=True).file_data()
+        (tmp / "labels.json").write_text(json.dumps(labels_json, indent=2) + "\n")
         text_col = "text"
         if (run / "validation.csv").is_file():  # what `label --student EXPORT --threshold auto` measures on
             shutil.copyfile(run / "validation.csv", tmp / "validation.csv")
@@ -251,6 +259,9 @@ def export_onnx(
             labels=student.labels,
             temperature=student.temperature,
             scores=student.scores,
+            multi_label=student.multi_label,
+            thresholds=student.thresholds,
+            probabilities="sigmoid(logits)" if student.multi_label else "softmax(logits / temperature)",
             max_length=spec.max_length,
             inputs=names,
             pad_id=int(tok.pad_token_id),

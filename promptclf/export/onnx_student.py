@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.tables import cell_text
+from ..distill.thresholds import DEFAULT_THRESHOLD, label_sets, sigmoid
 from ..errors import InputError, require
 from .manifest import ExportManifest, load_manifest
 
@@ -116,11 +117,29 @@ class OnnxStudent:
             t0 = time.perf_counter()
             idx = order[start : start + batch_size]
             logits = self.session.run([self.manifest.output], self.encode([texts[i] for i in idx]))[0]
-            probs[idx] = _softmax(logits, self.temperature)
+            probs[idx] = sigmoid(logits) if self.manifest.multi_label else _softmax(logits, self.temperature)
             self.last_batch_s.append(time.perf_counter() - t0)
             if on_batch is not None:
                 on_batch(len(idx))
         return probs
+
+    @property
+    def multi_label(self) -> bool:
+        """Zero or more labels per text (a sigmoid per label), as the PyTorch student it was exported from."""
+        return self.manifest.multi_label
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """A multi-label student's per-label thresholds (``export.json``), else None."""
+        if not self.manifest.multi_label:
+            return None
+        return list(self.manifest.thresholds or [DEFAULT_THRESHOLD] * len(self.labels))
+
+    def predict_sets(self, texts: list[str], batch_size: int = 32) -> list[list[str]]:
+        """A multi-label student's label set per text, decided as the PyTorch student decides it."""
+        if not self.manifest.multi_label:
+            raise InputError("this student gives one label per text; predict_sets needs a multi-label student")
+        return label_sets(self.predict_proba(texts, batch_size=batch_size), self.thresholds, self.labels)
 
     @property
     def scores(self) -> list[float] | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.tables import cell_text, check_columns
+from ..distill.thresholds import multilabel_columns
 from ..errors import InputError
 from .loader import default_text_col, load_predictor
 
@@ -30,7 +31,9 @@ def predict_file(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every row of ``input_path`` and write it with ``pred_label``, ``pred_prob`` (and ``prob_<label>``);
-    an ordinal student adds ``pred_score`` (its regression output, or the expected score).
+    an ordinal student adds ``pred_score`` (its regression output, or the expected score). A multi-label
+    student writes ``pred_labels`` (JSON list), ``pred_label`` (the set joined with ';') and ``pred_probs``
+    (every label's probability) instead of ``pred_prob``.
 
     The input is read and the output written chunk by chunk (``chunk_rows`` rows; Parquet by
     row groups), so memory stays flat for any number of rows; the output keeps the input order.
@@ -48,6 +51,7 @@ def predict_file(
     first = next(chunks)  # bad input fails before the model loads
     check_columns(first, [text_col], input_path, "--text-col")
     student = load_predictor(run, merge=merge, dtype=dtype)
+    multi_label = bool(getattr(student, "multi_label", False))
     log.info("%s rows with %s on %s", f"{total:,}", run, student.device)
     bar = None
     if progress:
@@ -62,9 +66,13 @@ def predict_file(
                 check_columns(chunk, [text_col], input_path, "--text-col")
                 texts = [cell_text(v) for v in chunk[text_col]]
                 probs, scores = predict_scored(student, texts, batch_size, bar.update if bar else None)
-                best = probs.argmax(-1)
-                chunk["pred_label"] = [student.labels[j] for j in best]
-                chunk["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
+                if multi_label:  # the label set (pred_labels, pred_label ';'-joined) and every label's pred_probs
+                    for col, values in multilabel_columns(probs, student.thresholds, student.labels).items():
+                        chunk[col] = values
+                else:
+                    best = probs.argmax(-1)
+                    chunk["pred_label"] = [student.labels[j] for j in best]
+                    chunk["pred_prob"] = [round(float(probs[i, j]), 6) for i, j in enumerate(best)]
                 if scores is not None:  # an ordinal student: its score beside the label
                     chunk["pred_score"] = [round(float(v), 6) for v in scores]
                 if class_probs:

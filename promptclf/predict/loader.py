@@ -27,6 +27,12 @@ class Predictor(Protocol):
     @property
     def labels(self) -> list[str]: ...
 
+    @property
+    def multi_label(self) -> bool: ...
+
+    @property
+    def thresholds(self) -> list[float] | None: ...
+
     def predict_proba(self, texts: list[str], batch_size: int = 32, on_batch: Any = None) -> Any: ...
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[tuple[str, float]]: ...
@@ -73,6 +79,20 @@ def predictor_labels(path: str | Path) -> list[str]:
             "pass a folder written by `promptclf distill` or `promptclf export`"
         )
     return list(json.loads(meta.read_text())["labels"])
+
+
+def predictor_thresholds(path: str | Path) -> list[float] | None:
+    """A multi-label student's per-label thresholds (run or export folder, read without loading the model);
+    None for a single-label student."""
+    folder = Path(path)
+    if is_export_dir(folder):
+        m = load_manifest(folder)
+        return list(m.thresholds or [0.5] * len(m.labels)) if m.multi_label else None
+    predictor_labels(folder)  # the error naming the fix, for a folder that is neither
+    spec = json.loads((folder / "student.json").read_text())
+    if not spec.get("multi_label"):
+        return None
+    return list(spec.get("thresholds") or [0.5] * len(spec["labels"]))
 
 
 def default_text_col(path: str | Path) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..errors import InputError, PromptclfError, require
-from .loader import check_dtype, default_text_col, predictor_labels
+from .loader import check_dtype, default_text_col, predictor_labels, predictor_thresholds
 from .options import RayOptions
 from .shard_output import ShardTally, write_shard
 from .shards import (
@@ -248,6 +248,7 @@ def predict_shards(
     opts = ray_opts or RayOptions()
     student = Path(student_dir)
     labels = predictor_labels(student)
+    thresholds = predictor_thresholds(student)  # a multi-label student: sets decided from every label's probability
     check_dtype(student, dtype)
     text_col = text_col or default_text_col(student)
     out = Path(out_dir)
@@ -276,7 +277,7 @@ def predict_shards(
             _run(
                 ray, opts, student, todo, targets, labels, fp, results,
                 dict(text_col=text_col, batch_size=batch_size, merge=merge, class_probs=class_probs,
-                     dtype=dtype, chunk_rows=chunk_rows),
+                     dtype=dtype, chunk_rows=chunk_rows, thresholds=thresholds),
                 bar, stats,
             )  # fmt: skip
         finally:
@@ -344,6 +345,7 @@ def _run(
     stats.workers, stats.gpus = workers, gpus
     log.info("%d shards to predict on %d worker(s)%s", len(todo), workers, " with one GPU each" if gpus else "")
     by_index = {s.index: s for s in todo}
+    all_probs = po["class_probs"] or po["thresholds"] is not None  # what the workers send back
     write = ray.remote(num_cpus=0, max_retries=3)(write_shard)
     ds = ray.data.from_items([{"shard": s.index} for s in todo], override_num_blocks=len(todo))
     # Readers take no CPU slot (the workers hold every core) but are few: one reads far faster than a
@@ -358,9 +360,9 @@ def _run(
         ShardPredictor, batch_size=opts.batch_rows, batch_format="numpy",
         compute=ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1), num_cpus=1, num_gpus=gpus,
         fn_constructor_kwargs={"student_dir": str(student), "dtype": po["dtype"], "merge": po["merge"],
-                               "batch_size": po["batch_size"], "class_probs": po["class_probs"], "threads": threads},
+                               "batch_size": po["batch_size"], "class_probs": all_probs, "threads": threads},
     )  # fmt: skip
-    tallies = {s.index: ShardTally(len(labels), po["class_probs"]) for s in todo}
+    tallies = {s.index: ShardTally(len(labels), all_probs) for s in todo}
     pending: dict[Any, int] = {}  # write task -> shard index
     rss = stats.rss
 
@@ -370,8 +372,9 @@ def _run(
         stamp = ShardStamp(source=shard.name, source_bytes=shard.size, rows=t.total or 0, student=fp)
         a = t.arrays()
         ref = write.remote(
-            shard.path, targets[i], stamp, labels, a["label"], a["prob"], a["probs"], po["chunk_rows"], a["score"]
-        )
+            shard.path, targets[i], stamp, labels, a["label"], a["prob"], a["probs"], po["chunk_rows"], a["score"],
+            thresholds=po["thresholds"], prob_columns=po["class_probs"],
+        )  # fmt: skip
         pending[ref] = i
 
     def collect(timeout: float) -> None:
@@ -405,7 +408,7 @@ def _run(
                 real = sel & (row_ids >= 0)
                 if real.any():
                     probs = None
-                    if po["class_probs"]:
+                    if all_probs:
                         probs = np.stack([batch[f"_p{j}"][real] for j in range(len(labels))], axis=1)
                     score = batch["_score"][real] if "_score" in batch else None
                     bar.rows += t.add(row_ids[real], batch["_label"][real], batch["_prob"][real], probs, score)

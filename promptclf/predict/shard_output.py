@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.tables import iter_table
 from ..data.writers import TableWriter
+from ..distill.thresholds import multilabel_columns
 from ..errors import InputError
 from .shards import STAMP_KEY, ShardStamp
 
@@ -103,12 +104,17 @@ def write_shard(
     probs: np.ndarray | None = None,
     chunk_rows: int = 8192,
     score: np.ndarray | None = None,
+    thresholds: list[float] | None = None,
+    prob_columns: bool = True,
 ) -> int:
     """Write ``source``'s rows, all its columns, in order, plus the predictions, to ``out_path``.
 
     The output appears only whole (temporary file, flushed, renamed). If ``source`` no longer has
     exactly ``len(label)`` rows (it changed since it was read), nothing is written and an InputError
     names the shard. ``score`` (an ordinal student's, NaN for none) adds ``pred_score`` when any row has one.
+    ``thresholds`` (a multi-label student's; ``probs`` then holds every label's probability) writes the
+    label sets as ``predict`` does (``pred_labels``, ``pred_label``, ``pred_probs``) instead of ``pred_prob``;
+    ``prob_columns`` says whether ``probs`` also go out as ``prob_<label>`` columns (``--probs``).
     Returns the rows written.
     """
     out_path = Path(out_path)
@@ -124,12 +130,15 @@ def write_shard(
                 raise InputError(
                     f"{stamp.source}: has more rows than when it was read ({n:,}); rerun to predict it again"
                 )
-            idx = label[offset:end]
-            chunk["pred_label"] = [labels[j] for j in idx]
-            chunk["pred_prob"] = np.round(prob[offset:end].astype(np.float64), 6)
+            if thresholds is not None and probs is not None:
+                for col, values in multilabel_columns(probs[offset:end], thresholds, labels).items():
+                    chunk[col] = values
+            else:
+                chunk["pred_label"] = [labels[j] for j in label[offset:end]]
+                chunk["pred_prob"] = np.round(prob[offset:end].astype(np.float64), 6)
             if score is not None:
                 chunk["pred_score"] = np.round(score[offset:end], 6)
-            if probs is not None:
+            if probs is not None and prob_columns:
                 for j, lab in enumerate(labels):
                     chunk[f"prob_{lab}"] = np.round(probs[offset:end, j].astype(np.float64), 6)
             writer.write(chunk)

@@ -120,6 +120,26 @@ class Student:
         return student
 
     @property
+    def multi_label(self) -> bool:
+        """Zero or more labels per text: ``predict_proba`` gives each label's sigmoid, :meth:`predict_sets` the sets."""
+        return self.spec.multi_label
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """A multi-label student's per-label thresholds (tuned on validation by ``distill``), else None."""
+        if not self.spec.multi_label:
+            return None
+        return list(self.spec.thresholds) if self.spec.thresholds is not None else [0.5] * len(self.spec.labels)
+
+    def predict_sets(self, texts: list[str], batch_size: int = 32) -> list[list[str]]:
+        """A multi-label student's label set per text (each label whose probability reaches its threshold)."""
+        from ..distill.thresholds import label_sets
+
+        if not self.spec.multi_label:
+            raise InputError("this student gives one label per text; predict_sets needs a multi-label student")
+        return label_sets(self.predict_proba(texts, batch_size=batch_size), self.thresholds, self.spec.labels)
+
+    @property
     def scores(self) -> list[float] | None:
         """Each label's value on the scale for an ordinal student, else None."""
         return list(self.spec.scores) if self.spec.scores is not None else None
@@ -178,6 +198,8 @@ class Student:
                 if self.spec.regression:
                     raw[idx] = scores[:, 0].cpu().numpy()
                     probs[idx] = gaussian_probs(raw[idx], self.spec.scores or [], self.sigma)
+                elif self.spec.multi_label:  # one independent probability per label
+                    probs[idx] = torch.sigmoid(scores.float()).cpu().numpy()
                 else:
                     probs[idx] = torch.softmax(scores.float() / self.temperature, dim=-1).cpu().numpy()
                 self.last_batch_s.append(time.perf_counter() - t0)
@@ -188,7 +210,8 @@ class Student:
         return probs, (raw if self.spec.regression else expected_scores(probs, self.spec.scores))
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[tuple[str, float]]:
-        """(label, probability) per text, in input order."""
+        """(label, probability) per text, in input order (a multi-label student: its most probable label;
+        :meth:`predict_sets` gives the sets)."""
         probs = self.predict_proba(texts, batch_size=batch_size)
         best = probs.argmax(-1)
         return [(self.spec.labels[j], float(probs[i, j])) for i, j in enumerate(best)]
