@@ -232,3 +232,71 @@ def test_simulated_teacher_answers_each_stage_from_the_labels_shown(tmp_path: Pa
     assert np.allclose(h["pred_prob"], f["pred_prob"], atol=1e-4)
     assert 0.6 <= runs["hierarchy"].summary.metrics["accuracy"] <= 0.8  # type: ignore[index]
     assert runs["hierarchy"].summary.usage.requests > runs["flat"].summary.usage.requests
+
+
+class PathScores:
+    """A scoring provider that gives 0.7 to the label on each text's gold path (the rest shared equally);
+    it records every request's labels."""
+
+    name = "local"
+    model = "path-scores"
+    kind = "scoring"
+    base_url = None
+    shot_attention = "full"
+    max_item_tokens = None
+
+    def __init__(self, gold: dict[str, str]) -> None:
+        self.gold = gold
+        self.requests: list[list[str]] = []
+
+    def load(self) -> None:
+        pass
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def layout_tokens(self, system: str, prefix: str, suffix: str) -> tuple[int, int]:
+        return self.count_tokens(system + prefix), self.count_tokens(suffix)
+
+    def score(self, request):  # type: ignore[no-untyped-def]
+        from promptclf.providers.base import ScoreResult, Usage
+
+        self.requests.append(list(request.labels))
+        rows = []
+        for item in request.items:
+            parts = self.gold[item].split("/")
+            hit = next(k for k, lab in enumerate(request.labels) if lab in parts)
+            n = len(request.labels)
+            rows.append([0.7 if k == hit else 0.3 / (n - 1) for k in range(n)])
+        return ScoreResult(rows, Usage(len(request.items), 0), 0.01)
+
+
+def test_local_model_scores_only_the_siblings(tmp_path: Path) -> None:
+    df = _data(12)
+    provider = PathScores(dict(zip(df["text"], df["label"], strict=True)))
+    opts = LabelOptions(
+        labels=_tree(tmp_path).to_dict(), label_col=None, batch_size=4, store=str(tmp_path / "s.sqlite")
+    )
+    out = Labeler(opts, provider=provider, progress=False).label(df).frame
+    assert out["pred_label"].tolist() == df["label"].tolist()
+    assert {tuple(r) for r in provider.requests} == {
+        ("sci", "rec", "misc"), ("space", "med"), ("autos", "sport"), ("hockey", "baseball")
+    }  # fmt: skip
+    depth = df["label"].str.count("/") + 1
+    assert out["pred_prob"].tolist() == pytest.approx((0.7**depth).tolist())
+    # pred_probs: the last stage's leaves with their path probabilities
+    row = df.index[df["label"] == "sci/space"][0]
+    assert json.loads(out["pred_probs"][row]) == pytest.approx({"sci/space": 0.49, "sci/med": 0.21})
+
+
+def test_dry_run_shows_the_top_level_stage(tmp_path: Path) -> None:
+    df = _data(12)
+    opts = LabelOptions(
+        labels=_tree(tmp_path).to_dict(), label_col=None, batch_size=4, store=str(tmp_path / "s.sqlite")
+    )
+    est = Labeler(opts, provider=FakeChatProvider(), progress=False).dry_run(df)
+    labels, _ = parse_prompt(est.prompt.split("[user]\n", 1)[1])
+    assert labels == ["sci", "rec", "misc"] and est.requests == 3
+    assert any("top-level stage" in n for n in est.notes)
+    flat = Labeler(opts.model_copy(update={"tree_mode": "flat"}), provider=FakeChatProvider(), progress=False)
+    assert parse_prompt(flat.dry_run(df).prompt.split("[user]\n", 1)[1])[0] == LEAVES

@@ -55,6 +55,8 @@ def distill(input: str, output: Path, recipe: str | None, restart: bool, **optio
             click.echo(line)
     elif m:
         click.echo(f"gold test ({run.n_items} rows): accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+        if m.get("levels"):  # a label tree: the leaf's path gives every level
+            click.echo("  per level: " + ", ".join(f"{lv['level']}: {lv['accuracy']:.4f}" for lv in m["levels"]))
     ts = run.temperature_scaling
     if ts is not None and ts.n:
         click.echo(

@@ -256,6 +256,28 @@ def _evaluate(
 # --- the run -----------------------------------------------------------------------------------
 
 
+def _tree_levels(
+    input_path: str,
+    metrics: dict[str, Any] | None,
+    test_gold: list[str],
+    preds: list[tuple[str, float]],
+    metrics_val: dict[str, Any],
+    val_true: list[str],
+    val_pred: list[str],
+) -> None:
+    """A teacher that labelled with a label tree (its ``labels.json`` beside the input): the student's
+    classes are the leaves (paths), so its accuracy at every level follows from its leaf's path."""
+    from ..eval.hierarchy import level_metrics
+    from ..eval.metrics import labels_beside
+
+    tree = labels_beside(input_path)
+    if tree is None or tree.tree is None:
+        return
+    if metrics is not None:
+        metrics["levels"] = level_metrics(test_gold, [lab for lab, _ in preds], tree)
+    metrics_val["levels"] = level_metrics(val_true, val_pred, tree)
+
+
 def _same_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     keys = (set(saved) | set(now)) - _RESUME_NEUTRAL
     # An option a folder's options.json predates (added to DistillOptions later) had its default then.
@@ -385,7 +407,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
 
         ev = evaluate_multilabel(student, data, o, tr, out)
     else:
-        ev = _evaluate_single_label(student, data, o, tr, out)
+        ev = _evaluate_single_label(student, data, o, tr, out, input_path)
     run = build_record(out, data, o, tr, input_path, student, ev)
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     ckpt = out / "checkpoints"
@@ -395,7 +417,7 @@ def finish_run(out: Path, data: DistillData, o: DistillOptions, tr: dict[str, An
 
 
 def _evaluate_single_label(
-    student: Any, data: DistillData, o: DistillOptions, tr: dict[str, Any], out: Path
+    student: Any, data: DistillData, o: DistillOptions, tr: dict[str, Any], out: Path, input_path: str
 ) -> Evaluated:
     """Validation figures, the temperature, the gold test metrics and predictions.csv of a single-label student."""
     import pandas as pd
@@ -451,4 +473,5 @@ def _evaluate_single_label(
         write_table(pd.DataFrame(frame), out / "predictions.csv")
     if agreement is None and o.train_on == "teacher":
         agreement, agreement_on = metrics_val["accuracy"], "validation"
+    _tree_levels(input_path, metrics, data.test_gold, preds, metrics_val, val_true, val_pred)
     return Evaluated(infer_s, len(timed), metrics, metrics_val, agreement, agreement_on, scaling, {"ordinal": ordinal})

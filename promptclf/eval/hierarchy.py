@@ -48,42 +48,49 @@ def level_metrics(
     pred_l = [(labels.normalize(p) or "") if s in ("", "ok") else "" for _, p, s in rows]
     pred_l = [p if p in names else "" for p in pred_l]
     rng = np.random.default_rng(seed)
-    boots = [rng.integers(0, len(rows), len(rows)) for _ in range(n_boot)] if rows and n_boot > 0 else []
+    # Row resamples as multinomial counts: one weight matrix for every level, so levels share draws.
+    weights = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)), size=n_boot) if rows and n_boot else None
     out = []
     for k in range(1, labels.tree.depth + 1):
         level_names = list(dict.fromkeys(at_level(p, k) for p in labels.names))
-        g = np.array([at_level(x, k) for x in gold_l], dtype=object)
-        p = np.array([at_level(x, k) if x else NONE for x in pred_l], dtype=object)
-        acc, f1 = _scores(g, p)
-        accs = [_scores(g[b], p[b]) for b in boots]
+        g = [at_level(x, k) for x in gold_l]
+        p = [at_level(x, k) if x else NONE for x in pred_l]
+        acc, f1 = _scores(g, p, np.ones((1, len(rows)))) if rows else (np.array([np.nan]), np.array([np.nan]))
+        boot = _scores(g, p, weights) if weights is not None else None
         out.append(
             {
                 "level": k,
                 "n_labels": len(level_names),
                 "n_scored": len(rows),
-                "accuracy": acc,
-                "accuracy_ci": _ci([a for a, _ in accs]),
-                "macro_f1": f1,
-                "macro_f1_ci": _ci([f for _, f in accs]),
+                "accuracy": float(acc[0]) if rows else None,
+                "accuracy_ci": _ci(boot[0]) if boot else None,
+                "macro_f1": float(f1[0]) if rows else None,
+                "macro_f1_ci": _ci(boot[1]) if boot else None,
             }
         )
     return out
 
 
-def _scores(gold: np.ndarray, pred: np.ndarray) -> tuple[float | None, float | None]:
-    """(accuracy, macro-F1 over the labels in gold or valid predictions), as ``evaluate`` averages."""
-    if not len(gold):
-        return None, None
-    from sklearn.metrics import f1_score
+def _scores(gold: list[str], pred: list[str], w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, macro-F1) under each row of weights ``w`` (resample counts; ones: the sample itself).
+    Macro-F1 averages over the labels in gold or valid predictions, as ``evaluate`` does."""
+    present = sorted(set(gold) | {x for x in pred if x != NONE})
+    index = {lab: j for j, lab in enumerate(present)}
+    G = np.zeros((len(gold), len(present)))
+    P = np.zeros((len(gold), len(present)))
+    G[np.arange(len(gold)), [index[x] for x in gold]] = 1
+    valid = [i for i, x in enumerate(pred) if x != NONE]
+    P[valid, [index[pred[i]] for i in valid]] = 1
+    n = w.sum(1)
+    tp, n_gold, n_pred = w @ (G * P), w @ G, w @ P
+    acc = tp.sum(1) / n
+    denom = n_gold + n_pred
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return acc, f1.mean(1)
 
-    present = sorted(set(gold.tolist()) | {x for x in pred.tolist() if x != NONE})
-    acc = float(np.mean(gold == pred))
-    return acc, float(f1_score(gold, pred, labels=present, average="macro", zero_division=0))
 
-
-def _ci(values: list[float | None]) -> list[float] | None:
-    vals = [v for v in values if v is not None]
-    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if vals else None
+def _ci(values: np.ndarray) -> list[float]:
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
 def _pct(value: float | None) -> str:

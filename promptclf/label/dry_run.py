@@ -39,6 +39,7 @@ class DryRun:
     tokens_exact: bool  # the local model's own tokenizer; else an estimate
     price_known: bool
     cache: CacheEstimate  # the cost, and what a prompt cache and the batch price change
+    scope: str = ""  # what the counts cover when not the whole job (a label tree's top-level stage)
 
     @property
     def est_cost_usd(self) -> float:
@@ -46,8 +47,8 @@ class DryRun:
 
     @property
     def notes(self) -> list[str]:
-        """The batch price and the prompt-cache saving, in words."""
-        return self.cache.notes
+        """The batch price and the prompt-cache saving, in words (and the counts' scope)."""
+        return [*([self.scope] if self.scope else []), *self.cache.notes]
 
 
 @dataclass
@@ -137,6 +138,12 @@ def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source:
     if not job.todo:
         raise InputError(f"{source}: no row to label (every row is a shot or has an empty text)")
     provider, o, price = ctx.provider, ctx.options, ctx.meter.price
+    scope = ""
+    if job.labels.tree is not None and o.tree_mode == "hierarchy":
+        from .hierarchy import TREE_DRY_RUN, top_stage
+
+        job, prompts = top_stage(o, job)
+        scope = TREE_DRY_RUN
     exact = provider.kind == "scoring"
     if provider.kind == "scoring" and job.labels.multi_label:
         c = _multi_scoring_counts(ctx.using(provider), job, prompts)
@@ -165,4 +172,5 @@ def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source:
         tokens_exact=exact,
         price_known=price.known,
         cache=cache,
+        scope=scope,
     )

@@ -33,7 +33,8 @@ from .chat_runner import ChatRunner
 from .context import RunContext
 from .jobs import Job, RowResult, prompt_builder
 from .meter import Meter
-from .prompts import Shot
+from .options import LabelOptions
+from .prompts import PromptBuilder, Shot
 from .scoring_runner import run_scoring
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,12 @@ log = logging.getLogger(__name__)
 SIMILAR_SHOTS = (
     "--shot-selection similar picks each request's examples by leaf, which a stage of hierarchical labelling "
     "does not show: use --shot-selection random, or --tree-mode flat"
+)
+
+
+TREE_DRY_RUN = (
+    "label tree: the counts are the top-level stage's; each row then takes one more request per level below, "
+    "each listing only the chosen node's children (--tree-mode flat lists every leaf in one)"
 )
 
 
@@ -68,6 +75,15 @@ def stage_shots(shots: list[Shot], parent: str, stage: LabelSet, per_class: int)
             counts[child] += 1
             out.append(Shot(s.text, child, s.row))
     return out
+
+
+def top_stage(o: LabelOptions, job: Job) -> tuple[Job, PromptBuilder]:
+    """The first stage of ``job`` (every row to label, the top-level labels) and its prompts: what the
+    dry run renders and counts."""
+    stage = job.labels.stage()
+    shots = stage_shots(job.shots, "", stage, o.shots) if job.shots else []
+    sub = Job(job.texts, [RowResult() for _ in job.texts], list(job.todo), None, stage, shots, [], None)
+    return sub, prompt_builder(o, sub)
 
 
 def _run_stage(ctx: RunContext[Provider], job: Job) -> Calibration | None:
