@@ -164,6 +164,8 @@ class LabelSummary(_Part):
     metrics: dict[str, Any] | None = None
     collapse: Collapse | None = None
     calibration: Calibration | None = None
+    # --candidates K: K, the mean labels a request showed, answers outside them, and the candidate recall on gold rows
+    candidates: dict[str, Any] | None = None
 
 
 class ThresholdChoice(_Part):

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from ..runs import LabelRun
 
 
+def _fmt_candidates(c: dict[str, object] | None) -> list[str]:
+    """The --candidates line: K, labels per request, answers outside them, candidate recall on gold rows."""
+    if not c:
+        return []
+    line = f"  candidates: K={c['k']}, {c['mean_shown_labels']} labels shown per request"
+    line += f", {c['off_candidate_answers']} answers outside them"
+    if c.get("candidate_recall") is not None:
+        line += f"; gold among the candidates on {c['candidate_recall']:.1%} of {c['n_candidate_rows']:,} gold rows"
+    return [line]
+
+
 def _fmt_summary(rec: LabelRun) -> str:
     st = rec.statuses
     lines = [
@@ -54,6 +65,7 @@ def _fmt_summary(rec: LabelRun) -> str:
         lines.append(f"  confidence: ECE {c['ece']:.3f} on {c['n']:,} gold rows (promptclf eval for the table)")
     if rec.collapse:
         lines.append(f"  warning: {rec.collapse.message}")
+    lines += _fmt_candidates(rec.candidates)
     u = rec.usage
     lines.append(
         f"  requests: {u.requests:,} ({u.cached_requests:,} from cache, {u.reasks:,} items re-asked, "

@@ -287,6 +287,11 @@ def _ci(ci: Sequence[float] | None) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A plain-text summary for the terminal: headline numbers, per-class table, confusion matrix."""
     m = metrics
+    if m.get("candidates"):
+        from .candidates import format_recall
+
+        rest = {k: v for k, v in m.items() if k != "candidates"}
+        return format_table(rest) + "\n" + format_recall(m["candidates"])
     if m.get("multi_label"):
         from .multilabel import format_multilabel
 
@@ -398,7 +403,8 @@ def evaluate_table(
 
         if ordinal or cut is not None:
             raise InputError("--ordinal/--cut and --multi-label do not go together: a scale gives one grade per row")
-        return evaluate_multilabel_table(df, path, gold_col, pred_col, status, labels, n_boot, seed)
+        multi = evaluate_multilabel_table(df, path, gold_col, pred_col, status, labels, n_boot, seed)
+        return _with_candidates(multi, df, gold_col, status, labels, True)
     confidence = df[prob_col].tolist() if prob_col and prob_col in df.columns else None
     if ordinal and labels is None:
         from ..labels import infer_labels
@@ -424,4 +430,18 @@ def evaluate_table(
         from .hierarchy import level_metrics
 
         metrics["levels"] = level_metrics(df[gold_col].tolist(), df[pred_col].tolist(), labels, status, n_boot, seed)
+    return _with_candidates(metrics, df, gold_col, status, labels, False)
+
+
+def _with_candidates(
+    metrics: dict[str, Any], df: Any, gold_col: str, status: Sequence[object] | None, labels: LabelSet | None,
+    multi: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """``metrics`` with the candidate recall of a ``--candidates`` run (its ``pred_candidates`` column)."""
+    from .candidates import CANDIDATES_COL, candidate_recall
+
+    if CANDIDATES_COL in df.columns:
+        recall = candidate_recall(df[gold_col].tolist(), df[CANDIDATES_COL].tolist(), labels, status, multi)
+        if recall is not None:
+            metrics["candidates"] = recall
     return metrics

@@ -105,6 +105,8 @@ class ChatRunner:
         self.options = ctx.options
         self.mode = chat_mode(self.options, ctx.provider)
         self.schema = response_schema(job.labels)
+        self._schemas: dict[tuple[str, ...], dict[str, Any]] = {}  # --candidates: the enum of each shown set
+        self._schema_lock = threading.Lock()
         self.limiter = RateLimiter(self.options.rpm, self.options.tpm)
         o = self.options
         self.breaker = CircuitBreaker.for_provider(ctx.provider, o.breaker_failures, o.breaker_window_s)
@@ -211,19 +213,23 @@ class ChatRunner:
             bad = [f"[{k + 1}] '{task.previous[row]}'" for k, row in enumerate(task.rows) if row in task.previous]
             if bad:
                 feedback += f" Earlier answers {', '.join(bad)} are not labels from the list."
+        # Similar-example shots: this request's own examples (nearest to its rows); --candidates: its
+        # own labels. Both are part of the messages and of the store key.
+        shots, shown = job.request_view(task.rows)
+        listed = shown if shown is not None else job.labels
+        if feedback is not None:
             if job.labels.multi_label:
                 feedback += (
-                    f" Give one entry per text, with a list of labels taken only from: {', '.join(job.labels.names)}."
+                    f" Give one entry per text, with a list of labels taken only from: {', '.join(listed.names)}."
                 )
             else:
-                feedback += f" Give one entry per text, with exactly one of: {', '.join(job.labels.names)}."
+                feedback += f" Give one entry per text, with exactly one of: {', '.join(listed.names)}."
         mode = self.mode
-        fmt = format_instructions(mode, job.labels)
-        # Similar-example shots: this request's own examples (nearest to its rows), so they are
-        # part of the messages and of the store key.
-        shots = job.shots_for(task.rows) if job.similar is not None else None
-        messages = self.prompts.batch_messages(items, feedback=feedback, format_instructions=fmt, shots=shots)
-        schema = schema_for_batch(self.schema, len(items), strict=mode == "json_schema")
+        fmt = format_instructions(mode, listed)
+        messages = self.prompts.batch_messages(
+            items, feedback=feedback, format_instructions=fmt, shots=shots, labels=shown
+        )
+        schema = schema_for_batch(self._schema_of(shown), len(items), strict=mode == "json_schema")
         longest = max(len(n) for n in job.labels.names)
         # Multi-label: room for a few labels per item (a list, with its quotes and commas).
         per_label = longest // 2 + (3 if job.labels.multi_label else 0)
@@ -242,6 +248,17 @@ class ChatRunner:
         return ChatRequest(
             task, [it.id for it in items], messages, schema, mode, max_tokens, payload, request_key(payload)
         )
+
+    def _schema_of(self, shown: LabelSet | None) -> dict[str, Any]:
+        """The response schema whose enum is ``shown`` (None: the whole set). Answers are still parsed
+        against the whole set, so a label the request did not list is accepted."""
+        if shown is None:
+            return self.schema
+        key = tuple(shown.names)
+        with self._schema_lock:
+            if key not in self._schemas:
+                self._schemas[key] = response_schema(shown)
+            return self._schemas[key]
 
     def cached_outcome(self, req: ChatRequest) -> Outcome | None:
         """The stored response for ``req``, counted and parsed; None when there is none (or --no-cache)."""
@@ -300,6 +317,9 @@ class ChatRunner:
             return 0
         parsed = outcome.parsed
         conf = outcome.conf or {}
+        if job.candidates is not None:
+            answered = [x for k in parsed.labels for x in (parsed.sets[k] if k in parsed.sets else [parsed.labels[k]])]
+            job.candidates.stats.count(job.candidates.shown(task.rows), answered)
         for k, row in enumerate(task.rows, start=1):
             if k in parsed.labels:
                 c = conf.get(k)  # matched by item id, so reordered answers keep each row's own

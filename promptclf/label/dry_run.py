@@ -66,24 +66,28 @@ def _scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptB
     o, provider = ctx.options, ctx.provider
     count = provider.count_tokens
     groups = score_groups(job, prompts, o.batch_size)
-    parts = groups[0][0]
+    parts = groups[0].parts
     system, prefix, suffix = parts.system, parts.prefix, parts.suffix
-    first = job.texts[groups[0][1][0]]
+    first = job.texts[groups[0].rows[0]]
     prompt = f"[system]\n{system}\n\n[user]\n{prefix}{clip_text(first, o.max_chars)}{suffix}"
     cap = provider.max_item_tokens or math.inf  # the local model cuts long items
     item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
-    # Similar shots give texts their own prefixes: each distinct one is encoded once.
+    # Similar shots and --candidates give texts their own prefixes: each distinct one is encoded once.
+    # Every item is scored against the labels of its prompt (all, or its candidates).
     heads: dict[str, int] = {}
-    for p, _ in groups:
-        if p.prefix not in heads:
-            heads[p.prefix] = provider.layout_tokens(system, p.prefix, suffix)[0]
+    answers: dict[str, int] = {}  # prefix -> tokens of the labels it scores
+    label_tokens = 0
+    for g in groups:
+        if g.parts.prefix not in heads:
+            heads[g.parts.prefix] = provider.layout_tokens(system, g.parts.prefix, suffix)[0]
+            answers[g.parts.prefix] = sum(count(name) for name in g.names)
+        label_tokens += len(g.rows) * answers[g.parts.prefix]
     tail = provider.layout_tokens(system, prefix, suffix)[1]
-    per_item = tail + sum(count(name) for name in job.labels.names)
-    prompt_tokens = sum(heads.values()) + item_tokens + len(job.todo) * per_item
+    prompt_tokens = sum(heads.values()) + item_tokens + len(job.todo) * tail + label_tokens
     requests = len(groups)
-    if o.calibrate:  # one more request: the content-free inputs through the same prompt
-        prompt_tokens += sum(count(cf) + per_item for cf in CONTENT_FREE)
-        requests += 1
+    if o.calibrate:  # the content-free inputs through each distinct prompt, one more request each
+        prompt_tokens += sum(sum(count(cf) + tail + a for cf in CONTENT_FREE) for a in answers.values())
+        requests += len(answers)
     return _Counts(prompt, prompt_tokens, 0, requests, "")
 
 
@@ -97,14 +101,18 @@ def _multi_scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: P
     p0 = parts[0]
     prompt = f"[system]\n{p0.system}\n\n[user]\n{p0.prefix}{clip_text(first, o.max_chars)}{p0.suffix}"
     cap = provider.max_item_tokens or math.inf
-    item_tokens = int(sum(min(count(clip_text(job.texts[i], o.max_chars)), cap) for i in job.todo))
+    tokens = {i: int(min(count(clip_text(job.texts[i], o.max_chars)), cap)) for i in job.todo}
     answers = sum(count(a) for a in YES_NO)
-    batches = -(-len(job.todo) // o.batch_size)
+    batches = [job.todo[s : s + o.batch_size] for s in range(0, len(job.todo), o.batch_size)]
+    cands = job.candidates
     prompt_tokens = requests = 0
-    for p in parts:
+    for lab, p in zip(job.labels, parts, strict=True):
+        # --candidates: a label is asked about only for the rows it is a candidate of.
+        asked = [[i for i in b if cands is None or lab.name in cands.by_row[i]] for b in batches]
         head, tail = provider.layout_tokens(p.system, p.prefix, p.suffix)
-        prompt_tokens += head + item_tokens + len(job.todo) * (tail + answers)
-        requests += batches
+        rows = [i for b in asked for i in b]
+        prompt_tokens += (head if rows else 0) + sum(tokens[i] for i in rows) + len(rows) * (tail + answers)
+        requests += sum(1 for b in asked if b)
         if o.calibrate:  # the content-free inputs through this label's prompt
             prompt_tokens += sum(count(cf) + tail + answers for cf in CONTENT_FREE)
             requests += 1
@@ -120,10 +128,12 @@ def _chat_counts(ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder
     prompt = ""
     firsts = []  # the first requests' messages: their common head is the cacheable prefix
     for b, rows in enumerate(batches):
+        shots, shown = job.request_view(rows)  # --candidates: the request's own labels
         msgs = prompts.batch_messages(
             [Item(k + 1, job.texts[r]) for k, r in enumerate(rows)],
-            format_instructions=fmt,
-            shots=job.shots_for(rows) if job.similar is not None else None,
+            format_instructions=fmt if shown is None else format_instructions(chat_mode(o, ctx.provider), shown),
+            shots=shots,
+            labels=shown,
         )
         prompt_tokens += sum(count(m["content"]) for m in msgs)
         if b < 3:

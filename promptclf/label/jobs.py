@@ -20,6 +20,7 @@ from ..data.tables import cell_text, check_columns
 from ..errors import InputError
 from ..labels import LabelSet, infer_labels
 from ..store import Store
+from .candidates import CandidateSets, CandidateStats, build_candidates, check_k
 from .options import LabelOptions
 from .prompts import PromptBuilder, Shot, select_shots
 from .shots import SimilarShots, build_similar, cluster_order
@@ -59,10 +60,22 @@ class Job:
     shots: list[Shot]  # the shots of every prompt; with similar shots, the pool they are picked from
     warnings: list[str]
     similar: SimilarShots | None = None  # --shot-selection similar: picks each request's shots
+    candidates: CandidateSets | None = None  # --candidates K: each row's nearest labels
 
     def shots_for(self, rows: Sequence[int]) -> list[Shot]:
         """The few-shot examples of one request holding ``rows``: the job's shots, or the nearest to them."""
         return self.similar.for_rows(rows) if self.similar is not None else self.shots
+
+    def request_view(self, rows: Sequence[int]) -> tuple[list[Shot] | None, LabelSet | None]:
+        """What one chat request holding ``rows`` shows, where it differs from the job's prompt: its own
+        shots (None: the job's) and, with ``--candidates``, its labels (the union of the rows' candidates;
+        examples of labels it does not list are left out, as their answer is not on the list)."""
+        shots = self.shots_for(rows) if self.similar is not None else None
+        if self.candidates is None:
+            return shots, None
+        shown = self.candidates.shown(rows)
+        names = set(shown.names)
+        return [s for s in (self.shots if shots is None else shots) if s.label in names], shown
 
     def mark_unlabeled(self, reason: str, status: str = "error") -> None:
         """Give every row the run did not get to a status (``error``, or ``unsent`` when the provider
@@ -221,6 +234,7 @@ def prompt_builder(o: LabelOptions, job: Job) -> PromptBuilder:
         system_template=o.system_template,
         max_chars=o.max_chars,
         shot_max_chars=o.shot_max_chars,
+        candidates=o.candidates is not None,
     )
 
 
@@ -262,6 +276,13 @@ def plan_stream(
     """
     stub = pd.DataFrame(columns=columns)  # error messages list the columns
     labels = _label_set(o, stub, gold, source)
+    if o.candidates is not None:
+        check_k(o.candidates, len(labels))
+        if labels.tree is not None and o.tree_mode == "hierarchy":
+            raise InputError(
+                "--candidates with a label tree needs --tree-mode flat (candidates are leaves; hierarchical "
+                "labelling already lists only siblings): add --tree-mode flat, or drop --candidates"
+            )
     marks: dict[int, RowResult] = defaultdict(RowResult)
     shots, warnings = _shots(o, stub, examples, ["x" if t else "" for t in has_text], gold, labels, marks, source)  # type: ignore[arg-type]
     return StreamPlan(labels, shots, dict(marks), one_label_warning(labels) + warnings)
@@ -286,12 +307,17 @@ def chunk_job(
         mark = plan.shot_rows.get(offset + i)
         results.append(RowResult(status=mark.status, reason=mark.reason) if mark else RowResult())
     todo = _mark_todo(o, texts, results)
-    similar = None
+    similar = cands = None
     if embed and o.shot_selection == "similar" and plan.shots and todo:
         similar = build_similar(plan.shots, texts, todo, o.shots, plan.labels.names, store=store, progress=progress)
-        todo = [todo[k] for k in cluster_order(similar.vectors(todo), o.batch_size)]
+    if embed and o.candidates is not None and todo:
+        cands = build_candidates(plan.labels, o.candidates, texts, todo, store=store, progress=progress)
+    if similar is not None or cands is not None:
+        # Similar texts share a batch: they share similar shots, and their candidates overlap.
+        vecs = similar.vectors(todo) if similar is not None else cands.vectors(todo)  # type: ignore[union-attr]
+        todo = [todo[k] for k in cluster_order(vecs, o.batch_size)]
     part = gold[offset : offset + len(df)] if gold is not None else None
-    return Job(texts, results, todo, part, plan.labels, plan.shots, plan.warnings, similar)
+    return Job(texts, results, todo, part, plan.labels, plan.shots, plan.warnings, similar, cands)
 
 
 @dataclass
@@ -306,6 +332,8 @@ class Tally:
     prob: list[float | None] = field(default_factory=list)  # the label's confidence, for calibration
     score: list[float | None] = field(default_factory=list)  # ordinal sets: the expected score (pred_score)
     rerun: int = 0  # rows a rerun of the same command sends again: failed requests, unsent rows
+    candidates: list[list[str] | None] = field(default_factory=list)  # --candidates: each row's own
+    candidate_stats: CandidateStats | None = None
 
     def add(self, job: Job) -> None:
         self.pred.extend(r.label for r in job.results)
@@ -313,5 +341,13 @@ class Tally:
         self.prob.extend(r.prob for r in job.results)
         if self.labels.ordinal:
             self.score.extend(self.labels.expected_score(r.probs, r.label) if r.label else None for r in job.results)
+        if job.candidates is not None:
+            by_row = job.candidates.by_row
+            self.candidates.extend(by_row.get(i) for i in range(len(job.results)))
+            total = self.candidate_stats or CandidateStats(job.candidates.k)
+            total.add(job.candidates.stats)
+            self.candidate_stats = total
+        else:
+            self.candidates.extend(None for _ in job.results)
         # Rows with a bad text are not in todo: a rerun would fail them the same way.
         self.rerun += sum(1 for i in job.todo if job.results[i].status in ("error", "unsent"))

@@ -221,6 +221,12 @@ class Labeler:
             gold = [(labels.normalize(g) or g) if g else "" for g in tally.gold] if tally.gold is not None else None
             collapse = collapse_check(tally.pred, gold, tally.status)
         stats, lat = self.stats, self.stats.latencies
+        candidates = None
+        if tally.candidate_stats is not None:
+            from ..eval.candidates import candidate_recall
+
+            recall = candidate_recall(tally.gold, tally.candidates, labels, tally.status) if tally.gold else None
+            candidates = tally.candidate_stats.as_dict(recall)
         return LabelSummary(
             provider=self.spec.name,
             model=self.spec.model,
@@ -241,6 +247,7 @@ class Labeler:
             collapse=Collapse(**collapse) if collapse else None,
             calibration=self.calibration,
             rerun_rows=tally.rerun,
+            candidates=candidates,
         )
 
 

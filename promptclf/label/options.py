@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..eval.cascade import VALIDATION_FILE, validation_path
 from ..options import build_options
 from ..providers.spec import ProviderSpec
+from .candidates import k_error
 
 ProviderName = Literal["auto", "together", "openai", "local"]
 
@@ -64,6 +65,15 @@ class LabelOptions(BaseModel):
         description="With a label tree (a labels file whose entries have children): hierarchy asks for the top "
         "level first, then the chosen node's children (each prompt lists only siblings; pred_label is the leaf's "
         "path, pred_prob the product of the stages'); flat asks for the leaves in one prompt, named by path.",
+    )
+    # large label sets (promptclf.label.candidates)
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        description="Large label sets: each request shows only the K labels nearest to its texts (all-MiniLM-L6-v2 "
+        "embeddings of each label's 'name: description' against the text; a chat batch shows the union of its "
+        "texts'); answers are still checked against the whole set. The local model scores only each text's K. "
+        "pred_candidates keeps each row's K; eval reports how often the gold label was among them.",
     )
     max_chars: int = Field(4000, ge=50, description="Truncate item texts in the prompt to this many characters.")
     max_item_chars: int = Field(
@@ -278,6 +288,8 @@ class LabelOptions(BaseModel):
     def _check(self) -> LabelOptions:
         self._check_cascade()
         self._check_multi_label()
+        if self.candidates is not None and self.labels and k_error(self.candidates, len(self.labels)):
+            raise ValueError(k_error(self.candidates, len(self.labels)))
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
         if self.hourly_price is not None and not self.base_url:

@@ -72,8 +72,11 @@ class PromptBuilder:
         score_template: str | Path | None = None,
         max_chars: int = 4000,
         shot_max_chars: int = 400,
+        candidates: bool = False,
     ) -> None:
         self.labels = labels
+        # --candidates: each request lists its own labels, so the system message names none (one cacheable prefix).
+        self.candidates = candidates
         self.shots = list(shots)
         self.max_chars = max_chars
         self.shot_max_chars = shot_max_chars
@@ -106,6 +109,7 @@ class PromptBuilder:
                 "shots": self.shots,
                 "max_chars": self.max_chars,
                 "shot_max_chars": self.shot_max_chars,
+                "candidates": self.candidates,
             }
             return self._templates[key].render(context | extra).strip()
         except jinja2.UndefinedError as exc:
@@ -120,29 +124,37 @@ class PromptBuilder:
         feedback: str | None = None,
         format_instructions: str | None = None,
         shots: Sequence[Shot] | None = None,
+        labels: LabelSet | None = None,
     ) -> list[dict[str, str]]:
         """Chat messages for one request classifying ``items``.
 
         ``shots``: this request's few-shot examples (similar-example shots); None = the job's.
+        ``labels``: the labels this request lists (``--candidates``); None = the job's.
         """
         extra: dict[str, object] = {} if shots is None else {"shots": list(shots)}
+        if labels is not None:
+            extra["labels"] = list(labels)
         user = self._render(
             "batch", items=list(items), feedback=feedback, format_instructions=format_instructions, **extra
         )
         return [{"role": "system", "content": self.system()}, {"role": "user", "content": user}]
 
-    def score_parts(self, shots: Sequence[Shot] | None = None) -> ScoreParts:
+    def score_parts(self, shots: Sequence[Shot] | None = None, labels: LabelSet | None = None) -> ScoreParts:
         """The scoring prompt split around the item: the user message for ``text`` is prefix + text + suffix.
 
         ``shots``: the few-shot examples of this prompt (similar-example shots); None = the job's.
+        ``labels``: the labels this prompt lists (``--candidates``); None = the job's.
         """
         extra: dict[str, object] = {} if shots is None else {"shots": list(shots)}
+        if labels is not None:
+            extra["labels"] = list(labels)
         rendered = self._render("score", item=_SENTINEL, **extra)
         if rendered.count(_SENTINEL) != 1:
             raise InputError("the scoring template must use {{ item }} exactly once")
         prefix, suffix = rendered.split(_SENTINEL)
         has_shots = bool(self.shots if shots is None else shots)
-        return ScoreParts(self.system(), prefix, suffix, self._examples_span(prefix, suffix) if has_shots else None)
+        span = self._examples_span(prefix, suffix, extra) if has_shots else None
+        return ScoreParts(self.system(), prefix, suffix, span)
 
     def label_score_parts(self, label: Label) -> ScoreParts:
         """A multi-label run's scoring prompt for one label, split around the item: does ``label`` apply
@@ -151,13 +163,13 @@ class PromptBuilder:
         prefix, suffix = rendered.split(_SENTINEL)
         return ScoreParts(self._render("system", yes_no=True), prefix, suffix, None)
 
-    def _examples_span(self, prefix: str, suffix: str) -> tuple[int, int] | None:
+    def _examples_span(self, prefix: str, suffix: str, extra: dict[str, object]) -> tuple[int, int] | None:
         """Where the few-shot examples sit in ``prefix``: what changes when the shots are taken away.
 
         Rendering the template again with no shots and trimming the common head and tail of the
         two texts finds the span for any template, the packaged one or a user's.
         """
-        bare = self._render("score", item=_SENTINEL, shots=[])
+        bare = self._render("score", item=_SENTINEL, **(extra | {"shots": []}))
         if bare.count(_SENTINEL) != 1 or bare.split(_SENTINEL)[1] != suffix:
             return None
         bare_prefix = bare.split(_SENTINEL)[0]

@@ -20,6 +20,7 @@ prompt gives the content-free inputs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from ..providers.base import ScoreRequest, ScoringProvider, Usage
 from ..runs import Calibration
@@ -82,26 +83,46 @@ def _scores(
     return result.probs, key
 
 
-def score_groups(job: Job, prompts: PromptBuilder, size: int) -> list[tuple[ScoreParts, list[int]]]:
-    """The requests of a scoring job: (prompt parts, rows) in batches of at most ``size`` rows.
+@dataclass
+class ScoreGroup:
+    """One scoring request: its prompt, its rows and the labels it scores (in label-set order)."""
+
+    parts: ScoreParts
+    rows: list[int]
+    names: list[str]
+
+
+def score_groups(job: Job, prompts: PromptBuilder, size: int) -> list[ScoreGroup]:
+    """The requests of a scoring job, in batches of at most ``size`` rows.
 
     One shared prompt for all rows, or, with similar-example shots, every row its own nearest
-    examples, so its own prompt: rows whose shots are identical share a request (and the
-    provider's prefix cache), in the job's order; the rest pay for their prefix each.
+    examples, and with ``--candidates`` its own labels, so its own prompt: rows whose prompts are
+    identical share a request (and the provider's prefix cache), in the job's order; the rest pay
+    for their prefix each.
     """
-    if job.similar is None:
+    names = job.labels.names
+    if job.similar is None and job.candidates is None:
         parts = prompts.score_parts()
-        return [(parts, job.todo[s : s + size]) for s in range(0, len(job.todo), size)]
-    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    shots_of: dict[tuple[tuple[str, str], ...], list[Shot]] = {}
-    for row, shots in zip(job.todo, job.similar.for_each(job.todo), strict=True):
-        sig = tuple((s.text, s.label) for s in shots)
+        return [ScoreGroup(parts, job.todo[s : s + size], names) for s in range(0, len(job.todo), size)]
+    per_row = job.similar.for_each(job.todo) if job.similar is not None else [job.shots] * len(job.todo)
+    cands = job.candidates
+    Sig = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # (labels, shots) of one prompt
+    groups: dict[Sig, list[int]] = {}
+    shots_of: dict[Sig, list[Shot]] = {}
+    for row, shots in zip(job.todo, per_row, strict=True):
+        # --candidates: the row's own labels, in label-set order (so equal sets render equal prompts);
+        # examples of labels the prompt does not list are left out.
+        own = cands.of_row(row).names if cands is not None else names
+        shots = [s for s in shots if s.label in own] if cands is not None else shots
+        sig = (tuple(own), tuple((s.text, s.label) for s in shots))
         groups.setdefault(sig, []).append(row)
         shots_of.setdefault(sig, shots)
-    out: list[tuple[ScoreParts, list[int]]] = []
+    out: list[ScoreGroup] = []
     for sig, rows in groups.items():
-        parts = prompts.score_parts(shots_of[sig])
-        out.extend((parts, rows[s : s + size]) for s in range(0, len(rows), size))
+        own = list(sig[0])
+        shown = cands.subset(own) if cands is not None else None
+        parts = prompts.score_parts(shots_of[sig], labels=shown)
+        out.extend(ScoreGroup(parts, rows[s : s + size], own) for s in range(0, len(rows), size))
     return out
 
 
@@ -114,34 +135,43 @@ def run_scoring(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuild
     if job.labels.multi_label:
         return run_multi_label(ctx, job, prompts)
     o = ctx.options
-    names = job.labels.names
+    all_names = job.labels.names
     size = o.batch_size
     # Content-free scores per distinct prompt, scored once (one prompt per job, unless every row
-    # has its own similar shots): they must see exactly the prompt the items see.
-    content_free: dict[tuple[str, str, str], list[list[float]]] = {}
-    for parts, rows in score_groups(job, prompts, size):
+    # has its own similar shots or candidates): they must see exactly the prompt the items see.
+    content_free: dict[tuple[str, str, str], tuple[list[str], list[list[float]]]] = {}
+    for group in score_groups(job, prompts, size):
+        parts, rows, names = group.parts, group.rows, group.names
         items = [clip_text(job.texts[i], o.max_chars) for i in rows]
-        if o.calibrate and (parts.system, parts.prefix, parts.suffix) not in content_free:
-            cf, _ = _scores(ctx, parts, list(CONTENT_FREE), names)
-            content_free[(parts.system, parts.prefix, parts.suffix)] = cf
+        prompt = (parts.system, parts.prefix, parts.suffix)
+        if o.calibrate and prompt not in content_free:
+            content_free[prompt] = (names, _scores(ctx, parts, list(CONTENT_FREE), names)[0])
         probs, key = _scores(ctx, parts, items, names)
         if o.calibrate:
-            probs = contextual_calibration(probs, content_free[(parts.system, parts.prefix, parts.suffix)])
+            probs = contextual_calibration(probs, content_free[prompt][1])
         for row, p in zip(rows, probs, strict=True):
             best = max(range(len(names)), key=lambda k: p[k])
-            # The full distribution over labels goes to pred_probs (calibrated when --calibrate).
-            dist = {name: float(v) for name, v in zip(names, p, strict=True)}
+            # The full distribution over labels goes to pred_probs (calibrated when --calibrate);
+            # with --candidates the labels the row was not scored on get 0.
+            scored = dict(zip(names, p, strict=True))
+            dist = {name: float(scored.get(name, 0.0)) for name in all_names}
             job.results[row] = RowResult(names[best], float(p[best]), "ok", "", key[:16], dist)
+        if job.candidates is not None:
+            job.candidates.stats.count(job.candidates.subset(names), [job.results[r].label for r in rows])
         ctx.meter.tick(len(rows))
     if not content_free:
         return None
-    means = [[sum(col) / len(cf) for col in zip(*cf, strict=True)] for cf in content_free.values()]
+    # What the items were divided by: the mean over content-free inputs, averaged over the prompts
+    # that scored each label (one prompt per job, unless prompts differ per row).
+    sums: dict[str, list[float]] = {}
+    for names, cf in content_free.values():
+        for k, name in enumerate(names):
+            sums.setdefault(name, []).append(sum(row[k] for row in cf) / len(cf))
     return Calibration(
         method="contextual (Zhao et al. 2021)",
         content_free=list(CONTENT_FREE),
-        prompts=len(means),
-        # what the items were divided by: the mean over content-free inputs (averaged over prompts when several)
-        probs={name: sum(m[k] for m in means) / len(means) for k, name in enumerate(names)},
+        prompts=len(content_free),
+        probs={name: sum(sums[name]) / len(sums[name]) for name in all_names if name in sums},
     )
 
 
@@ -150,17 +180,23 @@ def run_multi_label(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptB
     o = ctx.options
     names = job.labels.names
     parts = {lab.name: prompts.label_score_parts(lab) for lab in job.labels}
+    cands = job.candidates
     content_free = {n: _scores(ctx, parts[n], list(CONTENT_FREE), YES_NO)[0] for n in names} if o.calibrate else {}
     for start in range(0, len(job.todo), o.batch_size):
         rows = job.todo[start : start + o.batch_size]
         items = [clip_text(job.texts[i], o.max_chars) for i in rows]
-        yes: dict[str, list[float]] = {}
+        yes: dict[str, list[float]] = {n: [0.0] * len(rows) for n in names}
         keys = []
         for n in names:
-            probs, key = _scores(ctx, parts[n], items, YES_NO)
+            # --candidates: each label is asked about only for the rows it is a candidate of (P(yes) 0 elsewhere).
+            asked = [k for k, r in enumerate(rows) if cands is None or n in cands.by_row[r]]
+            if not asked:
+                continue
+            probs, key = _scores(ctx, parts[n], [items[k] for k in asked], YES_NO)
             if o.calibrate:
                 probs = contextual_calibration(probs, content_free[n])
-            yes[n] = [float(p[0]) for p in probs]
+            for k, p in zip(asked, probs, strict=True):
+                yes[n][k] = float(p[0])
             keys.append(key)
         request = request_key({"labels": keys})[:16]  # one id for the requests that decided the rows
         for k, row in enumerate(rows):
@@ -168,6 +204,8 @@ def run_multi_label(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptB
             chosen = [n for n in names if dist[n] >= THRESHOLD]
             sure = min(max(p, 1.0 - p) for p in dist.values())
             job.results[row] = RowResult(";".join(chosen), sure, "ok", "", request, dist, chosen)
+            if cands is not None:
+                cands.stats.count(cands.of_row(row), chosen)
         ctx.meter.tick(len(rows))
     if not content_free:
         return None

@@ -170,6 +170,11 @@ def labeled_frame(df: pd.DataFrame, job: Job) -> pd.DataFrame:
     if job.labels.ordinal:  # the expected score where the answer's probabilities are known, else the label's
         sc = [job.labels.expected_score(r.probs, r.label) if r.label else None for r in job.results]
         out["pred_score"] = np.asarray([round(v, 4) if v is not None else np.nan for v in sc], "float64")
+    if job.candidates is not None:  # --candidates: each row's own K nearest labels, nearest first
+        by_row = job.candidates.by_row
+        out["pred_candidates"] = [
+            json.dumps(by_row[i], ensure_ascii=False) if i in by_row else "" for i in range(len(out))
+        ]
     out["pred_status"] = [r.status for r in job.results]
     out["pred_reason"] = [r.reason for r in job.results]
     out["pred_request"] = [r.request for r in job.results]

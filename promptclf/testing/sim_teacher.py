@@ -257,13 +257,15 @@ class SimTeacher:
         return self._answer(norm(text), sims, None, False)
 
     def _shown(self, ans: Answer, user: str) -> Answer:
-        """``ans`` told in the labels the prompt lists, when the gold labels are tree paths and the prompt
-        lists one node's children (a stage of hierarchical labelling; :mod:`promptclf.testing.sim_tree`)."""
-        if self._tree is None:
-            return ans
+        """``ans`` told in the labels the prompt lists: when the gold labels are tree paths and the prompt
+        lists one node's children (a stage of hierarchical labelling; :mod:`promptclf.testing.sim_tree`),
+        or when it lists only some of the labels (``--candidates``): then the teacher answers, as an LLM
+        would, from those alone (:func:`among_shown`)."""
         shown, _ = parse_prompt(user)
-        if not shown or set(shown) == set(self.labels):
+        if not shown or set(shown) >= set(self.labels):
             return ans
+        if self._tree is None:
+            return among_shown(ans, shown)
         label, probs = stage_answer(ans.label, ans.probs, shown, self._tree)
         return Answer(label, probs, ans.correct)
 
@@ -338,6 +340,19 @@ class SimTeacher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def among_shown(ans: Answer, shown: Sequence[str]) -> Answer:
+    """The answer to a prompt that lists only ``shown`` labels: the decided label when it is listed, else
+    the most probable listed one (its distribution renormalised over the listed labels). A text whose
+    gold label is not listed is therefore answered wrongly, as an LLM shown the wrong candidates would."""
+    mass = {lab: ans.probs.get(lab, 0.0) for lab in shown}
+    total = sum(mass.values())
+    if total <= 0:  # none of the listed labels is one the teacher knows: spread evenly
+        mass, total = {lab: 1.0 for lab in shown}, float(len(shown))
+    probs = {lab: m / total for lab, m in mass.items()}
+    label = ans.label if ans.label in probs else max(probs, key=lambda lab: probs[lab])
+    return Answer(label, probs, ans.correct and label == ans.label)
 
 
 def _lcp(a: str, b: str) -> int:
