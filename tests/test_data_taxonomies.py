@@ -107,5 +107,10 @@ def test_data_command_writes_rows_and_labels(tmp_path: Path) -> None:
     df = pd.read_csv(out)
     assert len(df) == 200 and list(df.columns) == ["id", "text", "label"]
     assert set(df["label"]) <= set(load_labels_file(lab).names)
+    args = ["data", "icd10cm", "-o", str(out), "--chapters", "A00-B99,C00-D49", "--labels-out", str(lab)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    tops = {c["name"] for c in yaml.safe_load(lab.read_text(encoding="utf-8"))}
+    assert tops == {"A00-B99", "C00-D49"} and set(pd.read_csv(out)["label"].str.split("/").str[0]) == tops
     res = CliRunner().invoke(main, ["data", "bbc-multilabel", "-o", str(out), "--labels-out", str(lab)])
     assert res.exit_code != 0 and "no labels file" in res.output

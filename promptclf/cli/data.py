@@ -57,12 +57,19 @@ _SETS = ("icd10cm", "icd10cm-flat", "hpo", "bbc-multilabel")
     help="ICD-10-CM: at most this many titles per block (a few blocks hold over a thousand).",
 )
 @click.option(
+    "--chapters",
+    default=None,
+    help="ICD-10-CM: keep only these chapters, by code range, comma-separated (e.g. A00-B99,C00-D49).",
+)
+@click.option(
     "--labels-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the labels YAML (the tree for icd10cm; descriptions from the data) for --labels.",
 )
-def data(name: str, output: Path, rows: int, seed: int, per_leaf: int | None, labels_out: Path | None) -> None:
+def data(
+    name: str, output: Path, rows: int, seed: int, per_leaf: int | None, chapters: str | None, labels_out: Path | None
+) -> None:
     """Write a real labeled set shipped in a package (columns id, text, label) to OUTPUT.
 
     icd10cm: ICD-10-CM diagnosis titles, label the path chapter/block (a 2-level tree, 262 leaves);
@@ -76,8 +83,11 @@ def data(name: str, output: Path, rows: int, seed: int, per_leaf: int | None, la
     n = rows or None
     labels_yaml = None
     if name.startswith("icd10cm"):
-        df = tx.icd10cm(n, seed=seed, per_leaf=per_leaf, path=name == "icd10cm")
+        keep = [c.strip() for c in chapters.split(",") if c.strip()] if chapters else None
+        df = tx.icd10cm(n, seed=seed, per_leaf=per_leaf, path=name == "icd10cm", chapters=keep)
         labels_yaml = tx.icd10cm_tree_yaml(df) if name == "icd10cm" else tx.icd10cm_labels_yaml(df)
+    elif chapters:
+        raise click.UsageError("--chapters applies to icd10cm and icd10cm-flat only")
     elif name == "hpo":
         df = tx.hpo_multilabel(n, seed=seed)
         labels_yaml = tx.hpo_labels_yaml()
