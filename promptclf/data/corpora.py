@@ -8,8 +8,8 @@ The BBC News topics live in :mod:`.tables` (``bbc_sample``). Here:
   the sentiment (:func:`vader_intensity`), where sentence embeddings carry little of the answer.
   The texts are single words and short phrases, not sentences: say so beside any figure.
 * **A synthetic multi-label set** (:func:`bbc_multilabel`): openings of BBC articles of different
-  topics joined into one text, labeled with all their topics (no real multi-label text set ships in
-  a package available here).
+  topics joined into one text, labeled with all their topics: a second, synthetic set beside the real
+  multi-label HPO set of :mod:`.taxonomies` (no real multi-label news set ships in a package here).
 * **A skewed binary set** (:func:`bbc_skewed`): one BBC topic against the rest, 1:9, standing in
   for spam-like data (no spam corpus ships in a package available here).
 """
@@ -106,7 +106,7 @@ def vader_ordinal(n: int | None = None, seed: int = 0) -> pd.DataFrame:
 def bbc_multilabel(
     n: int = 300, seed: int = 0, max_labels: int = 3, chars: int = 300, none_share: float = 0.0
 ) -> pd.DataFrame:
-    """A synthetic multi-label set (a stand-in: no real multi-label text set ships in a package here):
+    """A synthetic multi-label set (a second set beside the real HPO one in :mod:`.taxonomies`):
     each row joins the openings of 1..``max_labels`` BBC articles of different topics.
 
     Columns ``text`` (the articles' first ``chars`` characters each, cut at a word, joined by a space

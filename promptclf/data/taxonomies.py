@@ -18,6 +18,7 @@ The package is found, not imported (importing it parses the whole classification
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
+
+logger = logging.getLogger(__name__)
 
 ICD_PACKAGE = "simple_icd_10_cm"
 _RANGE = re.compile(r"\s*\(([^()]*)\)\s*$")  # the code range closing a title: "... (A00-A09)"
@@ -96,7 +99,16 @@ def _frame(chapters: Sequence[str] | None) -> pd.DataFrame:
         df = df[df["chapter"].isin(list(chapters))]
     # A title under two blocks would carry two answers: drop it; one repeated in one block is kept once.
     n_blocks = df.groupby("text")["block"].transform("nunique")
-    df = df[n_blocks == 1].drop_duplicates(subset="text", keep="first")
+    kept = df[n_blocks == 1].drop_duplicates(subset="text", keep="first")
+    if len(kept) < len(df):
+        logger.info(
+            "ICD-10-CM: %d of %d titles left out (%d under two blocks, %d repeats in one block)",
+            len(df) - len(kept),
+            len(df),
+            int((n_blocks > 1).sum()),
+            len(df) - len(kept) - int((n_blocks > 1).sum()),
+        )
+    df = kept
     return df.reset_index(drop=True)
 
 
@@ -121,6 +133,14 @@ def icd10cm(
     """
     df = _frame(chapters)
     sizes = df.groupby("block")["text"].transform("size")
+    small = df.loc[sizes < min_per_leaf, "block"]
+    if len(small):
+        logger.info(
+            "ICD-10-CM: %d blocks with fewer than %d titles left out (%d titles)",
+            small.nunique(),
+            min_per_leaf,
+            len(small),
+        )
     df = df[sizes >= min_per_leaf]
     if df.empty:
         raise InputError(f"ICD-10-CM: no block has {min_per_leaf} titles; lower min_per_leaf")
@@ -289,7 +309,10 @@ def hpo_multilabel(n: int | None = None, seed: int = 0, none_rows: bool = True) 
         if labels or (none_rows and _under_root(tid, terms)):
             rows.append((tid, t.definition, json.dumps(labels)))
     df = pd.DataFrame(rows, columns=["id", "text", "label"])
-    df = df[~df["text"].duplicated(keep=False)]
+    shared = df["text"].duplicated(keep=False)
+    if shared.any():
+        logger.info("HPO: %d terms left out: their definition is shared with another term", int(shared.sum()))
+    df = df[~shared]
     take = len(df) if n is None else min(n, len(df))
     return df.sample(n=take, random_state=seed).reset_index(drop=True)
 
