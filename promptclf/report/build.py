@@ -52,6 +52,7 @@ def _row(run: Run, hourly: float | None, explicit: float | None, prices: str | N
         "coverage": m.get("coverage"),
         "calibration": m.get("calibration"),
         "ordinal": m.get("ordinal"),
+        "multilabel": m if m.get("multi_label") else None,  # micro/macro-F1, Hamming: the multi-label table
         "cost_usd": _num(run.rec.cost_usd),
         **cost,
         # What the same work costs when the machine is rented by the hour: makes a $0 local run

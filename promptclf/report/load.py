@@ -85,8 +85,9 @@ class Run:
         o = self.options
         counts = self.student.data if self.student is not None else DataCounts()
         said = []
-        if o.get("soft"):
-            said.append(f"soft labels, T={_num(o.get('temperature')) or 2.0:g}")
+        if o.get("soft"):  # a multi-label student's soft targets are per-label probabilities, with no temperature
+            multi = o.get("multi_label") or (self.student is not None and self.student.multi_label)
+            said.append("soft labels" if multi else f"soft labels, T={_num(o.get('temperature')) or 2.0:g}")
         if o.get("corrections") or o.get("fallback_col"):
             n = counts.corrected
             said.append(f"{n} corrected labels" if n is not None else "corrected labels")
@@ -102,6 +103,8 @@ class Run:
             if self.teacher == GOLD:
                 return "student on gold labels"
             base = f"student on {self.teacher} labels" if self.teacher else "student"
+            if self.options.get("multi_label") or (self.student is not None and self.student.multi_label):
+                base += ", multi-label: subset accuracy"  # its accuracy column, as for a multi-label label run
             return base + self._label_treatment()
         # --calibrate changes the labels drawn from the same scores, so a calibrated run says so.
         calibrated = ", calibrated" if self.options.get("calibrate") else ""

@@ -1,4 +1,5 @@
-"""Per-run score tables beyond accuracy, for the report: calibration and, for ordinal label sets, the scale.
+"""Per-run score tables beyond accuracy, for the report: calibration, the scale of ordinal label sets, and the
+F1s and Hamming loss of multi-label ones.
 
 Each is a :class:`ScoreTable` (title, column heads, one line of cells per run that has the figures, a
 note saying how to read it, an optional figure); runs without the figures are left out of a table, and
@@ -88,6 +89,48 @@ def ordinal_table(rows: list[dict[str, Any]]) -> ScoreTable | None:
     )
 
 
+def _ci(v: float | None, ci: list[float] | None) -> str:
+    return _pct(v) + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if v is not None and ci else "")
+
+
+def multilabel_table(rows: list[dict[str, Any]]) -> ScoreTable | None:
+    """Micro-, macro- and sample-F1, subset accuracy and Hamming loss, for runs on a multi-label set: the
+    run table's accuracy column holds only the subset accuracy, which punishes one wrong label of many."""
+    lines = []
+    for r in rows:
+        m = r.get("multilabel")
+        if not m or not m.get("n_scored"):
+            continue
+        card = m.get("cardinality") or {}
+        per_row = f"{card['pred']:.2f} / {card['gold']:.2f}" if card else "-"
+        lines.append(
+            [r["name"], f"{m['n_scored']:,}", _ci(m.get("micro_f1"), m.get("micro_f1_ci")),
+             _ci(m.get("macro_f1"), m.get("macro_f1_ci")), _pct(m.get("samples_f1")),
+             _pct(m.get("subset_accuracy")), _ci(m.get("hamming_loss"), m.get("hamming_loss_ci")), per_row]
+        )  # fmt: skip
+    if not lines:
+        return None
+    return ScoreTable(
+        "multilabel",
+        "Multi-label",
+        [
+            "run",
+            "rows",
+            "micro-F1 (95% CI)",
+            "macro-F1 (95% CI)",
+            "sample-F1",
+            "subset accuracy",
+            "Hamming loss (95% CI)",
+            "labels per row (predicted / gold)",
+        ],  # fmt: skip
+        lines,
+        "On gold rows of runs with zero or more labels per text. Micro-F1 pools every (row, label) decision; "
+        "macro-F1 averages the labels' F1; sample-F1 averages each row's; subset accuracy counts rows whose whole "
+        "set is right (the run table's accuracy column for these runs); Hamming loss is the share of (row, label) "
+        "decisions that are wrong. A student decides each label at the threshold distill tuned on validation.",
+    )
+
+
 def score_tables(rows: list[dict[str, Any]]) -> list[ScoreTable]:
     """The tables some run fills, in report order."""
-    return [t for t in (calibration_table(rows), ordinal_table(rows)) if t is not None]
+    return [t for t in (calibration_table(rows), ordinal_table(rows), multilabel_table(rows)) if t is not None]

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..distill.thresholds import label_sets
 from ..predict.loader import Predictor
 from .batcher import MicroBatcher, QueueFull, Stopped
 from .options import ServeOptions
@@ -118,6 +119,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, name: 
     """The API around ``predictor`` (loaded already); ``name`` is the folder reported in answers."""
     opts = options or ServeOptions()
     labels = list(predictor.labels)
+    thresholds = predictor.thresholds if getattr(predictor, "multi_label", False) else None  # multi-label: sets
     batcher = MicroBatcher(
         lambda texts: predictor.predict_proba(texts, batch_size=opts.max_batch),
         max_batch=opts.max_batch,
@@ -204,7 +206,8 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, name: 
         for row in rows:
             best = int(row.argmax())
             probs = {lab: round(float(p), 6) for lab, p in zip(labels, row, strict=True)}
-            out.append(Prediction(label=labels[best], prob=probs[labels[best]], probs=probs))
+            chosen = label_sets(row[None, :], thresholds, labels)[0] if thresholds is not None else None
+            out.append(Prediction(label=labels[best], prob=probs[labels[best]], probs=probs, labels=chosen))
         return PredictResponse(predictions=out, model=name)
 
     @app.get("/health", response_model=HealthResponse, summary="Is the model loaded and answering")

@@ -36,6 +36,11 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable label.")
     prob: float = Field(description="Its probability (temperature-scaled when distill fitted a temperature).")
     probs: dict[str, float] = Field(description="The probability of every label, in the student's label order.")
+    labels: list[str] | None = Field(
+        None,
+        description="A multi-label student's label set: every label whose probability reaches the threshold distill "
+        "tuned for it (probs are then independent per label); null for a single-label student.",
+    )
 
 
 class PredictResponse(BaseModel):
