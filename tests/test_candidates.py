@@ -309,3 +309,80 @@ def test_batch_api_lines_carry_the_candidates(tmp_path: Path, store_path: str) -
     run = json.loads((tmp_path / "out.run" / "run.json").read_text())
     assert run["usage"]["batch_requests"] == 3 and run["candidates"]["k"] == 3
     assert run["candidates"]["mean_shown_labels"] < len(NAMES)
+
+
+@pytest.fixture(scope="module")
+def icd() -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """The real 262-label set: ICD-10-CM titles and their blocks, 8 rows labeled."""
+    from promptclf.data.taxonomies import icd10cm, icd10cm_labels_yaml
+    from promptclf.labels import LabelSet
+
+    pytest.importorskip("yaml")
+    full = icd10cm(per_leaf=20, path=False)
+    import yaml
+
+    labels = LabelSet.from_dict(yaml.safe_load(icd10cm_labels_yaml(full)))
+    return full.sample(n=8, random_state=1)[["text", "label"]].reset_index(drop=True), labels.to_dict()
+
+
+@pytest.mark.slow
+def test_smollm2_scores_each_title_against_its_candidates(icd, store_path: str) -> None:  # type: ignore[no-untyped-def]
+    """SmolLM2-135M in process on ICD-10-CM's 262 blocks: all of them (with titles) overflow its context, and
+    the error names --candidates; with K=5 every request scores one text's own 5 labels."""
+    from promptclf.providers.local.provider import LocalProvider
+
+    df, labels = icd
+
+    class Recording(LocalProvider):
+        def __init__(self) -> None:
+            super().__init__(threads=1)
+            self.requests: list[ScoreRequest] = []
+
+        def score(self, request: ScoreRequest) -> ScoreResult:
+            self.requests.append(request)
+            return super().score(request)
+
+    provider = Recording()
+    base = dict(labels=labels, label_col="label", store=store_path, batch_size=4)
+    with pytest.raises(InputError, match="--candidates K"):
+        Labeler(LabelOptions.build(**base, provider="local"), provider=provider, progress=False).label(df.head(1))
+    provider.requests.clear()
+    opts = LabelOptions.build(**base, provider="local", candidates=5)
+    res = Labeler(opts, provider=provider, progress=False).label(df)
+    f = res.frame
+    assert set(f["pred_status"]) == {"ok"}
+    by_text = {r.items[0]: r for r in provider.requests}
+    for text, cell, probs, label in zip(f["text"], f["pred_candidates"], f["pred_probs"], f["pred_label"], strict=True):
+        cands, p = json.loads(cell), json.loads(probs)
+        req = by_text[text[:4000]]
+        assert sorted(req.labels) == sorted(cands) and label in cands
+        assert sum(p[n] for n in cands) == pytest.approx(1.0, abs=1e-4) and sum(p.values()) == pytest.approx(
+            1.0, abs=1e-4
+        )
+    c = res.summary.candidates
+    assert c is not None and c["n_candidate_rows"] == 8 and 0 <= c["candidate_recall"] <= 1
+
+
+@pytest.mark.server
+def test_llama_server_answers_from_the_listed_candidates(icd, fault_proxy, store_path: str) -> None:  # type: ignore[no-untyped-def]
+    """SmolLM2 behind llama.cpp's server, grammar-constrained to each request's union of candidates."""
+    df, labels = icd
+    opts = LabelOptions.build(
+        labels=labels, label_col="label", store=store_path, provider="openai", model="smollm2",
+        base_url=fault_proxy.base_url, candidates=3, batch_size=4, concurrency=1, max_reasks=0, timeout_s=120.0,
+        no_cache=True,
+    )  # fmt: skip
+    f = Labeler(opts, progress=False).label(df.head(4)).frame
+    assert set(f["pred_status"]) <= {"ok", "empty", "invalid"}
+    sent = [r.body for r in fault_proxy.chat_records() if r.body]
+    assert len(sent) == 1
+    user = next(m["content"] for m in sent[0]["messages"] if m["role"] == "user")
+    listed = parse_prompt(user)[0]
+    union = {n for c in f["pred_candidates"] for n in json.loads(c)}
+    assert set(listed) == union and 3 <= len(listed) <= 12
+    fmt = sent[0].get("response_format") or {}
+    if fmt.get("type") == "json_schema":  # the grammar allows only the listed labels
+        schema = fmt["json_schema"]["schema"]
+        assert schema["properties"]["items"]["items"]["properties"]["label"]["enum"] == listed
+    ok = f[f["pred_status"] == "ok"]
+    assert ok["pred_label"].isin(listed).all()

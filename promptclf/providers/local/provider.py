@@ -386,7 +386,8 @@ class LocalProvider:
             if budget < 1:
                 raise InputError(
                     f"the prompt before the item is {len(lay.head)} tokens and {self.model!r} holds {room}; "
-                    "use fewer or shorter few-shot examples"
+                    "use fewer or shorter few-shot examples, or, with many labels, --candidates K to list only "
+                    "the K labels nearest each text"
                 )
         items = [self._encode(item)[:budget] for item in request.items]
         # every item runs its tokens, the tail and every label's fed tokens; prefixes are added as encoded
