@@ -167,6 +167,12 @@ def test_label_file_records_candidates_and_eval_reports_the_recall(tmp_path: Pat
     run = label_file(path, out, opts, provider=fake, progress=False)
     assert run.options["candidates"] == 3
     assert run.candidates is not None and run.candidates["candidate_recall"] == pytest.approx(11 / 12)
+    from promptclf.cli.label import _fmt_candidates
+
+    assert _fmt_candidates(run.candidates) == [
+        f"  candidates: K=3, {run.candidates['mean_shown_labels']} labels shown per request, 0 answers outside them; "
+        "gold among the candidates on 91.7% of 12 gold rows"
+    ]
     saved = json.loads((tmp_path / "out.run" / "run.json").read_text())
     assert saved["candidates"]["k"] == 3 and saved["candidates"]["n_candidate_rows"] == 12
     r = CliRunner().invoke(main, ["eval", str(out), "--gold-col", "label", "--json", "--n-boot", "0"])
@@ -195,6 +201,7 @@ def test_dry_run_counts_the_candidates_prompts(store_path: str) -> None:
     assert few.requests == full.requests == 3
     assert few.est_prompt_tokens < 0.8 * full.est_prompt_tokens
     assert len(parse_prompt(few.prompt)[0]) < len(NAMES) == len(parse_prompt(full.prompt)[0])
+    assert full.labels_listed is None and few.labels_listed is not None and 3 <= few.labels_listed < len(NAMES)
 
 
 class NameScores:
@@ -304,6 +311,9 @@ def test_batch_api_lines_carry_the_candidates(tmp_path: Path, store_path: str) -
         res = CliRunner().invoke(main, args, env=env)
         server.api.wait_idle()
     assert res.exit_code == 0, res.output
+    dry = CliRunner().invoke(main, [*args[:16], "--dry-run"], env=env)  # up to --batch-size 4
+    assert dry.exit_code == 0, dry.output
+    assert "# candidates: K=3; " in dry.stdout and "of the 12 labels listed per request" in dry.stdout
     f = pd.read_csv(out, keep_default_na=False)
     assert f["pred_label"].tolist() == NAMES and all(len(json.loads(c)) == 3 for c in f["pred_candidates"])
     run = json.loads((tmp_path / "out.run" / "run.json").read_text())

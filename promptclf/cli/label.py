@@ -198,6 +198,11 @@ def label(
         )
         known = "" if est.price_known else " (model not in the price table: add it with --prices)"
         click.echo(f"# estimated cost: ${est.est_cost_usd:.4f} (before re-asks){known}")
+        if est.labels_listed is not None:  # --candidates: each request lists its own labels
+            click.echo(
+                f"# candidates: K={opts.candidates}; {est.labels_listed:.1f} of the {est.n_labels} labels listed per "
+                "request on average (counted above)"
+            )
         for line in est.notes:  # batch price, prompt-cache saving
             click.echo(f"# {line}")
         return

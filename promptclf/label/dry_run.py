@@ -9,7 +9,7 @@ head of the first requests is the prefix a provider's prompt cache can serve.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..providers.base import ChatProvider, Provider, ScoringProvider, Usage
@@ -39,6 +39,8 @@ class DryRun:
     tokens_exact: bool  # the local model's own tokenizer; else an estimate
     price_known: bool
     cache: CacheEstimate  # the cost, and what a prompt cache and the batch price change
+    labels_listed: float | None = None  # --candidates: the mean labels a request lists (None: every label)
+    n_labels: int = 0  # the label set's size
     scope: str = ""  # what the counts cover when not the whole job (a label tree's top-level stage)
 
     @property
@@ -58,6 +60,7 @@ class _Counts:
     completion_tokens: int
     requests: int
     prefix: str  # the static prefix a chat provider's prompt cache can serve
+    listed: list[int] = field(default_factory=list)  # --candidates: the labels each request lists
 
 
 def _scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> _Counts:
@@ -85,10 +88,11 @@ def _scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptB
     tail = provider.layout_tokens(system, prefix, suffix)[1]
     prompt_tokens = sum(heads.values()) + item_tokens + len(job.todo) * tail + label_tokens
     requests = len(groups)
+    listed = [len(g.names) for g in groups] if job.candidates is not None else []
     if o.calibrate:  # the content-free inputs through each distinct prompt, one more request each
         prompt_tokens += sum(sum(count(cf) + tail + a for cf in CONTENT_FREE) for a in answers.values())
         requests += len(answers)
-    return _Counts(prompt, prompt_tokens, 0, requests, "")
+    return _Counts(prompt, prompt_tokens, 0, requests, "", listed)
 
 
 def _multi_scoring_counts(ctx: RunContext[ScoringProvider], job: Job, prompts: PromptBuilder) -> _Counts:
@@ -127,6 +131,7 @@ def _chat_counts(ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder
     prompt_tokens = 0
     prompt = ""
     firsts = []  # the first requests' messages: their common head is the cacheable prefix
+    listed: list[int] = []
     for b, rows in enumerate(batches):
         shots, shown = job.request_view(rows)  # --candidates: the request's own labels
         msgs = prompts.batch_messages(
@@ -138,9 +143,11 @@ def _chat_counts(ctx: RunContext[ChatProvider], job: Job, prompts: PromptBuilder
         prompt_tokens += sum(count(m["content"]) for m in msgs)
         if b < 3:
             firsts.append(msgs)
+        if shown is not None:
+            listed.append(len(shown))
         if b == 0:
             prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in msgs)
-    return _Counts(prompt, prompt_tokens, len(job.todo) * 12, len(batches), static_prefix(firsts))
+    return _Counts(prompt, prompt_tokens, len(job.todo) * 12, len(batches), static_prefix(firsts), listed)
 
 
 def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source: str = "input") -> DryRun:
@@ -182,5 +189,7 @@ def dry_run(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder, source:
         tokens_exact=exact,
         price_known=price.known,
         cache=cache,
+        labels_listed=sum(c.listed) / len(c.listed) if c.listed else None,
+        n_labels=len(job.labels),
         scope=scope,
     )
