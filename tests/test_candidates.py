@@ -396,3 +396,16 @@ def test_llama_server_answers_from_the_listed_candidates(icd, fault_proxy, store
         assert schema["properties"]["items"]["items"]["properties"]["label"]["enum"] == listed
     ok = f[f["pred_status"] == "ok"]
     assert ok["pred_label"].isin(listed).all()
+
+
+def test_every_chunk_has_the_candidates_column(tmp_path: Path, store_path: str) -> None:
+    """A chunk with nothing to label (here: empty texts) still writes pred_candidates, empty, so the chunks of
+    the output file share their columns."""
+    path, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame({"text": ["", " ", *TEXTS[:4]], "label": ["", "", *NAMES[:4]]}).to_csv(path, index=False)
+    opts = _opts(store_path, label_col="label", chunk_rows=2)
+    label_file(path, out, opts, provider=FakeChatProvider(answer=lambda t, labels: labels[0]), progress=False)
+    f = pd.read_csv(out, keep_default_na=False)
+    assert len(f) == 6 and f["pred_candidates"].tolist()[:2] == ["", ""]
+    assert all(len(json.loads(c)) == 3 for c in f["pred_candidates"][2:])
+    assert f["pred_status"].tolist() == ["error", "error", "ok", "ok", "ok", "ok"]

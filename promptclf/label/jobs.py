@@ -310,9 +310,14 @@ def chunk_job(
     similar = cands = None
     if embed and o.shot_selection == "similar" and plan.shots and todo:
         similar = build_similar(plan.shots, texts, todo, o.shots, plan.labels.names, store=store, progress=progress)
-    if embed and o.candidates is not None and todo:
-        cands = build_candidates(plan.labels, o.candidates, texts, todo, store=store, progress=progress)
-    if similar is not None or cands is not None:
+    if o.candidates is not None:
+        # A chunk that will not be sent (or has nothing to label) gets no candidates, but its rows still get
+        # the pred_candidates column, empty, so every chunk of the output has the same columns.
+        if embed and todo:
+            cands = build_candidates(plan.labels, o.candidates, texts, todo, store=store, progress=progress)
+        else:
+            cands = CandidateSets(plan.labels, o.candidates, {})
+    if similar is not None or (cands is not None and cands.row_vecs):
         # Similar texts share a batch: they share similar shots, and their candidates overlap.
         vecs = similar.vectors(todo) if similar is not None else cands.vectors(todo)  # type: ignore[union-attr]
         todo = [todo[k] for k in cluster_order(vecs, o.batch_size)]
