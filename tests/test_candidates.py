@@ -409,3 +409,21 @@ def test_every_chunk_has_the_candidates_column(tmp_path: Path, store_path: str) 
     assert len(f) == 6 and f["pred_candidates"].tolist()[:2] == ["", ""]
     assert all(len(json.loads(c)) == 3 for c in f["pred_candidates"][2:])
     assert f["pred_status"].tolist() == ["error", "error", "ok", "ok", "ok", "ok"]
+
+
+def test_a_label_tree_counts_its_leaves_and_needs_flat_mode(tmp_path: Path, store_path: str) -> None:
+    tree = [
+        {"name": "sci", "children": [{"name": "space"}, {"name": "med"}, {"name": "code"}]},
+        {"name": "fun", "children": [{"name": "film"}, {"name": "music"}]},
+    ]
+    with pytest.raises(ConfigError, match=r"larger than the label set \(5 labels\)"):
+        LabelOptions.build(labels=tree, candidates=6)
+    opts = LabelOptions.build(labels=tree, candidates=3, label_col=None, store=store_path, no_cache=True)
+    df = pd.DataFrame({"text": ["The rocket reached orbit.", "The band's new album."]})
+    with pytest.raises(InputError, match="--tree-mode flat"):
+        Labeler(opts, provider=FakeChatProvider(), progress=False).label(df)
+    flat = opts.model_copy(update={"tree_mode": "flat"})
+    fake = FakeChatProvider(answer=lambda text, labels: labels[0])
+    f = Labeler(flat, provider=fake, progress=False).label(df).frame
+    assert set(f["pred_status"]) == {"ok"} and all(len(json.loads(c)) == 3 for c in f["pred_candidates"])
+    assert all("/" in n for n in parse_prompt(fake.calls[0].messages[-1]["content"])[0])  # leaves, by path

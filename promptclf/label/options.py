@@ -33,6 +33,15 @@ def default_store() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "promptclf" / "store.sqlite"
 
 
+def _leaves(entries: list[dict[str, object]]) -> int:
+    """The labels of ``labels`` entries: a label tree's entries (with ``children``) count their leaves."""
+    n = 0
+    for e in entries:
+        kids = e.get("children") if isinstance(e, dict) else None
+        n += _leaves(kids) if isinstance(kids, list) and kids else 1  # type: ignore[arg-type]
+    return n
+
+
 class LabelOptions(BaseModel):
     """Everything that decides what a labeling run sends and how it behaves."""
 
@@ -288,8 +297,8 @@ class LabelOptions(BaseModel):
     def _check(self) -> LabelOptions:
         self._check_cascade()
         self._check_multi_label()
-        if self.candidates is not None and self.labels and k_error(self.candidates, len(self.labels)):
-            raise ValueError(k_error(self.candidates, len(self.labels)))
+        if self.candidates is not None and self.labels and k_error(self.candidates, _leaves(self.labels)):
+            raise ValueError(k_error(self.candidates, _leaves(self.labels)))
         if self.base_url and self.provider == "local":
             raise ValueError("--base-url points at a server; use --provider openai (OpenAI-compatible) with it")
         if self.hourly_price is not None and not self.base_url:
