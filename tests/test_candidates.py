@@ -5,6 +5,7 @@ text's candidates, pred_candidates is written and eval reports the candidate rec
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -291,6 +292,7 @@ def test_the_simulated_teacher_answers_from_the_labels_shown() -> None:
     ans = Answer("b", {"a": 0.1, "b": 0.6, "c": 0.3}, True)
     kept = among_shown(ans, ["b", "c"])
     assert kept.label == "b" and kept.probs == pytest.approx({"b": 2 / 3, "c": 1 / 3}) and kept.correct
+    assert among_shown(ans, ["b", "x"]).probs["x"] == pytest.approx(1e-6 / 0.600001)  # unknown: a sliver
     moved = among_shown(ans, ["a", "c"])
     assert moved.label == "c" and moved.probs == pytest.approx({"a": 0.25, "c": 0.75}) and not moved.correct
 
@@ -427,3 +429,36 @@ def test_a_label_tree_counts_its_leaves_and_needs_flat_mode(tmp_path: Path, stor
     f = Labeler(flat, provider=fake, progress=False).label(df).frame
     assert set(f["pred_status"]) == {"ok"} and all(len(json.loads(c)) == 3 for c in f["pred_candidates"])
     assert all("/" in n for n in parse_prompt(fake.calls[0].messages[-1]["content"])[0])  # leaves, by path
+
+
+def test_the_simulated_teacher_over_http_answers_only_from_the_listed_labels(store_path: str) -> None:
+    from promptclf.store import Store
+    from promptclf.testing.sim_teacher import SimTeacher
+
+    # The teacher's gold for the first text is a label far from it ("movies" for a football text), so its two
+    # candidates miss it and the teacher, shown only those, cannot give it (nor "football", which its gold
+    # table lacks: a listed label it does not know gets a sliver of probability, never a broken answer).
+    texts = TEXTS * 2
+    gold = ["movies", *NAMES[1:]] * 2
+    st = Store(store_path)
+    teacher = SimTeacher(texts, gold, accuracy=1.0, store=st)
+    st.close()
+    df = pd.DataFrame({"text": TEXTS, "label": gold[:12]})
+    with teacher:
+        opts = _opts(
+            store_path, provider="openai", base_url=teacher.base_url, model="simulated-teacher", candidates=2,
+            batch_size=1, label_col="label",
+        )  # fmt: skip
+        os.environ.setdefault("OPENAI_API_KEY", "sk-test")
+        res = Labeler(opts, progress=False).label(df)
+        listed = [parse_prompt(r.body["messages"][-1]["content"])[0] for r in teacher.server.chat_records() if r.body]
+    f = res.frame
+    c = res.summary.candidates
+    assert c is not None and c["off_candidate_answers"] == 0
+    assert len(listed) == 12 and all(len(x) == 2 for x in listed)
+    for cell, pred, g in zip(f["pred_candidates"], f["pred_label"], f["label"], strict=True):
+        cands = json.loads(cell)
+        assert pred in cands
+        assert (pred == g) == (g in cands)  # a perfect teacher is right exactly when the gold label was listed
+    assert "movies" not in json.loads(f["pred_candidates"][0]) and f["pred_label"][0] != "movies"
+    assert c["candidate_recall"] == pytest.approx(11 / 12)

@@ -346,10 +346,10 @@ def among_shown(ans: Answer, shown: Sequence[str]) -> Answer:
     """The answer to a prompt that lists only ``shown`` labels: the decided label when it is listed, else
     the most probable listed one (its distribution renormalised over the listed labels). A text whose
     gold label is not listed is therefore answered wrongly, as an LLM shown the wrong candidates would."""
-    mass = {lab: ans.probs.get(lab, 0.0) for lab in shown}
+    # A listed label the teacher's gold table lacks gets a sliver, as a model never gives a listed label
+    # exactly 0 (and its token logprobs must stay finite).
+    mass = {lab: max(ans.probs.get(lab, 0.0), 1e-6) for lab in shown}
     total = sum(mass.values())
-    if total <= 0:  # none of the listed labels is one the teacher knows: spread evenly
-        mass, total = {lab: 1.0 for lab in shown}, float(len(shown))
     probs = {lab: m / total for lab, m in mass.items()}
     label = ans.label if ans.label in probs else max(probs, key=lambda lab: probs[lab])
     return Answer(label, probs, ans.correct and label == ans.label)
