@@ -115,6 +115,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--patience", type=int, default=1, help="early stopping (the recipe's 1; 0 = off)")
     p.add_argument("--test-fraction", type=float, default=0.3)
     a = p.parse_args()
 
@@ -161,7 +162,7 @@ def main() -> None:
             for kind in ("hard", "soft"):
                 opts = DistillOptions.build(
                     recipe="minilm-lora", max_length=a.max_length, epochs=a.epochs, seed=seed,
-                    test_fraction=a.test_fraction, soft=kind == "soft", threads=os.cpu_count(),
+                    test_fraction=a.test_fraction, soft=kind == "soft", threads=os.cpu_count(), patience=a.patience,
                 )  # fmt: skip
                 t1 = time.perf_counter()
                 run = distill(labeled, work / f"student-{kind}", opts)
