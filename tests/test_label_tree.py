@@ -300,3 +300,65 @@ def test_dry_run_shows_the_top_level_stage(tmp_path: Path) -> None:
     assert any("top-level stage" in n for n in est.notes)
     flat = Labeler(opts.model_copy(update={"tree_mode": "flat"}), provider=FakeChatProvider(), progress=False)
     assert parse_prompt(flat.dry_run(df).prompt.split("[user]\n", 1)[1])[0] == LEAVES
+
+
+def test_cli_labels_with_a_tree_file_and_evaluates_every_level(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from promptclf.cli import main
+    from promptclf.testing.answers import PromptAnswers
+    from promptclf.testing.fake_server import FakeServer, Responder
+
+    df = _data(12)
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    (tmp_path / "tree.yaml").write_text(TREE_YAML)
+    answers = PromptAnswers(tree_answer(dict(zip(df["text"], df["label"], strict=True))))
+    env = {"OPENAI_API_KEY": "sk-test", "PROMPTCLF_STORE": str(tmp_path / "s.sqlite")}
+    with FakeServer(Responder(answers)) as server:
+        for mode in ("hierarchy", "flat"):
+            out = tmp_path / f"{mode}.csv"
+            args = ["label", str(src), "-o", str(out), "--labels", str(tmp_path / "tree.yaml"), "--tree-mode", mode]
+            args += ["--base-url", server.base_url, "--model", "m", "--batch-size", "6"]
+            res = CliRunner().invoke(main, args, env=env)
+            assert res.exit_code == 0, res.output
+            assert "tree: level 1 100.0%, level 2 100.0%, level 3 100.0%" in res.output
+            assert pd.read_csv(out)["pred_label"].tolist() == df["label"].tolist()
+            ev = CliRunner().invoke(main, ["eval", str(out), "--gold-col", "label", "--n-boot", "0"])
+            assert ev.exit_code == 0 and "3 (leaf)" in ev.output
+    # hierarchy: 2 top-level batches of 6, then sci (4 rows), rec (6 rows), rec/sport (4 rows), one each; flat: 2
+    assert answers.requests == 2 + 1 + 1 + 1 + 2
+
+
+@pytest.mark.slow
+def test_local_model_labels_a_tree_stage_by_stage(tmp_path: Path) -> None:
+    """SmolLM2-135M, in process: each stage scores only one node's children; every row reaches a leaf,
+    its pred_prob the product of its stages' (= its leaf's entry in pred_probs)."""
+    from promptclf.data.tables import bbc_sample
+
+    df = bbc_sample(6, seed=1)[["text", "label"]].assign(text=lambda d: d["text"].str[:300])
+    tree = [
+        {"name": "economy", "children": [{"name": "business"}, {"name": "tech"}]},
+        {"name": "society", "children": [{"name": "politics"}, {"name": "sport"}, {"name": "entertainment"}]},
+    ]
+    opts = LabelOptions(  # type: ignore[call-arg]
+        provider="local", labels=tree, label_col=None, batch_size=3, store=str(tmp_path / "s.sqlite")
+    )
+    provider = opts.provider_spec().build()
+    asked: list[list[str]] = []
+    score = provider.score  # type: ignore[union-attr]
+
+    def recording(request):  # type: ignore[no-untyped-def]
+        asked.append(list(request.labels))
+        return score(request)
+
+    provider.score = recording  # type: ignore[union-attr,method-assign]
+    out = Labeler(opts, provider=provider, progress=False).label(df).frame
+    assert set(out["pred_status"]) == {"ok"}
+    leaves = {"economy/business", "economy/tech", "society/politics", "society/sport", "society/entertainment"}
+    assert set(out["pred_label"]) <= leaves
+    stages = {("economy", "society"), ("business", "tech"), ("politics", "sport", "entertainment")}
+    assert {tuple(x) for x in asked} <= stages and ("economy", "society") in {tuple(x) for x in asked}
+    for label, p, probs in zip(out["pred_label"], out["pred_prob"], out["pred_probs"], strict=True):
+        dist = json.loads(probs)
+        assert 0 < p <= 1 and dist[label] == pytest.approx(p, abs=1e-5) and sum(dist.values()) <= 1 + 1e-6
