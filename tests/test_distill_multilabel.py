@@ -209,6 +209,9 @@ def test_student_trains_with_bce_and_stores_tuned_thresholds(ml_run: tuple[Path,
         assert 0.0 <= m[k] <= 1.0 and m[f"{k}_ci"] is not None
     assert ml["teacher_on_test"]["n"] == run.n_items and 0.0 <= ml["teacher_on_test"]["micro_f1"] <= 1.0
     assert run.train.reload_same_labels and (run.train.reload_max_abs_diff or 0.0) < 1e-5
+    # The checkpoint is picked by validation BCE loss (threshold-free), not by F1 at 0.5.
+    extra = run.train.model_extra or {}
+    assert extra["best_val_loss"] is not None and run.train.best_val_macro_f1 is None
     assert run.temperature_scaling is not None and run.temperature_scaling.temperature == 1.0
     assert "multi-label" in run.model
     preds = pd.read_csv(out / "predictions.csv")
@@ -461,3 +464,12 @@ def test_causal_lm_classification_head_trains_multi_label(tmp_path: Path) -> Non
     probs = student.predict_proba([WORDS["sports"], "x"])
     assert probs.shape == (2, 3) and not np.allclose(probs.sum(1), 1.0)
     assert run.train.reload_same_labels
+
+
+def test_fixed_thresholds_keep_half_for_every_label(tiny_base: Path, tmp_path: Path) -> None:
+    labeled = _labeled(tmp_path / "data", _rows(40))
+    run = distill(labeled, tmp_path / "s", _opts(tiny_base, max_steps=2, eval_steps=None, thresholds="fixed"))
+    ml = run.multi_label or {}
+    assert list(ml["thresholds"].values()) == [0.5, 0.5, 0.5] and ml["tuned_on"].startswith("not tuned")
+    assert Student.load(tmp_path / "s").thresholds == [0.5, 0.5, 0.5]
+    assert (run.metrics or {})["micro_f1"] == pytest.approx(ml["test_at_0_5"]["micro_f1"])

@@ -282,7 +282,10 @@ def evaluate_multilabel(student: Any, data: DistillData, o: DistillOptions, tr: 
     val_true = (
         np.asarray(data.val_targets or [], dtype=np.float64).reshape(len(data.val_texts), len(data.labels)) >= 0.5
     )
-    thresholds, untuned = tune_thresholds(val_probs, val_true, data.labels)
+    if o.thresholds == "fixed":
+        thresholds, untuned = [DEFAULT_THRESHOLD] * len(data.labels), list[str]()
+    else:
+        thresholds, untuned = tune_thresholds(val_probs, val_true, data.labels)
     student.spec.thresholds = thresholds  # predictions.csv and every later predict use them
     (out / "student.json").write_text(json.dumps(student.spec.to_dict(), indent=2) + "\n")
     if untuned:
@@ -298,7 +301,7 @@ def evaluate_multilabel(student: Any, data: DistillData, o: DistillOptions, tr: 
         val_cells, _cells(label_sets(val_probs, None, data.labels)), labels, n_boot=0, where="validation"
     )
     log.info(
-        f"per-label thresholds tuned on {len(val_true)} validation rows: "
+        f"per-label thresholds ({o.thresholds}) on {len(val_true)} validation rows: "
         + ", ".join(f"{n} {t:.3f}" for n, t in zip(data.labels, thresholds, strict=True))
         + f"; validation micro-F1 {val_half['micro_f1'] or 0:.4f} at 0.5 -> {metrics_val['micro_f1'] or 0:.4f} tuned"
     )
@@ -310,7 +313,7 @@ def evaluate_multilabel(student: Any, data: DistillData, o: DistillOptions, tr: 
 
     block: dict[str, Any] = {
         "thresholds": dict(zip(data.labels, thresholds, strict=True)),
-        "tuned_on": "validation",
+        "tuned_on": "validation" if o.thresholds == "tuned" else "not tuned: --thresholds fixed (0.5)",
         "n_validation": len(val_true),
         "untuned": untuned,  # no positive validation row: left at 0.5
         "soft": o.soft,
@@ -374,8 +377,9 @@ def summary_lines(run: Any) -> list[str]:
     th = ml.get("thresholds") or {}
     if th:
         note = f" ({', '.join(ml['untuned'])} left at 0.5: no positive validation row)" if ml.get("untuned") else ""
+        how = f"tuned on {ml.get('n_validation', 0)} validation rows" if ml.get("tuned_on") == "validation" else "fixed"
         lines.append(
-            f"per-label thresholds (tuned on {ml.get('n_validation', 0)} validation rows; predict applies them): "
+            f"per-label thresholds ({how}; predict applies them): "
             + ", ".join(f"{k} {v:.3f}" for k, v in th.items())
             + note
         )

@@ -92,6 +92,13 @@ class DistillOptions(BaseModel):
         "teacher's label run (INPUT's .run/labels.json) was multi-label.",
     )
 
+    thresholds: Literal["tuned", "fixed"] = Field(
+        "tuned",
+        description="Multi-label: tuned (each label's threshold maximises its F1 on the validation split) or fixed "
+        "(0.5 for every label; better when the validation labels are noisy and each label has few of them).",
+        json_schema_extra={"flag": "--thresholds"},
+    )
+
     # student
     student: str = Field(
         "minilm",

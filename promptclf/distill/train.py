@@ -279,6 +279,15 @@ def _wrap(model: Any, tok: Any, spec: StudentSpec, causal: bool, config: Any, o:
     return model, tok, spec, causal
 
 
+def _best_metric(data: DistillData, o: DistillOptions) -> str:
+    """What picks the best checkpoint (and stops early): an ordinal student's validation MAE; a multi-label
+    student's validation BCE loss, which needs no threshold (at 0.5 a rare label may never be predicted early on,
+    leaving F1 at 0 for every checkpoint); else validation macro-F1."""
+    if data.scores is not None and o.head == "cls":
+        return "mae"
+    return "loss" if data.multi_label else "macro_f1"
+
+
 def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
     """Fine-tune and save the student into ``out``; returns the ``train`` block of run.json."""
     import torch
@@ -348,8 +357,8 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         save_total_limit=2,
         load_best_model_at_end=True,
         # An ordinal student keeps the checkpoint with the smallest validation MAE (both heads alike).
-        metric_for_best_model="mae" if data.scores is not None and o.head == "cls" else "macro_f1",
-        greater_is_better=not (data.scores is not None and o.head == "cls"),
+        metric_for_best_model=_best_metric(data, o),
+        greater_is_better=_best_metric(data, o) == "macro_f1",
         logging_steps=o.logging_steps,
         report_to=[],
         disable_tqdm=True,
@@ -458,6 +467,7 @@ def train(data: DistillData, o: DistillOptions, out: Path) -> dict[str, Any]:
         # The metric the best checkpoint was picked by: MAE for an ordinal student, else macro-F1.
         "best_val_macro_f1": state.best_metric if args.metric_for_best_model == "macro_f1" else None,
         "best_val_mae": state.best_metric if args.metric_for_best_model == "mae" else None,
+        "best_val_loss": state.best_metric if args.metric_for_best_model == "loss" else None,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "examples_per_s": round(examples / session_s, 2) if session_s > 0 else None,
