@@ -28,14 +28,12 @@ from ..label_tree import SEP
 from ..labels import LabelSet
 from ..providers.base import Provider
 from ..runs import Calibration
-from .batch_runner import BatchRunner
-from .chat_runner import ChatRunner
 from .context import RunContext
+from .dispatch import run_runner
 from .jobs import Job, RowResult, prompt_builder
 from .meter import Meter
 from .options import LabelOptions
 from .prompts import PromptBuilder, Shot
-from .scoring_runner import run_scoring
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +82,6 @@ def top_stage(o: LabelOptions, job: Job) -> tuple[Job, PromptBuilder]:
     shots = stage_shots(job.shots, "", stage, o.shots) if job.shots else []
     sub = Job(job.texts, [RowResult() for _ in job.texts], list(job.todo), None, stage, shots, [], None)
     return sub, prompt_builder(o, sub)
-
-
-def _run_stage(ctx: RunContext[Provider], job: Job) -> Calibration | None:
-    """One stage's job through the runner for the provider's kind (as :func:`promptclf.label.stream.run_job`)."""
-    prompts = prompt_builder(ctx.options, job)
-    provider = ctx.provider
-    if provider.kind == "scoring":
-        return run_scoring(ctx.using(provider), job, prompts)
-    if ctx.options.batch_api:
-        BatchRunner(ctx.using(provider), job, prompts).run()
-    else:
-        ChatRunner(ctx.using(provider), job, prompts).run()
-    return None
 
 
 def run_hierarchy(ctx: RunContext[Provider], job: Job) -> Calibration | None:
@@ -160,7 +145,7 @@ def _stage_results(
     shots = stage_shots(job.shots, parent, stage, ctx.options.shots) if job.shots else []
     sub = Job(job.texts, [RowResult() for _ in job.texts], list(rows), None, stage, shots, [], None)
     log.debug("stage %r: %d rows, %d labels", parent or "(top)", len(rows), len(stage))
-    cal = _run_stage(ctx, sub)
+    cal = run_runner(ctx, sub, prompt_builder(ctx.options, sub))
     return cal, sub.results
 
 

@@ -41,15 +41,13 @@ from ..errors import AuthenticationError, ConfigError, Interrupted, PromptclfErr
 from ..providers.base import Provider
 from ..runs import Calibration
 from ..store import Store
-from .batch_runner import BatchRunner
-from .chat_runner import ChatRunner
 from .confidence import probs_cell
 from .context import RunContext
+from .dispatch import run_runner
 from .hierarchy import run_hierarchy
 from .jobs import Job, StreamPlan, Tally, chunk_job, chunk_texts, plan_stream, prompt_builder
 from .options import LabelOptions
 from .prompts import PromptBuilder
-from .scoring_runner import run_scoring
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +182,9 @@ def labeled_frame(df: pd.DataFrame, job: Job) -> pd.DataFrame:
 def run_job(ctx: RunContext[Provider], job: Job, prompts: PromptBuilder) -> Calibration | None:
     """Label ``job``'s rows with the runner for the provider's kind (``--batch-api``: the batch runner);
     returns what ``--calibrate`` divided by, for a scoring provider."""
-    provider = ctx.provider
     if job.labels.tree is not None and ctx.options.tree_mode == "hierarchy":
         return run_hierarchy(ctx, job)  # stage by stage, each with its own prompts
-    if provider.kind == "scoring":
-        return run_scoring(ctx.using(provider), job, prompts)
-    if ctx.options.batch_api:
-        BatchRunner(ctx.using(provider), job, prompts).run()
-    else:
-        ChatRunner(ctx.using(provider), job, prompts).run()
-    return None
+    return run_runner(ctx, job, prompts)
 
 
 @dataclass
